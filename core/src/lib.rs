@@ -1,0 +1,20 @@
+//! maxmin-core: the plugin traits, config loading, and the algorithms of MaxMin-RLHF
+//! (Chakraborty et al., ICML 2024; see `../shared/PAPER.md`).
+//!
+//! Library code returns [`error::Error`]; only the `maxmin` binary uses `anyhow`.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod ops;
+pub mod policy;
+pub mod registry;
+pub mod rng;
+
+pub use error::{Error, Result};
+
+#[doc(hidden)]
+pub use inventory;
+#[doc(hidden)]
+pub use typetag;

@@ -1,0 +1,1 @@
+//! maxmin-envs: Gymnasium-exact classic control environments (filled in by the foundation issue).

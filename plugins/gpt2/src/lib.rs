@@ -1,0 +1,1 @@
+//! gpt2 model plugin (filled in by the LM-plugins issue).

@@ -1,0 +1,1 @@
+//! llama model plugin (filled in by the LM-plugins issue).

@@ -1,0 +1,23 @@
+//! `maxmin`: the command-line front end. Parses arguments, sets up logging, dispatches to the
+//! library, and turns errors into exit codes (0 success, 2 bad input, 1 internal error).
+
+mod bench;
+mod cli;
+mod lm;
+mod plugins;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    cli::init_logging(cli.verbose);
+    let code = match cli::dispatch(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = cli::exit_code(&e);
+            eprintln!("error: {e:#}");
+            code
+        }
+    };
+    std::process::exit(code);
+}
