@@ -4,13 +4,19 @@
 //! Library code returns [`error::Error`]; only the `maxmin` binary uses `anyhow`.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
 pub mod env;
 pub mod error;
+pub mod mlp;
+pub mod normalize;
 pub mod ops;
+pub mod optim;
 pub mod policy;
+pub mod ppo;
 pub mod registry;
 pub mod rng;
+pub mod run;
 
 pub use error::{Error, Result};
 
