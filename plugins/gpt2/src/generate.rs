@@ -1,0 +1,286 @@
+//! Text generation for policies: greedy decoding and seeded sampling with temperature, top-k and
+//! top-p (applied in that order, as HF `generate`'s logits warpers do), over a left-padded batch,
+//! with or without the external KV cache (both give the same tokens; the cache is the fast path).
+//! Stopping at the end-of-sequence token is a named option; nothing is encoded as a magic id.
+
+use crate::lm::{CausalLm, KvCache, LmInput};
+use crate::lora::Lora;
+use candle_core::{IndexOp, Tensor};
+use maxmin_core::{rng::Rng, Error, Result};
+use rand::Rng as _;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sampling {
+    /// The most likely token (first on ties).
+    Greedy,
+    /// Sample from the softmax of `logits / temperature`, restricted to the `top_k` most likely
+    /// tokens and then to the smallest set whose probability reaches `top_p`.
+    Sample {
+        /// > 0.
+        temperature: f64,
+        /// Keep only the k most likely tokens; `None` keeps all.
+        top_k: Option<usize>,
+        /// Nucleus mass in (0, 1]; `None` keeps all.
+        top_p: Option<f64>,
+    },
+}
+
+impl Sampling {
+    /// Check values.
+    pub fn validate(&self) -> Result<()> {
+        if let Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+        } = self
+        {
+            if !(temperature.is_finite() && *temperature > 0.0) {
+                return Err(Error::input(
+                    format!("temperature must be > 0, found {temperature}"),
+                    Some("use greedy decoding instead of temperature 0".into()),
+                ));
+            }
+            if *top_k == Some(0) {
+                return Err(Error::input("top-k must be ≥ 1", None));
+            }
+            if let Some(p) = top_p {
+                if !(p.is_finite() && *p > 0.0 && *p <= 1.0) {
+                    return Err(Error::input(format!("top-p must be in (0, 1], found {p}"), None));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Generation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// New tokens per sequence at most.
+    pub max_new_tokens: usize,
+    /// Greedy or sampled.
+    pub sampling: Sampling,
+    /// Stop a sequence when it emits the model's end-of-sequence token (which is kept in the
+    /// output). Off: always generate `max_new_tokens`.
+    pub stop_at_eos: bool,
+    /// Reuse keys/values of past positions (fast); off recomputes the whole prefix each step.
+    pub use_cache: bool,
+    /// Id written into padded positions (masked out; any valid id).
+    pub pad_id: u32,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new_tokens: 32,
+            sampling: Sampling::Greedy,
+            stop_at_eos: true,
+            use_cache: true,
+            pad_id: 0,
+        }
+    }
+}
+
+/// Generated continuations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// New tokens of each prompt (ending with EOS when it stopped there).
+    pub tokens: Vec<Vec<u32>>,
+    /// Whether each sequence stopped at EOS.
+    pub stopped_at_eos: Vec<bool>,
+}
+
+/// Pick the next token from one row of logits.
+pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Result<u32> {
+    if logits.is_empty() {
+        return Err(Error::Internal("empty logits row".into()));
+    }
+    let argmax = |v: &[f32]| {
+        let mut best = 0;
+        for (i, &x) in v.iter().enumerate() {
+            if x > v[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    let Sampling::Sample {
+        temperature,
+        top_k,
+        top_p,
+    } = sampling
+    else {
+        return Ok(argmax(logits));
+    };
+    let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
+    let mut order: Vec<usize> = (0..scaled.len()).collect();
+    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    if let Some(k) = top_k {
+        order.truncate((*k).max(1));
+    }
+    let max = scaled[order[0]];
+    let mut probs: Vec<f64> = order.iter().map(|&i| (scaled[i] - max).exp()).collect();
+    let sum: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= sum);
+    if let Some(p) = top_p {
+        let mut acc = 0.0;
+        let mut keep = probs.len();
+        for (n, q) in probs.iter().enumerate() {
+            acc += q;
+            if acc >= *p {
+                keep = n + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        order.truncate(keep);
+    }
+    let total: f64 = probs.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    for (q, &i) in probs.iter().zip(order.iter()) {
+        if u < *q {
+            return Ok(i as u32);
+        }
+        u -= q;
+    }
+    Ok(order[order.len() - 1] as u32)
+}
+
+/// Continue each prompt; `rng` drives sampling (untouched by greedy decoding).
+pub fn generate(
+    model: &dyn CausalLm,
+    lora: Option<&Lora>,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    rng: &mut Rng,
+) -> Result<Generation> {
+    opts.sampling.validate()?;
+    if opts.stop_at_eos && model.eos_token_id().is_none() {
+        return Err(Error::input(
+            "stop at EOS was asked but the model's config.json has no eos_token_id",
+            Some("turn stopping at EOS off".into()),
+        ));
+    }
+    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    if let Some(max) = model.max_positions() {
+        if longest + opts.max_new_tokens > max {
+            return Err(Error::input(
+                format!(
+                    "prompt ({longest} tokens) + max new tokens ({}) exceeds the model's {max} positions",
+                    opts.max_new_tokens
+                ),
+                None,
+            ));
+        }
+    }
+    let b = prompts.len();
+    let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    let mut stopped = vec![false; b];
+    let mut cache = model.new_cache();
+    let mut next_input = LmInput::left_padded(prompts, opts.pad_id)?;
+    next_input.check_vocab(model.vocab_size())?;
+    for _ in 0..opts.max_new_tokens {
+        let logits = if opts.use_cache {
+            model.forward(&next_input, Some(&mut cache), lora)?.logits
+        } else {
+            let input = LmInput::left_padded(&seqs, opts.pad_id)?;
+            model.forward(&input, None::<&mut KvCache>, lora)?.logits
+        };
+        let t = logits.dim(1)?;
+        let last: Vec<Vec<f32>> = logits.i((.., t - 1, ..))?.to_vec2()?;
+        let mut step = Vec::with_capacity(b);
+        for r in 0..b {
+            // Finished rows keep a token so the batch stays rectangular; it is discarded.
+            let tok = if done[r] {
+                opts.pad_id
+            } else {
+                sample_token(&last[r], &opts.sampling, rng)?
+            };
+            if !done[r] {
+                out[r].push(tok);
+                if opts.stop_at_eos && Some(tok) == model.eos_token_id() {
+                    done[r] = true;
+                    stopped[r] = true;
+                }
+            }
+            seqs[r].push(tok);
+            step.push(tok);
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        next_input = LmInput::new(step, vec![1; b], b, 1)?;
+    }
+    Ok(Generation {
+        tokens: out,
+        stopped_at_eos: stopped,
+    })
+}
+
+/// Log-probabilities `(batch, t-1)` of each next token of `input` under `logits` `(batch, t, V)`
+/// (position j scores token j+1); padded targets get 0.
+pub fn token_logprobs(logits: &Tensor, input: &LmInput) -> Result<Tensor> {
+    let (b, t, _v) = logits.dims3()?;
+    if t < 2 {
+        return Err(Error::input("need at least 2 positions to score next tokens", None));
+    }
+    let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, candle_core::D::Minus1)?;
+    let mut tgt = Vec::with_capacity(b * (t - 1));
+    let mut m = Vec::with_capacity(b * (t - 1));
+    for r in 0..b {
+        for j in 1..t {
+            tgt.push(input.ids[r * t + j]);
+            m.push(input.mask[r * t + j] as f32);
+        }
+    }
+    let tgt = Tensor::from_vec(tgt, (b, t - 1, 1), logits.device())?;
+    let m = Tensor::from_vec(m, (b, t - 1), logits.device())?;
+    Ok((lp.gather(&tgt, 2)?.squeeze(2)? * m)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maxmin_core::rng;
+
+    #[test]
+    fn greedy_top_k_top_p() {
+        let logits = [0.0f32, 3.0, 1.0, 2.9];
+        let mut r = rng::stream(0, "t");
+        assert_eq!(sample_token(&logits, &Sampling::Greedy, &mut r).unwrap(), 1);
+        let k1 = Sampling::Sample { temperature: 1.0, top_k: Some(1), top_p: None };
+        for _ in 0..20 {
+            assert_eq!(sample_token(&logits, &k1, &mut r).unwrap(), 1);
+        }
+        // Top-2 by mass: tokens 1 and 3 only.
+        let k2 = Sampling::Sample { temperature: 1.0, top_k: Some(2), top_p: None };
+        let mut seen = [0usize; 4];
+        for _ in 0..400 {
+            seen[sample_token(&logits, &k2, &mut r).unwrap() as usize] += 1;
+        }
+        assert_eq!(seen[0] + seen[2], 0);
+        assert!(seen[1] > 100 && seen[3] > 100, "{seen:?}");
+        // Tiny nucleus keeps only the argmax.
+        let p = Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(0.01) };
+        assert_eq!(sample_token(&logits, &p, &mut r).unwrap(), 1);
+        // Same seed, same draws.
+        let all = Sampling::Sample { temperature: 0.7, top_k: None, top_p: None };
+        let a: Vec<u32> = { let mut r = rng::stream(5, "s"); (0..30).map(|_| sample_token(&logits, &all, &mut r).unwrap()).collect() };
+        let b: Vec<u32> = { let mut r = rng::stream(5, "s"); (0..30).map(|_| sample_token(&logits, &all, &mut r).unwrap()).collect() };
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn invalid_sampling_is_rejected() {
+        for s in [
+            Sampling::Sample { temperature: 0.0, top_k: None, top_p: None },
+            Sampling::Sample { temperature: 1.0, top_k: Some(0), top_p: None },
+            Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(1.5) },
+        ] {
+            assert!(s.validate().is_err(), "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! GPT-2 (Radford et al. 2019) as Hugging Face transformers 4.47 `GPT2LMHeadModel` computes it:
+//! learned absolute positions, pre-norm blocks, fused `c_attn` (q|k|v), `gelu_new`, tied `lm_head`.
+//! Checkpoint keys are read verbatim, with or without the `transformer.` prefix; `Conv1D` weights
+//! are stored `[in, out]` and used as stored (`x @ W`). Written for training: logits at every
+//! position, hidden states for heads, an external KV cache, left-padded batches, LoRA.
+
+use crate::checkpoint::{read_config, Checkpoint, LoadAccounting};
+use crate::lm::{self, AttnCtx, CausalLm, KvCache, LmInput, LmOutput};
+use crate::lora::{Lora, LoraTarget};
+use candle_core::{DType, Device, Tensor};
+use maxmin_core::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// The fields of GPT-2's `config.json` this implementation reads (others are ignored).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Gpt2ModelConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Maximum positions.
+    pub n_positions: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Layers.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// MLP width (default 4 · n_embd).
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Activation; only `gelu_new` (tanh approximation, GPT-2's) is supported.
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    /// End-of-sequence token.
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    /// Whether scores are divided by sqrt(head_dim) (true in every released GPT-2).
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    /// Unsupported variant switch; must be false.
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Unsupported variant switch; must be false.
+    #[serde(default)]
+    pub reorder_and_upcast_attn: bool,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Gpt2ModelConfig {
+    /// The GPT-2 124M shape (`gpt2` on the hub).
+    pub fn gpt2_124m() -> Self {
+        Gpt2ModelConfig {
+            vocab_size: 50257,
+            n_positions: 1024,
+            n_embd: 768,
+            n_layer: 12,
+            n_head: 12,
+            n_inner: None,
+            layer_norm_epsilon: 1e-5,
+            activation_function: "gelu_new".into(),
+            eos_token_id: Some(50256),
+            scale_attn_weights: true,
+            scale_attn_by_inverse_layer_idx: false,
+            reorder_and_upcast_attn: false,
+        }
+    }
+
+    fn check(&self, file: &Path) -> Result<()> {
+        let bad = |m: String| Err(Error::data(file, None, m));
+        for (k, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                return bad(format!("`{k}` must be positive"));
+            }
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
+        }
+        if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
+            return bad(format!(
+                "activation_function `{}` is not supported (expected gelu_new)",
+                self.activation_function
+            ));
+        }
+        if self.scale_attn_by_inverse_layer_idx || self.reorder_and_upcast_attn || !self.scale_attn_weights {
+            return bad("GPT-2 attention variants (scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, scale_attn_weights = false) are not supported".into());
+        }
+        Ok(())
+    }
+
+    /// MLP width.
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    /// Every base tensor (name without prefix, shape): what [`Gpt2::load`] reads.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, i) = (self.n_embd, self.inner());
+        let mut v = vec![
+            ("wte.weight".to_string(), vec![self.vocab_size, h]),
+            ("wpe.weight".to_string(), vec![self.n_positions, h]),
+        ];
+        for l in 0..self.n_layer {
+            let p = format!("h.{l}");
+            for (n, s) in [
+                ("ln_1.weight", vec![h]),
+                ("ln_1.bias", vec![h]),
+                ("attn.c_attn.weight", vec![h, 3 * h]),
+                ("attn.c_attn.bias", vec![3 * h]),
+                ("attn.c_proj.weight", vec![h, h]),
+                ("attn.c_proj.bias", vec![h]),
+                ("ln_2.weight", vec![h]),
+                ("ln_2.bias", vec![h]),
+                ("mlp.c_fc.weight", vec![h, i]),
+                ("mlp.c_fc.bias", vec![i]),
+                ("mlp.c_proj.weight", vec![i, h]),
+                ("mlp.c_proj.bias", vec![h]),
+            ] {
+                v.push((format!("{p}.{n}"), s));
+            }
+        }
+        v.push(("ln_f.weight".into(), vec![h]));
+        v.push(("ln_f.bias".into(), vec![h]));
+        v
+    }
+
+    /// Memory the loader accounts for this shape stored and computed in `dtype`.
+    pub fn accounting(&self, stored: DType, compute: DType) -> LoadAccounting {
+        let mut a = LoadAccounting::default();
+        for (_, s) in self.tensor_shapes() {
+            a.add(s.iter().product(), stored, compute);
+        }
+        a
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln_1: (Tensor, Tensor),
+    c_attn: (Tensor, Tensor),
+    attn_proj: (Tensor, Tensor),
+    ln_2: (Tensor, Tensor),
+    c_fc: (Tensor, Tensor),
+    mlp_proj: (Tensor, Tensor),
+}
+
+/// A loaded GPT-2; cheap to clone (tensors are reference counted), immutable (weights frozen).
+#[derive(Debug, Clone)]
+pub struct Gpt2 {
+    cfg: Gpt2ModelConfig,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: (Tensor, Tensor),
+    lm_head: Tensor,
+    device: Device,
+    accounting: LoadAccounting,
+}
+
+impl Gpt2 {
+    /// Load a GPT-2 directory (`config.json` + safetensors) in compute `dtype` on `device`.
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg: Gpt2ModelConfig = read_config(dir)?;
+        cfg.check(&dir.join("config.json"))?;
+        let mut ck = Checkpoint::open(dir, dtype, device)?;
+        let prefix = if ck.contains("transformer.wte.weight") { "transformer." } else { "" };
+        let shapes: std::collections::HashMap<String, Vec<usize>> = cfg.tensor_shapes().into_iter().collect();
+        let mut get = |name: &str| -> Result<Tensor> {
+            let shape = shapes
+                .get(name)
+                .ok_or_else(|| Error::Internal(format!("no shape for {name}")))?;
+            ck.get(&format!("{prefix}{name}"), shape)
+        };
+        let pair = |get: &mut dyn FnMut(&str) -> Result<Tensor>, n: &str| -> Result<(Tensor, Tensor)> {
+            Ok((get(&format!("{n}.weight"))?, get(&format!("{n}.bias"))?))
+        };
+        let wte = get("wte.weight")?;
+        let wpe = get("wpe.weight")?;
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let p = format!("h.{l}");
+            blocks.push(Block {
+                ln_1: pair(&mut get, &format!("{p}.ln_1"))?,
+                c_attn: pair(&mut get, &format!("{p}.attn.c_attn"))?,
+                attn_proj: pair(&mut get, &format!("{p}.attn.c_proj"))?,
+                ln_2: pair(&mut get, &format!("{p}.ln_2"))?,
+                c_fc: pair(&mut get, &format!("{p}.mlp.c_fc"))?,
+                mlp_proj: pair(&mut get, &format!("{p}.mlp.c_proj"))?,
+            });
+        }
+        let ln_f = pair(&mut get, "ln_f")?;
+        // Released GPT-2 ties lm_head to wte and safetensors stores the shared tensor once.
+        let lm_head = if ck.contains("lm_head.weight") {
+            ck.get("lm_head.weight", &[cfg.vocab_size, cfg.n_embd])?
+        } else {
+            wte.clone()
+        };
+        Ok(Gpt2 {
+            accounting: ck.accounting(),
+            cfg,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            lm_head,
+            device: device.clone(),
+        })
+    }
+
+    /// The architecture config.
+    pub fn config(&self) -> &Gpt2ModelConfig {
+        &self.cfg
+    }
+
+    /// What loading read (tensors, bytes stored and resident).
+    pub fn load_accounting(&self) -> LoadAccounting {
+        self.accounting
+    }
+}
+
+impl CausalLm for Gpt2 {
+    fn forward(&self, input: &LmInput, mut cache: Option<&mut KvCache>, lora: Option<&Lora>) -> Result<LmOutput> {
+        input.check_vocab(self.cfg.vocab_size)?;
+        let (b, t) = (input.batch, input.seq_len);
+        let grad = lora.is_some();
+        let ctx = AttnCtx::new(input, cache.as_deref(), &self.device)?;
+        if ctx.past + t > self.cfg.n_positions {
+            return Err(Error::input(
+                format!("sequence of {} positions exceeds n_positions = {}", ctx.past + t, self.cfg.n_positions),
+                None,
+            ));
+        }
+        let (h, nh) = (self.cfg.n_embd, self.cfg.n_head);
+        let hd = h / nh;
+        let ids = Tensor::from_vec(input.ids.clone(), b * t, &self.device)?;
+        let pos = Tensor::from_vec(ctx.positions.clone(), b * t, &self.device)?;
+        let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?.reshape((b, t, h))?;
+        let eps = self.cfg.layer_norm_epsilon;
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let a = lm::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps, grad)?;
+            let qkv = lm::linear_in_out(&a, &blk.c_attn.0, Some(&blk.c_attn.1), &format!("h.{l}.attn.c_attn"), lora)?;
+            let heads = |i: usize| -> Result<Tensor> {
+                Ok(qkv.narrow(2, i * h, h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+            };
+            let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.append(l, k, v)?,
+                None => (k, v),
+            };
+            let att = lm::attention(&q, &k, &v, &ctx.bias, grad)?;
+            let att = lm::linear_in_out(&att, &blk.attn_proj.0, Some(&blk.attn_proj.1), &format!("h.{l}.attn.c_proj"), lora)?;
+            x = (x + att)?;
+            let m = lm::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps, grad)?;
+            let m = lm::linear_in_out(&m, &blk.c_fc.0, Some(&blk.c_fc.1), &format!("h.{l}.mlp.c_fc"), lora)?.gelu()?;
+            let m = lm::linear_in_out(&m, &blk.mlp_proj.0, Some(&blk.mlp_proj.1), &format!("h.{l}.mlp.c_proj"), lora)?;
+            x = (x + m)?;
+        }
+        ctx.commit(cache, b);
+        let hidden = lm::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps, grad)?;
+        let logits = hidden
+            .reshape((b * t, h))?
+            .matmul(&self.lm_head.t()?)?
+            .to_dtype(DType::F32)?
+            .reshape((b, t, self.cfg.vocab_size))?;
+        Ok(LmOutput { logits, hidden })
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.n_layer)
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn hidden_size(&self) -> usize {
+        self.cfg.n_embd
+    }
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.cfg.n_positions)
+    }
+    fn eos_token_id(&self) -> Option<u32> {
+        self.cfg.eos_token_id
+    }
+    fn dtype(&self) -> DType {
+        self.wte.dtype()
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn lora_targets(&self) -> Vec<LoraTarget> {
+        let (h, i) = (self.cfg.n_embd, self.cfg.inner());
+        (0..self.cfg.n_layer)
+            .flat_map(|l| {
+                [
+                    (format!("h.{l}.attn.c_attn"), h, 3 * h),
+                    (format!("h.{l}.attn.c_proj"), h, h),
+                    (format!("h.{l}.mlp.c_fc"), h, i),
+                    (format!("h.{l}.mlp.c_proj"), i, h),
+                ]
+            })
+            .map(|(name, in_dim, out_dim)| LoraTarget { name, in_dim, out_dim })
+            .collect()
+    }
+    fn default_lora_modules(&self) -> &'static [&'static str] {
+        &["c_attn"]
+    }
+}
