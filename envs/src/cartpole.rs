@@ -1,0 +1,291 @@
+//! CartPole-v1, as Gymnasium 1.0.0's `CartPoleEnv` wrapped in `TimeLimit(500)`.
+//!
+//! A pole is attached by an un-actuated joint to a cart moving along a frictionless track
+//! (Barto, Sutton & Anderson, 1983). The pole starts upright; the goal is to keep it upright by
+//! pushing the cart left or right.
+//!
+//! ## Action space
+//! `Discrete(2)`: 0 pushes the cart to the left, 1 to the right, with a force of 10 N.
+//!
+//! ## Observation space
+//! `Box(4)` of f32:
+//!
+//! | index | observation           | min     | max    |
+//! |-------|-----------------------|---------|--------|
+//! | 0     | cart position         | -4.8    | 4.8    |
+//! | 1     | cart velocity         | -inf    | inf    |
+//! | 2     | pole angle (rad)      | -0.4189 | 0.4189 |
+//! | 3     | pole angular velocity | -inf    | inf    |
+//!
+//! The internal state is f64 and integrated with explicit Euler (τ = 0.02 s) exactly as
+//! Gymnasium computes it; observations are the state rounded to f32.
+//!
+//! ## Reward
+//! +1 for every step, including the terminating one. With `sutton-barto-reward = true`: 0 for
+//! every non-terminating step and -1 for the terminating one. Stepping again after termination
+//! (without reset) gives 0 (-1 with the Sutton–Barto reward), as in Gymnasium.
+//!
+//! ## Start state
+//! Every state variable uniform in [-0.05, 0.05], drawn with NumPy's PCG64 stream seeded as
+//! Gymnasium seeds it, so `reset(Some(seed))` gives Gymnasium's `reset(seed=seed)` start state.
+//!
+//! ## Episode end
+//! 1. Termination: the pole angle leaves ±12° (±0.2095 rad).
+//! 2. Termination: the cart position leaves ±2.4.
+//! 3. Truncation: the episode reaches `max-episode-steps` (500) steps without terminating.
+//!
+//! Reward threshold 475. Config: `[env] type = "cartpole"`.
+
+use crate::common::{
+    discrete_action, from_bits, parse_snapshot, snapshot_value, time_limit, to_bits,
+    validate_max_steps,
+};
+use crate::np_rng::NpRng;
+use maxmin_core::env::{Action, AutoresetMode, Env, EnvConfig, EnvSpec, Space, StepOutcome, VecEnv};
+use maxmin_core::Result;
+use serde::{Deserialize, Serialize};
+
+/// Gymnasium id.
+pub const ID: &str = "CartPole-v1";
+/// Gymnasium's `max_episode_steps` for CartPole-v1.
+pub const MAX_EPISODE_STEPS: usize = 500;
+
+const GRAVITY: f64 = 9.8;
+const MASSCART: f64 = 1.0;
+const MASSPOLE: f64 = 0.1;
+const TOTAL_MASS: f64 = MASSPOLE + MASSCART;
+const LENGTH: f64 = 0.5;
+const POLEMASS_LENGTH: f64 = MASSPOLE * LENGTH;
+const FORCE_MAG: f64 = 10.0;
+const TAU: f64 = 0.02;
+/// 12 degrees, computed in Gymnasium's operation order.
+pub(crate) const THETA_THRESHOLD: f64 = 12.0 * 2.0 * std::f64::consts::PI / 360.0;
+pub(crate) const X_THRESHOLD: f64 = 2.4;
+/// Start-state bounds.
+pub(crate) const RESET_LOW: f64 = -0.05;
+pub(crate) const RESET_HIGH: f64 = 0.05;
+
+/// One Euler step of the cart-pole dynamics (`action` 1 pushes right, anything else left).
+#[inline(always)]
+pub(crate) fn dynamics(s: [f64; 4], action: usize) -> [f64; 4] {
+    let [x, x_dot, theta, theta_dot] = s;
+    let force = if action == 1 { FORCE_MAG } else { -FORCE_MAG };
+    let costheta = theta.cos();
+    let sintheta = theta.sin();
+    let temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sintheta) / TOTAL_MASS;
+    let thetaacc = (GRAVITY * sintheta - costheta * temp)
+        / (LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS));
+    let xacc = temp - POLEMASS_LENGTH * thetaacc * costheta / TOTAL_MASS;
+    [
+        x + TAU * x_dot,
+        x_dot + TAU * xacc,
+        theta + TAU * theta_dot,
+        theta_dot + TAU * thetaacc,
+    ]
+}
+
+/// Whether a state is terminal.
+#[inline(always)]
+pub(crate) fn is_terminal(s: &[f64; 4]) -> bool {
+    s[0] < -X_THRESHOLD || s[0] > X_THRESHOLD || s[2] < -THETA_THRESHOLD || s[2] > THETA_THRESHOLD
+}
+
+/// A start state: four draws in the order Gymnasium's `uniform(size=(4,))` makes them.
+#[inline]
+pub(crate) fn start_state(rng: &mut NpRng) -> [f64; 4] {
+    [(); 4].map(|_| rng.uniform(RESET_LOW, RESET_HIGH))
+}
+
+/// The spec of CartPole-v1 with a given time limit.
+pub fn spec(max_episode_steps: usize) -> EnvSpec {
+    let high = [
+        (X_THRESHOLD * 2.0) as f32,
+        f32::INFINITY,
+        (THETA_THRESHOLD * 2.0) as f32,
+        f32::INFINITY,
+    ];
+    EnvSpec {
+        id: ID.into(),
+        observation_space: Space::Box {
+            low: high.iter().map(|h| -h).collect(),
+            high: high.to_vec(),
+        },
+        action_space: Space::Discrete { n: 2 },
+        max_episode_steps: Some(max_episode_steps),
+        reward_threshold: Some(475.0),
+    }
+}
+
+/// `[env] type = "cartpole"`: Gymnasium's CartPole-v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CartPoleConfig {
+    /// Steps after which an episode is truncated (Gymnasium's `max_episode_steps`, default 500).
+    #[serde(default = "default_max_steps")]
+    pub max_episode_steps: usize,
+    /// Gymnasium's `sutton_barto_reward`: reward 0 per step and -1 on termination (default false).
+    #[serde(default)]
+    pub sutton_barto_reward: bool,
+}
+
+fn default_max_steps() -> usize {
+    MAX_EPISODE_STEPS
+}
+
+impl Default for CartPoleConfig {
+    fn default() -> Self {
+        Self {
+            max_episode_steps: MAX_EPISODE_STEPS,
+            sutton_barto_reward: false,
+        }
+    }
+}
+
+#[typetag::serde(name = "cartpole")]
+impl EnvConfig for CartPoleConfig {
+    fn validate(&self) -> Result<()> {
+        validate_max_steps(self.max_episode_steps)
+    }
+    fn build(&self) -> Result<Box<dyn Env>> {
+        self.validate()?;
+        Ok(Box::new(CartPole::new(self)))
+    }
+    fn build_vec(&self, num_envs: usize, mode: AutoresetMode) -> Result<Box<dyn VecEnv>> {
+        self.validate()?;
+        Ok(Box::new(crate::CartPoleVecEnv::new(self, num_envs, mode)?))
+    }
+}
+
+maxmin_core::register_plugin!(
+    EnvConfig,
+    "cartpole",
+    "CartPole-v1 (Gymnasium-exact): balance a pole on a cart; vectorised structure-of-arrays"
+);
+
+/// CartPole-v1 as one [`Env`].
+#[derive(Debug, Clone)]
+pub struct CartPole {
+    spec: EnvSpec,
+    sutton_barto_reward: bool,
+    state: [f64; 4],
+    rng: NpRng,
+    steps: usize,
+    /// Gymnasium's `steps_beyond_terminated`: steps taken since termination without a reset.
+    steps_beyond_terminated: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    state_bits: [u64; 4],
+    rng: NpRng,
+    steps: usize,
+    steps_beyond_terminated: Option<u64>,
+}
+
+impl CartPole {
+    /// A new environment (call [`Env::reset`] before stepping).
+    pub fn new(cfg: &CartPoleConfig) -> Self {
+        Self {
+            spec: spec(cfg.max_episode_steps),
+            sutton_barto_reward: cfg.sutton_barto_reward,
+            state: [0.0; 4],
+            rng: NpRng::default(),
+            steps: 0,
+            steps_beyond_terminated: None,
+        }
+    }
+
+    /// The f64 state `(x, x_dot, theta, theta_dot)`.
+    pub fn state(&self) -> [f64; 4] {
+        self.state
+    }
+
+    /// Set the f64 state (for tests that start from a given state).
+    pub fn set_state(&mut self, s: [f64; 4]) {
+        self.state = s;
+    }
+
+    fn write_obs(&self, obs: &mut [f32]) {
+        for (o, s) in obs.iter_mut().zip(self.state) {
+            *o = s as f32;
+        }
+    }
+}
+
+impl Env for CartPole {
+    fn spec(&self) -> &EnvSpec {
+        &self.spec
+    }
+
+    fn reset(&mut self, seed: Option<u64>, obs: &mut [f32]) {
+        if let Some(seed) = seed {
+            self.rng = NpRng::from_seed(seed);
+        }
+        self.state = start_state(&mut self.rng);
+        self.steps = 0;
+        self.steps_beyond_terminated = None;
+        self.write_obs(obs);
+    }
+
+    fn step(&mut self, action: Action<'_>, obs: &mut [f32]) -> StepOutcome {
+        let a = discrete_action(ID, action, 2);
+        self.state = dynamics(self.state, a);
+        let terminated = is_terminal(&self.state);
+        let reward = match (terminated, self.steps_beyond_terminated) {
+            (false, _) => {
+                if self.sutton_barto_reward {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+            (true, None) => {
+                self.steps_beyond_terminated = Some(0);
+                if self.sutton_barto_reward {
+                    -1.0
+                } else {
+                    1.0
+                }
+            }
+            (true, Some(n)) => {
+                self.steps_beyond_terminated = Some(n + 1);
+                if self.sutton_barto_reward {
+                    -1.0
+                } else {
+                    0.0
+                }
+            }
+        };
+        self.steps += 1;
+        self.write_obs(obs);
+        StepOutcome {
+            reward,
+            terminated,
+            truncated: time_limit(self.steps, self.max_steps(), terminated),
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        snapshot_value(&Snapshot {
+            state_bits: to_bits(&self.state),
+            rng: self.rng,
+            steps: self.steps,
+            steps_beyond_terminated: self.steps_beyond_terminated,
+        })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+        let s: Snapshot = parse_snapshot(ID, state)?;
+        self.state = from_bits(&s.state_bits);
+        self.rng = s.rng;
+        self.steps = s.steps;
+        self.steps_beyond_terminated = s.steps_beyond_terminated;
+        Ok(())
+    }
+}
+
+impl CartPole {
+    fn max_steps(&self) -> usize {
+        self.spec.max_episode_steps.unwrap_or(usize::MAX)
+    }
+}

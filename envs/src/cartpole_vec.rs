@@ -1,0 +1,241 @@
+//! Vectorised CartPole-v1: a structure-of-arrays [`VecEnv`] with every buffer allocated once.
+//!
+//! Semantics are those of `maxmin_core::env::SyncVecEnv` over [`crate::CartPole`], trajectory
+//! for trajectory: sub-environment `i` owns a NumPy PCG64 stream seeded with `seed + i` on
+//! `reset(seed)` (as Gymnasium's `SyncVectorEnv`), and both [`AutoresetMode`]s behave as there.
+//! (Gymnasium's own `CartPoleVectorEnv` shares one stream across sub-environments; we keep one
+//! stream each so the vector env and the single env agree.)
+
+use crate::cartpole::{dynamics, is_terminal, spec, start_state, CartPoleConfig, ID};
+use crate::common::{parse_snapshot, snapshot_value};
+use crate::np_rng::NpRng;
+use maxmin_core::env::{Actions, AutoresetMode, EnvSpec, VecEnv, VecStep};
+use maxmin_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// CartPole-v1 × `num_envs`, stepped as arrays.
+#[derive(Debug, Clone)]
+pub struct CartPoleVecEnv {
+    spec: EnvSpec,
+    mode: AutoresetMode,
+    max_steps: u32,
+    sutton_barto_reward: bool,
+    /// `[num_envs]` f64 state, one array per variable.
+    x: Vec<f64>,
+    x_dot: Vec<f64>,
+    theta: Vec<f64>,
+    theta_dot: Vec<f64>,
+    steps: Vec<u32>,
+    rngs: Vec<NpRng>,
+    /// Next-step mode: sub-environments whose episode ended in the previous step.
+    pending_reset: Vec<bool>,
+    obs: Vec<f32>,
+    final_obs: Vec<f32>,
+    rewards: Vec<f32>,
+    terminated: Vec<bool>,
+    truncated: Vec<bool>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    x: Vec<u64>,
+    x_dot: Vec<u64>,
+    theta: Vec<u64>,
+    theta_dot: Vec<u64>,
+    steps: Vec<u32>,
+    rngs: Vec<NpRng>,
+    pending_reset: Vec<bool>,
+}
+
+impl CartPoleVecEnv {
+    /// `num_envs` (≥ 1) CartPoles with the given autoreset mode.
+    pub fn new(cfg: &CartPoleConfig, num_envs: usize, mode: AutoresetMode) -> Result<Self> {
+        if num_envs == 0 {
+            return Err(Error::input(
+                "a vector environment needs at least one environment",
+                Some("set num-envs to 1 or more".into()),
+            ));
+        }
+        let max_steps = u32::try_from(cfg.max_episode_steps).map_err(|_| {
+            Error::config(
+                "max-episode-steps",
+                format!("expected at most {}, found {}", u32::MAX, cfg.max_episode_steps),
+            )
+        })?;
+        let n = num_envs;
+        Ok(Self {
+            spec: spec(cfg.max_episode_steps),
+            mode,
+            max_steps,
+            sutton_barto_reward: cfg.sutton_barto_reward,
+            x: vec![0.0; n],
+            x_dot: vec![0.0; n],
+            theta: vec![0.0; n],
+            theta_dot: vec![0.0; n],
+            steps: vec![0; n],
+            rngs: vec![NpRng::default(); n],
+            pending_reset: vec![false; n],
+            obs: vec![0.0; n * 4],
+            final_obs: vec![0.0; n * 4],
+            rewards: vec![0.0; n],
+            terminated: vec![false; n],
+            truncated: vec![false; n],
+        })
+    }
+
+    /// Draw a start state for sub-environment `i` and write its observation row.
+    #[inline]
+    fn reset_one(&mut self, i: usize) {
+        let s = start_state(&mut self.rngs[i]);
+        self.set(i, s);
+        self.steps[i] = 0;
+        write_row(&mut self.obs, i, &s);
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> [f64; 4] {
+        [self.x[i], self.x_dot[i], self.theta[i], self.theta_dot[i]]
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, s: [f64; 4]) {
+        self.x[i] = s[0];
+        self.x_dot[i] = s[1];
+        self.theta[i] = s[2];
+        self.theta_dot[i] = s[3];
+    }
+}
+
+#[inline(always)]
+fn write_row(buf: &mut [f32], i: usize, s: &[f64; 4]) {
+    let row = &mut buf[i * 4..i * 4 + 4];
+    for (o, v) in row.iter_mut().zip(s) {
+        *o = *v as f32;
+    }
+}
+
+impl VecEnv for CartPoleVecEnv {
+    fn num_envs(&self) -> usize {
+        self.x.len()
+    }
+
+    fn spec(&self) -> &EnvSpec {
+        &self.spec
+    }
+
+    fn autoreset_mode(&self) -> AutoresetMode {
+        self.mode
+    }
+
+    fn reset(&mut self, seed: u64) -> &[f32] {
+        for i in 0..self.num_envs() {
+            self.rngs[i] = NpRng::from_seed(seed.wrapping_add(i as u64));
+            self.reset_one(i);
+        }
+        self.pending_reset.fill(false);
+        &self.obs
+    }
+
+    /// # Panics
+    /// If `actions` is not `Discrete` with one action per sub-environment, each 0 or 1.
+    fn step(&mut self, actions: Actions<'_>) -> VecStep<'_> {
+        let n = self.num_envs();
+        let acts = match actions {
+            Actions::Discrete(a) if a.len() == n => a,
+            other => panic!("{ID} vector env: expected {n} discrete actions, found {other:?}"),
+        };
+        let (step_reward, end_reward) = if self.sutton_barto_reward {
+            (0.0, -1.0)
+        } else {
+            (1.0, 1.0)
+        };
+        for (i, &a) in acts.iter().enumerate() {
+            assert!(a < 2, "{ID}: action {a} is outside the action space Discrete(2)");
+            if self.mode == AutoresetMode::NextStep && self.pending_reset[i] {
+                self.reset_one(i);
+                self.rewards[i] = 0.0;
+                self.terminated[i] = false;
+                self.truncated[i] = false;
+                self.pending_reset[i] = false;
+                continue;
+            }
+            let s = dynamics(self.get(i), a as usize);
+            self.set(i, s);
+            let terminated = is_terminal(&s);
+            self.steps[i] += 1;
+            let truncated = !terminated && self.steps[i] >= self.max_steps;
+            self.rewards[i] = if terminated { end_reward } else { step_reward };
+            self.terminated[i] = terminated;
+            self.truncated[i] = truncated;
+            if terminated || truncated {
+                match self.mode {
+                    AutoresetMode::SameStep => {
+                        write_row(&mut self.final_obs, i, &s);
+                        self.reset_one(i);
+                    }
+                    AutoresetMode::NextStep => {
+                        write_row(&mut self.obs, i, &s);
+                        self.pending_reset[i] = true;
+                    }
+                }
+            } else {
+                write_row(&mut self.obs, i, &s);
+            }
+        }
+        VecStep {
+            obs: &self.obs,
+            rewards: &self.rewards,
+            terminated: &self.terminated,
+            truncated: &self.truncated,
+            final_obs: &self.final_obs,
+        }
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        snapshot_value(&Snapshot {
+            x: bits(&self.x),
+            x_dot: bits(&self.x_dot),
+            theta: bits(&self.theta),
+            theta_dot: bits(&self.theta_dot),
+            steps: self.steps.clone(),
+            rngs: self.rngs.clone(),
+            pending_reset: self.pending_reset.clone(),
+        })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<()> {
+        let s: Snapshot = parse_snapshot(ID, state)?;
+        let n = self.num_envs();
+        let lens = [
+            s.x.len(),
+            s.x_dot.len(),
+            s.theta.len(),
+            s.theta_dot.len(),
+            s.steps.len(),
+            s.rngs.len(),
+            s.pending_reset.len(),
+        ];
+        if lens.iter().any(|&l| l != n) {
+            return Err(Error::input(
+                format!("{ID} vector env: snapshot is not of {n} sub-environments"),
+                None,
+            ));
+        }
+        let floats = |v: &[u64]| v.iter().map(|b| f64::from_bits(*b)).collect::<Vec<_>>();
+        self.x = floats(&s.x);
+        self.x_dot = floats(&s.x_dot);
+        self.theta = floats(&s.theta);
+        self.theta_dot = floats(&s.theta_dot);
+        self.steps = s.steps;
+        self.rngs = s.rngs;
+        self.pending_reset = s.pending_reset;
+        // The observation buffer is the current state (next-step mode keeps the final
+        // observation of a pending sub-environment, which is also its current state).
+        for i in 0..n {
+            let st = self.get(i);
+            write_row(&mut self.obs, i, &st);
+        }
+        Ok(())
+    }
+}
