@@ -1,6 +1,9 @@
 //! Argument definitions and dispatch for the `maxmin` binary.
 
 use clap::{Parser, Subcommand};
+use maxmin_core::config::Loaded;
+use maxmin_core::env::EnvConfig;
+use maxmin_core::experiment::{Experiment, RunOptions};
 use std::path::PathBuf;
 
 /// MaxMin-RLHF: reinforcement learning with diverse human preferences.
@@ -19,8 +22,9 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the experiment a config file declares; prints the run directory as the last line.
     Run {
-        /// Experiment file (TOML).
-        config: PathBuf,
+        /// Experiment file (TOML); optional with --resume, which uses the run's own config.
+        #[arg(required_unless_present = "resume")]
+        config: Option<PathBuf>,
         /// Override a config value by key path, e.g. `--set ppo.learning-rate=1e-3`.
         #[arg(long = "set", value_name = "KEY.PATH=VALUE")]
         sets: Vec<String>,
@@ -69,11 +73,22 @@ pub fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(crate::logfile::LogFile)
+                .with_ansi(false)
+                .with_target(false),
+        )
         .init();
 }
 
@@ -90,6 +105,120 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Lm(cmd) => crate::lm::run(cmd),
         Cmd::Bench(cmd) => crate::bench::run(cmd),
-        _ => anyhow::bail!("not implemented yet"),
+        Cmd::Run {
+            config,
+            sets,
+            seed,
+            out,
+            resume,
+        } => run(config, sets, seed, out, resume),
+        Cmd::Check { config, sets } => {
+            let exp = load(&config, &sets, None)?;
+            exp.value.check()?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Cmd::List => {
+            list();
+            Ok(())
+        }
+        Cmd::CheckEnv { env_type, seed } => check_env(&env_type, seed),
     }
+}
+
+fn load(
+    config: &std::path::Path,
+    sets: &[String],
+    seed: Option<u64>,
+) -> anyhow::Result<Loaded<Experiment>> {
+    let mut sets = sets.to_vec();
+    if let Some(s) = seed {
+        sets.push(format!("seed={s}"));
+    }
+    Ok(maxmin_core::config::load(config, &sets)?)
+}
+
+fn run(
+    config: Option<PathBuf>,
+    sets: Vec<String>,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let exp = match &resume {
+        Some(dir) => {
+            if !sets.is_empty() || seed.is_some() || out.is_some() {
+                return Err(maxmin_core::Error::input(
+                    "--resume continues a run with its own config; --set, --seed and --out cannot change it",
+                    Some("start a new run to change the config".into()),
+                )
+                .into());
+            }
+            if config.is_some() {
+                tracing::warn!("--resume uses {}/config.resolved.toml; the CONFIG argument is ignored", dir.display());
+            }
+            maxmin_core::experiment::load_for_resume(dir)?
+        }
+        None => load(config.as_deref().expect("clap requires CONFIG without --resume"), &sets, seed)?,
+    };
+    // The first SIGINT asks the trainer to checkpoint and stop at the next update boundary.
+    ctrlc::set_handler(|| {
+        if maxmin_core::run::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: saving a checkpoint at the next update boundary (Ctrl-C again to abort)");
+    })?;
+    let opts = RunOptions { out, resume };
+    let mut progress = crate::progress::CliProgress::new();
+    let dir = maxmin_core::experiment::run_with(&exp, &opts, &mut progress, |dir| {
+        if let Err(e) = crate::logfile::attach(&dir.join("log.txt")) {
+            tracing::warn!("cannot write {}/log.txt: {e}", dir.display());
+        }
+    });
+    let dir = match dir {
+        Ok(d) => d,
+        Err(maxmin_core::Error::Interrupted(ck)) => {
+            eprintln!("interrupted; checkpoint in {}", ck.display());
+            let run_dir = ck.ancestors().find(|p| p.join("config.resolved.toml").exists()).unwrap_or(&ck);
+            eprintln!("continue with: maxmin run --resume {}", run_dir.display());
+            println!("{}", run_dir.display());
+            std::process::exit(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}", dir.display());
+    Ok(())
+}
+
+fn list() {
+    let all = maxmin_core::registry::all();
+    let mut kind = "";
+    for p in &all {
+        if p.kind != kind {
+            kind = p.kind;
+            println!("{kind}:");
+        }
+        println!("  {:<22} {}", p.name, p.doc);
+    }
+}
+
+fn check_env(env_type: &str, seed: u64) -> anyhow::Result<()> {
+    let text = format!("type = {}", toml_quote(env_type));
+    let cfg: Box<dyn EnvConfig> = maxmin_core::config::from_str_at(&text, std::path::Path::new("<check-env TYPE>"))?;
+    cfg.validate()?;
+    let report = maxmin_envs::check_env(cfg.as_ref(), seed)?;
+    print!("{report}");
+    if !report.passed() {
+        return Err(maxmin_core::Error::input(
+            format!("environment `{env_type}` failed {} check(s)", report.failures().count()),
+            None,
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn toml_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }

@@ -4,7 +4,9 @@
 mod bench;
 mod cli;
 mod lm;
+mod logfile;
 mod plugins;
+mod progress;
 
 use clap::Parser;
 

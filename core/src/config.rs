@@ -72,19 +72,7 @@ where
         overridden.push(key);
     }
     let text = doc.to_string();
-    let de = toml::de::Deserializer::new(&text);
-    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let key = (path != "." && !path.is_empty()).then_some(path);
-        let lc = inner
-            .span()
-            .map(|s| line_col(&text, s.start))
-            .or_else(|| key.as_deref().and_then(|k| locate(&text, k)));
-        let (msg, hint) = explain(inner.message());
-        let hint = note_override(hint, key.as_deref(), &overridden);
-        file_err(lc, key, msg, hint)
-    })?;
+    let value: T = deserialize(&text, origin, &overridden)?;
     value.validate().map_err(|e| match e {
         Error::Config { loc, msg, hint } => {
             let lc = loc.key.as_deref().and_then(|k| locate(&text, k));
@@ -99,6 +87,35 @@ where
         value,
         resolved,
         source: origin.to_path_buf(),
+    })
+}
+
+/// Deserialise TOML text (no overrides, no validation), with errors located as in [`load`].
+pub fn from_str_at<T: DeserializeOwned>(text: &str, origin: &Path) -> Result<T> {
+    deserialize(text, origin, &[])
+}
+
+fn deserialize<T: DeserializeOwned>(text: &str, origin: &Path, overridden: &[String]) -> Result<T> {
+    let de = toml::de::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let key = (path != "." && !path.is_empty()).then_some(path);
+        let line_col = inner
+            .span()
+            .map(|s| line_col(text, s.start))
+            .or_else(|| key.as_deref().and_then(|k| locate(text, k)));
+        let (msg, hint) = explain(inner.message());
+        let hint = note_override(hint, key.as_deref(), overridden);
+        Error::Config {
+            loc: Location {
+                file: Some(origin.to_path_buf()),
+                line_col,
+                key,
+            },
+            msg,
+            hint,
+        }
     })
 }
 

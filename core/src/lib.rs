@@ -6,8 +6,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod env;
 pub mod error;
+pub mod experiment;
 pub mod mlp;
 pub mod normalize;
 pub mod ops;

@@ -296,6 +296,7 @@ pub fn train(
             st
         }
         None => {
+            *ctx.metrics = Metrics::open(&metrics_path(ctx.metrics), 0)?;
             let obs = venv.reset(rng::derive_seed(seed, "env")).to_vec();
             TrainState {
                 update: 0,

@@ -1,0 +1,11 @@
+//! Whole-program tests of the `maxmin` binary, one test binary with a module per area:
+//!
+//! - `cli`: exit codes and error messages for broken configs and arguments, `list`, `check-env`.
+//! - `configs`: every file in `configs/` passes `maxmin check`.
+//! - `runs`: run directory contents, determinism (same seed → same metrics), and resume after
+//!   SIGINT reproducing the uninterrupted run's metrics.
+
+mod cli;
+mod common;
+mod configs;
+mod runs;
