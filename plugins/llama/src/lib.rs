@@ -1,1 +1,14 @@
-//! llama model plugin (filled in by the LM-plugins issue).
+//! Llama-2 architecture (covers Tulu2-7B, a Llama-2-7B fine-tune, and grouped-query attention
+//! variants) as a maxmin policy / reward-model backbone.
+//!
+//! Upstream behaviour followed: Hugging Face transformers 4.47 `LlamaForCausalLM` with eager
+//! attention (pinned by the fixtures in `tests/data/lm/`). The runtime around the model (checkpoint
+//! loading, KV cache, LoRA, heads, sampling, tokenizer) is `maxmin_gpt2`'s, re-exported here.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod model;
+
+pub use config::LlamaConfig;
+pub use maxmin_gpt2::{checkpoint, generate, heads, hub, lm, lora, tokenizer, LmConfig};
+pub use model::{Llama, LlamaModelConfig};
