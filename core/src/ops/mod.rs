@@ -1,2 +1,15 @@
-//! Custom fused operations with a CPU reference (the default path and the tests' oracle) and a
-//! CUDA kernel compiled at run time with NVRTC (filled in by the kernels issue).
+//! Custom fused operations. Each op is a folder `<op>/` with `mod.rs` (the API, dispatch on
+//! [`crate::device::Device`], tests), `cpu.rs` (a fast Rust implementation: the default path
+//! and the tests' oracle) and `cuda.rs` (launches the kernel in `core/kernels/<op>.cu`, which
+//! NVRTC compiles at run time; see `docs/gpu.md`). Layout after dfdx's `tensor_ops/<op>/`.
+//!
+//! - [`logprob`]: per-token log p(target), entropy and KL to a reference policy from logits,
+//!   forward and backward, also as a candle op that autograd differentiates through (PPO).
+//! - [`bt_estep`]: the E-step of the Bradley–Terry mixture, a [users, K] log-likelihood matrix.
+//! - [`gae`]: generalised advantage estimation over [T, N] rollouts.
+
+pub mod bt_estep;
+pub mod gae;
+pub mod logprob;
+
+pub(crate) mod fastmath;

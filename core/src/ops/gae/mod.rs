@@ -1,0 +1,253 @@
+//! Generalised advantage estimation (Schulman et al. 2016) over a [T, N] rollout, with
+//! Gymnasium's `terminated` and `truncated` kept apart.
+//!
+//! **Layout**: every array is [T, N] row-major, element (t, i) — step t of env i — at
+//! `t * N + i`. Step t is: observe s_t (value `values[t,i]` = V(s_t)), act, receive
+//! `rewards[t,i]`, and the flags `terminated[t,i]` / `truncated[t,i]` of that step.
+//! `next_values[t,i]` is V of the observation that *followed* step t: V(s_{t+1}) normally (so
+//! `next_values[t] = values[t+1]` inside an episode and the bootstrap value V(s_T) in the last
+//! row), **V(final observation) at a truncation** (a vector env with autoreset has already
+//! replaced it with the next episode's first observation: the caller keeps the final one and
+//! evaluates it), and anything (ignored) at a termination.
+//!
+//! Recurrence, backwards from A_T = 0 (CleanRL `ppo.py` with `nextnonterminal` split in two):
+//!
+//! ```text
+//! δ_t = r_t + γ (1 − terminated_t) next_value_t − V(s_t)
+//! A_t = δ_t + γ λ (1 − (terminated_t ∨ truncated_t)) A_{t+1}
+//! R_t = A_t + V(s_t)
+//! ```
+//!
+//! With no truncations this is exactly CleanRL's computation (their `dones[t+1]` is our
+//! `terminated[t]`, their `next_value` our last row of `next_values`). CleanRL treats a
+//! truncation as a termination (no bootstrap); here it bootstraps from the final observation,
+//! as Gymnasium's `terminated`/`truncated` split intends.
+//!
+//! CPU ([`cpu::gae`], the PPO trainer's default) and CUDA ([`cuda`], unverified on GPU).
+
+pub mod cpu;
+pub mod cuda;
+
+pub use cpu::Gae;
+
+use crate::device::Device;
+use crate::{Error, Result};
+
+/// A rollout, all arrays [T, N] row-major (see the module doc for what each entry means).
+#[derive(Debug, Clone, Copy)]
+pub struct GaeInput<'a> {
+    /// r_t.
+    pub rewards: &'a [f32],
+    /// V(s_t).
+    pub values: &'a [f32],
+    /// V of the observation after step t (the final observation's value at a truncation).
+    pub next_values: &'a [f32],
+    /// Step t ended the episode by termination (no bootstrap).
+    pub terminated: &'a [bool],
+    /// Step t ended the episode by truncation (bootstrap from `next_values`).
+    pub truncated: &'a [bool],
+    /// Steps T.
+    pub t: usize,
+    /// Environments N.
+    pub n: usize,
+}
+
+impl GaeInput<'_> {
+    /// Check that every array is [T, N]; errors name the array.
+    pub fn validate(&self) -> Result<()> {
+        let want = self.t * self.n;
+        let lens = [
+            ("rewards", self.rewards.len()),
+            ("values", self.values.len()),
+            ("next_values", self.next_values.len()),
+            ("terminated", self.terminated.len()),
+            ("truncated", self.truncated.len()),
+        ];
+        for (name, len) in lens {
+            if len != want {
+                return Err(Error::input(
+                    format!(
+                        "gae: `{name}` has {len} entries, expected T × N = {} × {}",
+                        self.t, self.n
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_params(gamma: f32, lambda: f32) -> Result<()> {
+    for (name, v) in [("gamma", gamma), ("lambda", lambda)] {
+        if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+            return Err(Error::input(
+                format!("gae: `{name}` must be in [0, 1], found {v}"),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// GAE(γ, λ) on the CPU: the plain entry point for the PPO trainer.
+pub fn gae(input: &GaeInput, gamma: f32, lambda: f32) -> Result<Gae> {
+    input.validate()?;
+    check_params(gamma, lambda)?;
+    Ok(cpu::gae(input, gamma, lambda))
+}
+
+/// GAE(γ, λ) on `device` (`Device::Cuda` copies the rollout to the GPU and back).
+pub fn gae_on(device: &Device, input: &GaeInput, gamma: f32, lambda: f32) -> Result<Gae> {
+    input.validate()?;
+    check_params(gamma, lambda)?;
+    match device {
+        Device::Cpu => Ok(cpu::gae(input, gamma, lambda)),
+        Device::Cuda(dev) => cuda::DeviceRollout::upload(dev, input)?.gae(dev, gamma, lambda),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng;
+    use rand::Rng;
+
+    /// CleanRL's loop, transcribed with its own `dones` alignment (done flag observed with
+    /// s_t) and `next_value`/`next_done` for the bootstrap: the oracle when nothing truncates.
+    fn cleanrl(
+        rewards: &[f32],
+        values: &[f32],
+        dones: &[f32],
+        next_value: &[f32],
+        next_done: &[f32],
+        t_len: usize,
+        n: usize,
+        gamma: f32,
+        lam: f32,
+    ) -> Vec<f32> {
+        let mut adv = vec![0f32; t_len * n];
+        for i in 0..n {
+            let mut lastgaelam = 0f32;
+            for t in (0..t_len).rev() {
+                let (nnt, nv) = if t == t_len - 1 {
+                    (1.0 - next_done[i], next_value[i])
+                } else {
+                    (1.0 - dones[(t + 1) * n + i], values[(t + 1) * n + i])
+                };
+                let delta = rewards[t * n + i] + gamma * nv * nnt - values[t * n + i];
+                lastgaelam = delta + gamma * lam * nnt * lastgaelam;
+                adv[t * n + i] = lastgaelam;
+            }
+        }
+        adv
+    }
+
+    #[test]
+    fn equals_cleanrl_without_truncation() {
+        let (t_len, n) = (33, 5);
+        let mut r = rng::stream(4, "gae-test");
+        let rewards: Vec<f32> = (0..t_len * n).map(|_| r.random_range(-1.0..1.0)).collect();
+        let values: Vec<f32> = (0..t_len * n).map(|_| r.random_range(-2.0..2.0)).collect();
+        let last_v: Vec<f32> = (0..n).map(|_| r.random_range(-2.0..2.0)).collect();
+        let term: Vec<bool> = (0..t_len * n).map(|_| r.random_bool(0.1)).collect();
+        // CleanRL's dones[t] = done after step t-1; next_done = done after the last step
+        let mut dones = vec![0f32; t_len * n];
+        for t in 1..t_len {
+            for i in 0..n {
+                dones[t * n + i] = term[(t - 1) * n + i] as u8 as f32;
+            }
+        }
+        let next_done: Vec<f32> = (0..n)
+            .map(|i| term[(t_len - 1) * n + i] as u8 as f32)
+            .collect();
+        let mut next_values = vec![0f32; t_len * n];
+        for t in 0..t_len {
+            for i in 0..n {
+                next_values[t * n + i] = if t + 1 < t_len {
+                    values[(t + 1) * n + i]
+                } else {
+                    last_v[i]
+                };
+            }
+        }
+        let trunc = vec![false; t_len * n];
+        let x = GaeInput {
+            rewards: &rewards,
+            values: &values,
+            next_values: &next_values,
+            terminated: &term,
+            truncated: &trunc,
+            t: t_len,
+            n,
+        };
+        let got = gae(&x, 0.99, 0.95).unwrap();
+        let want = cleanrl(
+            &rewards, &values, &dones, &last_v, &next_done, t_len, n, 0.99, 0.95,
+        );
+        for (g, w) in got.advantages.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        for j in 0..t_len * n {
+            assert_eq!(got.returns[j], got.advantages[j] + values[j]);
+        }
+    }
+
+    #[test]
+    fn truncation_bootstraps_from_the_final_observation_and_cuts_the_trace() {
+        // one env, 3 steps; the episode is truncated after step 1, a new one starts at step 2
+        let rewards = [1.0, 1.0, 1.0];
+        let values = [0.5, 0.6, 0.7];
+        let next_values = [0.6, 9.0, 0.8]; // 9.0 = V(final observation of episode 1)
+        let x = GaeInput {
+            rewards: &rewards,
+            values: &values,
+            next_values: &next_values,
+            terminated: &[false, false, false],
+            truncated: &[false, true, false],
+            t: 3,
+            n: 1,
+        };
+        let (g, l) = (0.9f32, 0.8f32);
+        let out = gae(&x, g, l).unwrap();
+        let a2 = 1.0 + g * 0.8 - 0.7;
+        let a1 = 1.0 + g * 9.0 - 0.6; // bootstrapped, and A_2 does not leak in
+        let a0 = (1.0 + g * 0.6 - 0.5) + g * l * a1;
+        for (got, want) in out.advantages.iter().zip([a0, a1, a2]) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // the same step terminated instead: no bootstrap
+        let x = GaeInput {
+            terminated: &[false, true, false],
+            truncated: &[false, false, false],
+            ..x
+        };
+        let out = gae(&x, g, l).unwrap();
+        assert!((out.advantages[1] - (1.0 - 0.6)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bad_shapes_and_params_are_input_errors() {
+        let a = [0.0f32; 4];
+        let f = [false; 4];
+        let x = GaeInput {
+            rewards: &a,
+            values: &a[..3],
+            next_values: &a,
+            terminated: &f,
+            truncated: &f,
+            t: 2,
+            n: 2,
+        };
+        assert!(gae(&x, 0.99, 0.95)
+            .unwrap_err()
+            .to_string()
+            .contains("`values`"));
+        let x = GaeInput { values: &a, ..x };
+        assert!(gae(&x, 1.5, 0.95)
+            .unwrap_err()
+            .to_string()
+            .contains("gamma"));
+        assert!(gae(&x, 0.99, 0.95).is_ok());
+    }
+}
