@@ -29,5 +29,7 @@ pub mod lora;
 pub mod model;
 pub mod tokenizer;
 
+/// The tensor engine, re-exported so callers use the same candle version.
+pub use candle_core as candle;
 pub use config::{Gpt2Config, LmConfig};
 pub use model::{Gpt2, Gpt2ModelConfig};

@@ -6,9 +6,11 @@
 //! loading, KV cache, LoRA, heads, sampling, tokenizer) is `maxmin_gpt2`'s, re-exported here.
 #![warn(missing_docs)]
 
+pub mod auto;
 pub mod config;
 pub mod model;
 
+pub use auto::{load_causal_lm, memory_estimate};
 pub use config::LlamaConfig;
 pub use maxmin_gpt2::{checkpoint, generate, heads, hub, lm, lora, tokenizer, LmConfig};
 pub use model::{Llama, LlamaModelConfig};
