@@ -115,10 +115,8 @@ fn dsdt(s: &[f64; 5]) -> [f64; 5] {
     let (lc1, lc2, i1, i2) = (LINK_COM_POS_1, LINK_COM_POS_2, LINK_MOI, LINK_MOI);
     let g = 9.8;
     let [theta1, theta2, dtheta1, dtheta2, a] = *s;
-    let d1 = m1 * (lc1 * lc1)
-        + m2 * (l1 * l1 + lc2 * lc2 + 2.0 * l1 * lc2 * theta2.cos())
-        + i1
-        + i2;
+    let d1 =
+        m1 * (lc1 * lc1) + m2 * (l1 * l1 + lc2 * lc2 + 2.0 * l1 * lc2 * theta2.cos()) + i1 + i2;
     let d2 = m2 * (lc2 * lc2 + l1 * lc2 * theta2.cos()) + i2;
     let phi2 = m2 * lc2 * g * (theta1 + theta2 - PI / 2.0).cos();
     let phi1 = -m2 * l1 * lc2 * (dtheta2 * dtheta2) * theta2.sin()

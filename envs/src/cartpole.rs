@@ -41,7 +41,9 @@ use crate::common::{
     validate_max_steps,
 };
 use crate::np_rng::NpRng;
-use maxmin_core::env::{Action, AutoresetMode, Env, EnvConfig, EnvSpec, Space, StepOutcome, VecEnv};
+use maxmin_core::env::{
+    Action, AutoresetMode, Env, EnvConfig, EnvSpec, Space, StepOutcome, VecEnv,
+};
 use maxmin_core::Result;
 use serde::{Deserialize, Serialize};
 

@@ -59,7 +59,11 @@ impl CartPoleVecEnv {
         let max_steps = u32::try_from(cfg.max_episode_steps).map_err(|_| {
             Error::config(
                 "max-episode-steps",
-                format!("expected at most {}, found {}", u32::MAX, cfg.max_episode_steps),
+                format!(
+                    "expected at most {}, found {}",
+                    u32::MAX,
+                    cfg.max_episode_steps
+                ),
             )
         })?;
         let n = num_envs;
@@ -150,7 +154,10 @@ impl VecEnv for CartPoleVecEnv {
             (1.0, 1.0)
         };
         for (i, &a) in acts.iter().enumerate() {
-            assert!(a < 2, "{ID}: action {a} is outside the action space Discrete(2)");
+            assert!(
+                a < 2,
+                "{ID}: action {a} is outside the action space Discrete(2)"
+            );
             if self.mode == AutoresetMode::NextStep && self.pending_reset[i] {
                 self.reset_one(i);
                 self.rewards[i] = 0.0;

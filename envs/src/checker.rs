@@ -74,26 +74,32 @@ pub fn check_env(cfg: &dyn EnvConfig, seed: u64) -> Result<CheckReport> {
     let spec = probe.spec().clone();
     drop(probe);
     let mut checks = Vec::new();
-    let mut run = |name: &str, f: &mut dyn FnMut() -> Result<std::result::Result<String, String>>| {
-        let (passed, detail) = match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(Ok(Ok(d))) => (true, d),
-            Ok(Ok(Err(d))) => (false, d),
-            Ok(Err(e)) => (false, format!("error: {e}")),
-            Err(p) => (false, format!("panicked: {}", panic_message(&p))),
+    let mut run =
+        |name: &str, f: &mut dyn FnMut() -> Result<std::result::Result<String, String>>| {
+            let (passed, detail) = match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(Ok(Ok(d))) => (true, d),
+                Ok(Ok(Err(d))) => (false, d),
+                Ok(Err(e)) => (false, format!("error: {e}")),
+                Err(p) => (false, format!("panicked: {}", panic_message(&p))),
+            };
+            checks.push(Check {
+                name: name.into(),
+                passed,
+                detail,
+            });
         };
-        checks.push(Check {
-            name: name.into(),
-            passed,
-            detail,
-        });
-    };
 
-    run("spaces", &mut || Ok(check_spaces(&spec.observation_space, &spec.action_space)));
-    run("reset determinism", &mut || check_reset(cfg, seed));
-    run("step determinism", &mut || check_step_determinism(cfg, seed));
-    run("observations in space, sampled actions accepted", &mut || {
-        check_in_space(cfg, seed)
+    run("spaces", &mut || {
+        Ok(check_spaces(&spec.observation_space, &spec.action_space))
     });
+    run("reset determinism", &mut || check_reset(cfg, seed));
+    run("step determinism", &mut || {
+        check_step_determinism(cfg, seed)
+    });
+    run(
+        "observations in space, sampled actions accepted",
+        &mut || check_in_space(cfg, seed),
+    );
     run("time limit", &mut || check_time_limit(cfg, seed));
     run("snapshot/restore", &mut || check_snapshot(cfg, seed));
     Ok(CheckReport {
@@ -123,7 +129,11 @@ fn check_spaces(obs: &Space, act: &Space) -> std::result::Result<String, String>
                         high.len()
                     ));
                 }
-                if low.iter().zip(high).any(|(l, h)| l.is_nan() || h.is_nan() || l > h) {
+                if low
+                    .iter()
+                    .zip(high)
+                    .any(|(l, h)| l.is_nan() || h.is_nan() || l > h)
+                {
                     return Err(format!("{what} space has a NaN or low > high bound"));
                 }
             }
@@ -170,11 +180,7 @@ impl Sampler {
 }
 
 /// A trajectory of `steps` steps with sampled actions, resetting (unseeded) when episodes end.
-fn rollout(
-    env: &mut dyn Env,
-    sampler: &mut Sampler,
-    steps: usize,
-) -> Vec<(Vec<f32>, StepOutcome)> {
+fn rollout(env: &mut dyn Env, sampler: &mut Sampler, steps: usize) -> Vec<(Vec<f32>, StepOutcome)> {
     let mut obs = vec![0.0; env.spec().observation_space.dim()];
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
@@ -182,7 +188,14 @@ fn rollout(
         out.push((obs.clone(), o));
         if o.terminated || o.truncated {
             env.reset(None, &mut obs);
-            out.push((obs.clone(), StepOutcome { reward: 0.0, terminated: false, truncated: false }));
+            out.push((
+                obs.clone(),
+                StepOutcome {
+                    reward: 0.0,
+                    terminated: false,
+                    truncated: false,
+                },
+            ));
         }
     }
     out
@@ -218,7 +231,9 @@ fn check_reset(cfg: &dyn EnvConfig, seed: u64) -> CheckResult {
     } else {
         ""
     };
-    Ok(Ok(format!("reset(Some({seed})) twice gives the same observation{note}")))
+    Ok(Ok(format!(
+        "reset(Some({seed})) twice gives the same observation{note}"
+    )))
 }
 
 fn check_step_determinism(cfg: &dyn EnvConfig, seed: u64) -> CheckResult {
@@ -237,7 +252,9 @@ fn check_step_determinism(cfg: &dyn EnvConfig, seed: u64) -> CheckResult {
             )));
         }
     }
-    Ok(Ok(format!("{CHECK_STEPS} steps identical under the same seed and actions")))
+    Ok(Ok(format!(
+        "{CHECK_STEPS} steps identical under the same seed and actions"
+    )))
 }
 
 fn check_in_space(cfg: &dyn EnvConfig, seed: u64) -> CheckResult {
@@ -246,15 +263,25 @@ fn check_in_space(cfg: &dyn EnvConfig, seed: u64) -> CheckResult {
     let mut obs = vec![0.0; space.dim()];
     env.reset(Some(seed), &mut obs);
     if !space.contains(&obs) {
-        return Ok(Err(format!("reset observation {obs:?} is outside {space:?}")));
+        return Ok(Err(format!(
+            "reset observation {obs:?} is outside {space:?}"
+        )));
     }
     let mut sampler = Sampler::new(&env.spec().action_space, seed ^ 1);
-    for (t, (o, out)) in rollout(env.as_mut(), &mut sampler, CHECK_STEPS).iter().enumerate() {
+    for (t, (o, out)) in rollout(env.as_mut(), &mut sampler, CHECK_STEPS)
+        .iter()
+        .enumerate()
+    {
         if !space.contains(o) {
-            return Ok(Err(format!("observation {o:?} at step {t} is outside {space:?}")));
+            return Ok(Err(format!(
+                "observation {o:?} at step {t} is outside {space:?}"
+            )));
         }
         if !out.reward.is_finite() {
-            return Ok(Err(format!("reward {} at step {t} is not finite", out.reward)));
+            return Ok(Err(format!(
+                "reward {} at step {t} is not finite",
+                out.reward
+            )));
         }
     }
     Ok(Ok(format!(
@@ -268,12 +295,15 @@ fn check_time_limit(cfg: &dyn EnvConfig, seed: u64) -> CheckResult {
     let mut obs = vec![0.0; env.spec().observation_space.dim()];
     env.reset(Some(seed), &mut obs);
     let mut sampler = Sampler::new(&env.spec().action_space, seed ^ 2);
-    let (mut len, mut episodes, mut truncations, mut terminations) = (0usize, 0usize, 0usize, 0usize);
+    let (mut len, mut episodes, mut truncations, mut terminations) =
+        (0usize, 0usize, 0usize, 0usize);
     for _ in 0..TIME_LIMIT_STEPS {
         let o = env.step(sampler.sample(), &mut obs);
         len += 1;
         if o.terminated && o.truncated {
-            return Ok(Err(format!("step {len} of an episode is both terminated and truncated")));
+            return Ok(Err(format!(
+                "step {len} of an episode is both terminated and truncated"
+            )));
         }
         match limit {
             None if o.truncated => {

@@ -168,11 +168,54 @@ impl Env for Corridor {
             .map_err(|e| Error::input(format!("Corridor-v0: bad snapshot: {e}"), None))?;
         if s.cell >= self.length {
             return Err(Error::input(
-                format!("Corridor-v0: snapshot cell {} is outside a corridor of {}", s.cell, self.length),
+                format!(
+                    "Corridor-v0: snapshot cell {} is outside a corridor of {}",
+                    s.cell, self.length
+                ),
                 None,
             ));
         }
         self.state = s;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walking_right_reaches_the_goal() {
+        let cfg = CorridorConfig {
+            length: 6,
+            max_episode_steps: 100,
+        };
+        let mut env = Corridor::new(&cfg);
+        let mut obs = [0.0f32];
+        env.reset(Some(3), &mut obs);
+        let start = env.state.cell;
+        assert!(start < 3);
+        for i in start..5 {
+            let out = env.step(Action::Discrete(1), &mut obs);
+            assert_eq!(out.terminated, i == 4);
+            assert!(!out.truncated);
+            assert_eq!(out.reward, if i == 4 { 1.0 } else { -0.01 });
+        }
+        assert_eq!(obs[0], 1.0);
+    }
+
+    #[test]
+    fn truncates_at_the_limit() {
+        let cfg = CorridorConfig {
+            length: 10,
+            max_episode_steps: 3,
+        };
+        let mut env = Corridor::new(&cfg);
+        let mut obs = [0.0f32];
+        env.reset(Some(0), &mut obs);
+        let ends: Vec<bool> = (0..3)
+            .map(|_| env.step(Action::Discrete(0), &mut obs).truncated)
+            .collect();
+        assert_eq!(ends, [false, false, true]);
     }
 }

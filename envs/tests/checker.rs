@@ -117,7 +117,11 @@ impl Env for Broken {
             self.pos as f32
         };
         let terminated = self.pos >= 10;
-        let limit = if self.fault == Fault::EarlyTruncation { 19 } else { 20 };
+        let limit = if self.fault == Fault::EarlyTruncation {
+            19
+        } else {
+            20
+        };
         StepOutcome {
             reward: 1.0,
             terminated,
@@ -140,7 +144,10 @@ impl Env for Broken {
 fn fails_on_broken_envs() {
     let cases = [
         (Fault::NondeterministicReset, "reset determinism"),
-        (Fault::ObsOutOfBounds, "observations in space, sampled actions accepted"),
+        (
+            Fault::ObsOutOfBounds,
+            "observations in space, sampled actions accepted",
+        ),
         (Fault::EarlyTruncation, "time limit"),
         (Fault::LossySnapshot, "snapshot/restore"),
         (Fault::PanicsOnAction, "step determinism"),
@@ -150,7 +157,10 @@ fn fails_on_broken_envs() {
         println!("{fault:?}:\n{report}");
         assert!(!report.passed(), "{fault:?} passed:\n{report}");
         let failed: Vec<&str> = report.failures().map(|c| c.name.as_str()).collect();
-        assert!(failed.contains(&check), "{fault:?}: failed {failed:?}, expected {check}");
+        assert!(
+            failed.contains(&check),
+            "{fault:?}: failed {failed:?}, expected {check}"
+        );
         assert!(report.to_string().contains("FAIL"));
     }
 }
@@ -158,7 +168,13 @@ fn fails_on_broken_envs() {
 #[test]
 fn a_single_fault_fails_only_its_check() {
     // Every other check passes on the same env, so the failures above are the faults' doing.
-    let report = check_env(&BrokenConfig { fault: Fault::LossySnapshot }, 1).unwrap();
+    let report = check_env(
+        &BrokenConfig {
+            fault: Fault::LossySnapshot,
+        },
+        1,
+    )
+    .unwrap();
     let failed: Vec<&str> = report.failures().map(|c| c.name.as_str()).collect();
     assert_eq!(failed, vec!["snapshot/restore"], "{report}");
 }

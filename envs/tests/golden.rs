@@ -83,18 +83,30 @@ fn replay(file: &str) -> f64 {
                 out.reward,
                 tr.rewards[t]
             );
-            assert_eq!(out.terminated, tr.terminated[t], "{what} step {t}: terminated");
+            assert_eq!(
+                out.terminated, tr.terminated[t],
+                "{what} step {t}: terminated"
+            );
             assert_eq!(out.truncated, tr.truncated[t], "{what} step {t}: truncated");
             if out.terminated || out.truncated {
-                let r = resets.next().expect("a recorded reset after the episode end");
+                let r = resets
+                    .next()
+                    .expect("a recorded reset after the episode end");
                 assert_eq!(r.after_step, t, "{what}: reset position");
                 env.reset(None, &mut obs);
                 let d = max_abs_diff(&obs, &r.obs);
-                assert!(d <= TOL, "{what} reset after step {t}: {obs:?} vs {:?}", r.obs);
+                assert!(
+                    d <= TOL,
+                    "{what} reset after step {t}: {obs:?} vs {:?}",
+                    r.obs
+                );
                 worst = worst.max(d);
             }
         }
-        assert!(resets.next().is_none(), "{what}: Gymnasium reset more often");
+        assert!(
+            resets.next().is_none(),
+            "{what}: Gymnasium reset more often"
+        );
     }
     eprintln!("{file}: largest observation difference {worst:e}");
     worst
