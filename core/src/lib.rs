@@ -4,6 +4,7 @@
 //! Library code returns [`error::Error`]; only the `maxmin` binary uses `anyhow`.
 #![warn(missing_docs)]
 
+pub mod bandit;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -12,10 +13,12 @@ pub mod error;
 pub mod experiment;
 pub mod mlp;
 pub mod normalize;
+pub mod objective;
 pub mod ops;
 pub mod optim;
 pub mod policy;
 pub mod ppo;
+pub mod prefs;
 pub mod registry;
 pub mod rng;
 pub mod run;
