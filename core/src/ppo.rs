@@ -168,7 +168,10 @@ impl PpoConfig {
         check::positive_usize("num-minibatches", self.num_minibatches)?;
         check::positive_usize("update-epochs", self.update_epochs)?;
         if self.checkpoint_every == 0 {
-            return Err(Error::config("checkpoint-every", "expected a positive integer, found 0"));
+            return Err(Error::config(
+                "checkpoint-every",
+                "expected a positive integer, found 0",
+            ));
         }
         check::positive_f64("learning-rate", self.learning_rate)?;
         check::in_range("gamma", self.gamma, 0.0, 1.0)?;
@@ -246,6 +249,8 @@ struct TrainState {
     reward_norm: Option<RewardNormalizer>,
     adam_t: u64,
     metrics_bytes: u64,
+    #[serde(default)]
+    hook: serde_json::Value,
 }
 
 /// Where a training writes: metrics, checkpoints, progress.
@@ -260,6 +265,49 @@ pub struct TrainCtx<'a> {
 
 const RECENT: usize = 20;
 
+/// One rollout batch as a [`RewardHook`] sees it; rows are `[T, N]` flattened, time-major.
+#[derive(Debug)]
+pub struct RolloutView<'a> {
+    /// `[B * obs_dim]` observations the actions were taken in (not normalised).
+    pub raw_obs: &'a [f32],
+    /// `[B * act_dim]` actions as the environment received them (clipped to the action space).
+    pub actions: &'a [f32],
+    /// `[B]` the environment's own rewards.
+    pub env_rewards: &'a [f32],
+    /// `[B]` log π(a|s) at collection time.
+    pub logprobs: &'a [f32],
+    /// `[B]` log π_ref(a|s) under the reference policy, when one is given.
+    pub ref_logprobs: Option<&'a [f32]>,
+    /// Observation dimension.
+    pub obs_dim: usize,
+    /// Action dimension (1 for discrete).
+    pub act_dim: usize,
+}
+
+/// Replaces the environment's rewards with others (learned group rewards combined by an
+/// objective, minus a KL penalty) once per rollout, before advantages are computed.
+pub trait RewardHook: Send {
+    /// Training rewards `[B]` for the batch, and extra metrics for this update's log line.
+    fn rewards(&mut self, batch: &RolloutView<'_>) -> Result<(Vec<f32>, Vec<(String, f64)>)>;
+    /// State to checkpoint (KL controller, objective weights…).
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Restore [`RewardHook::state`].
+    fn restore(&mut self, _state: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Optional extras of a training: a reward hook and a frozen reference policy.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Replaces the environment's rewards.
+    pub rewards: Option<&'a mut dyn RewardHook>,
+    /// Reference policy π_ref; its log-probabilities reach the hook.
+    pub reference: Option<&'a ActorCritic>,
+}
+
 /// Train a PPO agent on `env` from `seed`; continue from the latest checkpoint in
 /// `ctx.checkpoints` if there is one.
 pub fn train(
@@ -269,12 +317,36 @@ pub fn train(
     seed: u64,
     ctx: &mut TrainCtx<'_>,
 ) -> Result<(PpoSummary, ActorCritic)> {
+    train_with(cfg, policy, env_cfg, seed, ctx, Hooks::default())
+}
+
+/// As [`train`], with a reward hook and/or a reference policy.
+pub fn train_with(
+    cfg: &PpoConfig,
+    policy: &MlpPolicyConfig,
+    env_cfg: &dyn EnvConfig,
+    seed: u64,
+    ctx: &mut TrainCtx<'_>,
+    mut hooks: Hooks<'_>,
+) -> Result<(PpoSummary, ActorCritic)> {
+    if hooks.rewards.is_some() && cfg.normalize_reward {
+        return Err(Error::config(
+            "ppo.normalize-reward",
+            "reward scaling applies to environment rewards; it cannot be combined with learned rewards",
+        ));
+    }
     let dev = Device::Cpu;
     let mut venv = env_cfg.build_vec(cfg.num_envs, AutoresetMode::SameStep)?;
     let spec = venv.spec().clone();
     let obs_dim = spec.observation_space.dim();
     let mut init_rng = rng::stream(seed, "policy/init");
-    let ac = ActorCritic::new(policy, &spec.observation_space, &spec.action_space, &mut init_rng, &dev)?;
+    let ac = ActorCritic::new(
+        policy,
+        &spec.observation_space,
+        &spec.action_space,
+        &mut init_rng,
+        &dev,
+    )?;
     let act_dim = ac.act_dim();
     let mut adam = Adam::new(ac.params(), cfg.learning_rate, 1e-5);
     let n = cfg.num_envs;
@@ -285,13 +357,24 @@ pub fn train(
                 .map_err(|e| Error::data(ck.dir.join("state.json"), None, e.to_string()))?;
             for (name, var) in ac.params() {
                 let t = ck.tensors.get(&format!("model.{name}")).ok_or_else(|| {
-                    Error::data(ck.dir.join("model.safetensors"), None, format!("missing tensor `model.{name}`"))
+                    Error::data(
+                        ck.dir.join("model.safetensors"),
+                        None,
+                        format!("missing tensor `model.{name}`"),
+                    )
                 })?;
                 var.set(t)?;
             }
             adam.load_state(st.adam_t, &ck.tensors)?;
             venv.restore(&st.env)?;
-            tracing::info!("resuming PPO from {} (update {})", ck.dir.display(), st.update);
+            if let Some(h) = hooks.rewards.as_deref_mut() {
+                h.restore(&st.hook)?;
+            }
+            tracing::info!(
+                "resuming PPO from {} (update {})",
+                ck.dir.display(),
+                st.update
+            );
             *ctx.metrics = Metrics::open(&metrics_path(ctx.metrics), st.metrics_bytes)?;
             st
         }
@@ -310,9 +393,12 @@ pub fn train(
                 recent: VecDeque::new(),
                 episodes: 0,
                 obs_rms: cfg.normalize_obs.then(|| RunningMeanStd::new(obs_dim)),
-                reward_norm: cfg.normalize_reward.then(|| RewardNormalizer::new(n, cfg.gamma)),
+                reward_norm: cfg
+                    .normalize_reward
+                    .then(|| RewardNormalizer::new(n, cfg.gamma)),
                 adam_t: 0,
                 metrics_bytes: 0,
+                hook: serde_json::Value::Null,
             }
         }
     };
@@ -333,12 +419,31 @@ pub fn train(
     let mut b_logp = vec![0f32; bsz];
     let mut b_val = vec![0f32; bsz];
     let mut b_rew = vec![0f32; bsz];
+    let mut b_boot = vec![0f32; bsz];
     let mut b_done = vec![false; bsz];
+    // Only a reward hook needs the raw observations and the actions the environment saw.
+    let mut b_raw_obs = vec![
+        0f32;
+        if hooks.rewards.is_some() {
+            bsz * obs_dim
+        } else {
+            0
+        }
+    ];
+    let mut b_env_act = vec![
+        0f32;
+        if hooks.rewards.is_some() {
+            bsz * act_dim
+        } else {
+            0
+        }
+    ];
     let mut env_actions_u32 = vec![0u32; n];
     let mut env_actions_f32 = vec![0f32; n * act_dim];
     let started = Instant::now();
     let start_step = st.global_step;
-    ctx.progress.start("ppo", num_updates * bsz as u64, st.global_step);
+    ctx.progress
+        .start("ppo", num_updates * bsz as u64, st.global_step);
 
     while st.update < num_updates {
         st.update += 1;
@@ -355,6 +460,9 @@ pub fn train(
             b_act[t * n * act_dim..(t + 1) * n * act_dim].copy_from_slice(&out.actions);
             b_logp[t * n..(t + 1) * n].copy_from_slice(&out.logprobs);
             b_val[t * n..(t + 1) * n].copy_from_slice(&out.values);
+            if !b_raw_obs.is_empty() {
+                b_raw_obs[t * n * obs_dim..(t + 1) * n * obs_dim].copy_from_slice(&st.obs);
+            }
             let actions = match &bounds {
                 None => {
                     for (d, a) in env_actions_u32.iter_mut().zip(&out.actions) {
@@ -369,9 +477,18 @@ pub fn train(
                     Actions::Continuous(&env_actions_f32)
                 }
             };
+            if !b_env_act.is_empty() {
+                let dst = &mut b_env_act[t * n * act_dim..(t + 1) * n * act_dim];
+                match &bounds {
+                    None => dst.copy_from_slice(&out.actions),
+                    Some(_) => dst.copy_from_slice(&env_actions_f32),
+                }
+            }
             let step = venv.step(actions);
             let mut rewards = step.rewards.to_vec();
-            let done: Vec<bool> = (0..n).map(|i| step.terminated[i] || step.truncated[i]).collect();
+            let done: Vec<bool> = (0..n)
+                .map(|i| step.terminated[i] || step.truncated[i])
+                .collect();
             let truncated_only: Vec<usize> = (0..n)
                 .filter(|&i| step.truncated[i] && !step.terminated[i])
                 .collect();
@@ -387,7 +504,10 @@ pub fn train(
                     let (r, l) = (st.ep_return[i], st.ep_len[i]);
                     ctx.metrics.log(
                         st.global_step,
-                        &[("charts/episodic_return", r), ("charts/episodic_length", l as f64)],
+                        &[
+                            ("charts/episodic_return", r),
+                            ("charts/episodic_length", l as f64),
+                        ],
                     )?;
                     st.recent.push_back(r);
                     if st.recent.len() > RECENT {
@@ -404,11 +524,12 @@ pub fn train(
             if let Some(rms) = st.obs_rms.as_mut() {
                 rms.update(&st.obs);
             }
+            b_boot[t * n..(t + 1) * n].fill(0.0);
             if cfg.bootstrap_truncated && !truncated_only.is_empty() {
                 let fo = normalized(&final_obs, st.obs_rms.as_ref());
                 let v = ac.values_of(&fo)?;
                 for (k, &i) in truncated_only.iter().enumerate() {
-                    rewards[i] += (cfg.gamma as f32) * v[k];
+                    b_boot[t * n + i] = (cfg.gamma as f32) * v[k];
                 }
             }
             b_rew[t * n..(t + 1) * n].copy_from_slice(&rewards);
@@ -416,22 +537,63 @@ pub fn train(
             norm_obs = normalized(&st.obs, st.obs_rms.as_ref());
         }
         let next_value = ac.values_of(&norm_obs)?;
-        let (adv, ret) = gae(&b_rew, &b_val, &b_done, &next_value, n, cfg.gamma as f32, cfg.gae_lambda as f32);
-
-        // Optimisation.
         let obs_t = Tensor::from_slice(&b_obs, (bsz, obs_dim), &Device::Cpu)?;
         let act_t = if bounds.is_some() {
             Tensor::from_slice(&b_act, (bsz, act_dim), &Device::Cpu)?
         } else {
             Tensor::from_slice(&b_act, bsz, &Device::Cpu)?
         };
+        let mut extra_metrics: Vec<(String, f64)> = Vec::new();
+        let mut train_rew = match hooks.rewards.as_deref_mut() {
+            Some(h) => {
+                let ref_logp = match hooks.reference {
+                    Some(r) => Some(r.evaluate(&obs_t, &act_t)?.logprob.to_vec1::<f32>()?),
+                    None => None,
+                };
+                let view = RolloutView {
+                    raw_obs: &b_raw_obs,
+                    actions: &b_env_act,
+                    env_rewards: &b_rew,
+                    logprobs: &b_logp,
+                    ref_logprobs: ref_logp.as_deref(),
+                    obs_dim,
+                    act_dim,
+                };
+                let (r, m) = h.rewards(&view)?;
+                if r.len() != bsz {
+                    return Err(Error::Internal(format!(
+                        "reward hook returned {} rewards for a batch of {bsz}",
+                        r.len()
+                    )));
+                }
+                extra_metrics = m;
+                r
+            }
+            None => b_rew.clone(),
+        };
+        for (r, b) in train_rew.iter_mut().zip(&b_boot) {
+            *r += b;
+        }
+        let (adv, ret) = gae(
+            &train_rew,
+            &b_val,
+            &b_done,
+            &next_value,
+            n,
+            cfg.gamma as f32,
+            cfg.gae_lambda as f32,
+        );
+
+        // Optimisation.
         let mb = bsz / cfg.num_minibatches;
         let mut inds: Vec<u32> = (0..bsz as u32).collect();
         let mut stats = UpdateStats::default();
         'epochs: for _ in 0..cfg.update_epochs {
             inds.shuffle(&mut st.shuffle_rng);
             for chunk in inds.chunks(mb) {
-                let s = minibatch_step(cfg, &ac, &mut adam, &obs_t, &act_t, chunk, &b_logp, &b_val, &adv, &ret)?;
+                let s = minibatch_step(
+                    cfg, &ac, &mut adam, &obs_t, &act_t, chunk, &b_logp, &b_val, &adv, &ret,
+                )?;
                 stats.add(&s);
             }
             if let Some(tk) = cfg.target_kl {
@@ -442,24 +604,27 @@ pub fn train(
         }
         let ev = explained_variance(&b_val, &ret);
         let sps = (st.global_step - start_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        ctx.metrics.log(
-            st.global_step,
-            &[
-                ("charts/learning_rate", adam.lr),
-                ("losses/value_loss", stats.mean(stats.v_loss)),
-                ("losses/policy_loss", stats.mean(stats.pg_loss)),
-                ("losses/entropy", stats.mean(stats.entropy)),
-                ("losses/old_approx_kl", stats.mean(stats.old_approx_kl)),
-                ("losses/approx_kl", stats.last_approx_kl),
-                ("losses/clipfrac", stats.mean(stats.clipfrac)),
-                ("losses/explained_variance", ev),
-                ("charts/SPS", sps.round()),
-            ],
-        )?;
+        let mut fields: Vec<(&str, f64)> = vec![
+            ("charts/learning_rate", adam.lr),
+            ("losses/value_loss", stats.mean(stats.v_loss)),
+            ("losses/policy_loss", stats.mean(stats.pg_loss)),
+            ("losses/entropy", stats.mean(stats.entropy)),
+            ("losses/old_approx_kl", stats.mean(stats.old_approx_kl)),
+            ("losses/approx_kl", stats.last_approx_kl),
+            ("losses/clipfrac", stats.mean(stats.clipfrac)),
+            ("losses/explained_variance", ev),
+            ("charts/SPS", sps.round()),
+        ];
+        fields.extend(extra_metrics.iter().map(|(k, v)| (k.as_str(), *v)));
+        ctx.metrics.log(st.global_step, &fields)?;
         let fr = mean(&st.recent);
-        ctx.progress.update(st.global_step, &format!("return {fr:.1}"));
+        ctx.progress
+            .update(st.global_step, &format!("return {fr:.1}"));
         let stop = interrupted();
         if stop || st.update % cfg.checkpoint_every == 0 || st.update == num_updates {
+            if let Some(h) = hooks.rewards.as_deref() {
+                st.hook = h.state();
+            }
             save(&ac, &adam, &mut st, venv.as_ref(), ctx)?;
         }
         if stop {
@@ -498,7 +663,12 @@ fn save(
     }
     let state = serde_json::to_value(&*st)
         .map_err(|e| Error::Internal(format!("cannot serialise trainer state: {e}")))?;
-    checkpoint::save(&ctx.checkpoints, &format!("ppo-{:06}", st.update), &tensors, &state)?;
+    checkpoint::save(
+        &ctx.checkpoints,
+        &format!("ppo-{:06}", st.update),
+        &tensors,
+        &state,
+    )?;
     Ok(())
 }
 
@@ -537,7 +707,11 @@ pub fn gae(
         for i in 0..n {
             let k = t * n + i;
             let nonterminal = if done[k] { 0.0 } else { 1.0 };
-            let next_v = if t + 1 == t_len { next_value[i] } else { values[k + n] };
+            let next_v = if t + 1 == t_len {
+                next_value[i]
+            } else {
+                values[k + n]
+            };
             let delta = rewards[k] + gamma * next_v * nonterminal - values[k];
             last[i] = delta + gamma * lambda * nonterminal * last[i];
             adv[k] = last[i];
@@ -558,7 +732,10 @@ fn explained_variance(pred: &[f32], target: &[f32]) -> f64 {
     if vy == 0.0 {
         return f64::NAN;
     }
-    let vd = var(&mut target.iter().zip(pred).map(|(y, p)| (*y - *p) as f64), n);
+    let vd = var(
+        &mut target.iter().zip(pred).map(|(y, p)| (*y - *p) as f64),
+        n,
+    );
     1.0 - vd / vy
 }
 
@@ -611,7 +788,8 @@ fn minibatch_step(
     let mut adv = pick(b_adv);
     if cfg.norm_adv && m > 1 {
         let mu = adv.iter().map(|x| *x as f64).sum::<f64>() / m as f64;
-        let sd = (adv.iter().map(|x| (*x as f64 - mu).powi(2)).sum::<f64>() / (m - 1) as f64).sqrt();
+        let sd =
+            (adv.iter().map(|x| (*x as f64 - mu).powi(2)).sum::<f64>() / (m - 1) as f64).sqrt();
         for a in adv.iter_mut() {
             *a = ((*a as f64 - mu) / (sd + 1e-8)) as f32;
         }
