@@ -79,7 +79,10 @@ impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("dir", &self.dir)
-            .field("files", &self.files.iter().map(|f| &f.0).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            )
             .field("dtype", &self.dtype)
             .finish()
     }
@@ -115,13 +118,24 @@ impl Checkpoint {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::data(&index, Some(e.line()), e.to_string()))?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                Error::data(&index, None, "missing object `weight_map` (tensor name → shard file)")
-            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| {
+                    Error::data(
+                        &index,
+                        None,
+                        "missing object `weight_map` (tensor name → shard file)",
+                    )
+                })?;
             let mut names = BTreeSet::new();
             for (tensor, file) in map {
                 let file = file.as_str().ok_or_else(|| {
-                    Error::data(&index, None, format!("weight_map[`{tensor}`] is not a file name"))
+                    Error::data(
+                        &index,
+                        None,
+                        format!("weight_map[`{tensor}`] is not a file name"),
+                    )
                 })?;
                 if file.contains('/') || file.contains('\\') {
                     return Err(Error::data(
@@ -139,7 +153,10 @@ impl Checkpoint {
             }
             for (tensor, file) in map {
                 // Unwrap-free: every file name was inserted into `order` above.
-                let i = order.iter().position(|f| Some(f.as_str()) == file.as_str()).unwrap_or(0);
+                let i = order
+                    .iter()
+                    .position(|f| Some(f.as_str()) == file.as_str())
+                    .unwrap_or(0);
                 routing.insert(tensor.clone(), i);
             }
         } else if single.is_file() {
@@ -215,7 +232,11 @@ impl Checkpoint {
         };
         let (file, st) = &self.files[i];
         let view = st.get(name).map_err(|e| {
-            Error::data(file, None, format!("tensor `{name}` listed in the index but not in this shard: {e}"))
+            Error::data(
+                file,
+                None,
+                format!("tensor `{name}` listed in the index but not in this shard: {e}"),
+            )
         })?;
         if view.shape() != shape {
             return Err(Error::data(
@@ -272,7 +293,10 @@ pub fn parse_device(key: &str, s: &str) -> Result<Device> {
     let ordinal = match s {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => 0,
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        _ => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => n,
             None => {
                 return Err(Error::config(
@@ -288,6 +312,8 @@ pub fn parse_device(key: &str, s: &str) -> Result<Device> {
             ..Default::default()
         },
         msg: format!("device `{s}` is not available: {e}"),
-        hint: Some("use device = \"cpu\", or build with candle's cuda feature on a GPU machine".into()),
+        hint: Some(
+            "use device = \"cpu\", or build with candle's cuda feature on a GPU machine".into(),
+        ),
     })
 }

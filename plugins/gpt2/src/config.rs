@@ -55,11 +55,20 @@ impl LmConfig {
     /// Check values without touching the disk; errors name keys relative to the table.
     pub fn validate(&self) -> Result<()> {
         if self.model.trim().is_empty() {
-            return Err(Error::config("model", "expected a model directory or hub id, found an empty string"));
+            return Err(Error::config(
+                "model",
+                "expected a model directory or hub id, found an empty string",
+            ));
         }
         parse_dtype("dtype", &self.dtype)?;
         if !(self.device == "cpu" || self.device == "cuda" || self.device.starts_with("cuda:")) {
-            return Err(Error::config("device", format!("unknown device `{}`; expected cpu, cuda or cuda:N", self.device)));
+            return Err(Error::config(
+                "device",
+                format!(
+                    "unknown device `{}`; expected cpu, cuda or cuda:N",
+                    self.device
+                ),
+            ));
         }
         if let Some(l) = &self.lora {
             l.validate().map_err(|e| e.under("lora"))?;
@@ -100,7 +109,11 @@ impl Gpt2Config {
     /// Load the model this config names.
     pub fn load(&self) -> Result<crate::Gpt2> {
         self.0.validate()?;
-        crate::Gpt2::load(&self.0.model_dir()?, self.0.compute_dtype()?, &self.0.device()?)
+        crate::Gpt2::load(
+            &self.0.model_dir()?,
+            self.0.compute_dtype()?,
+            &self.0.device()?,
+        )
     }
 }
 
@@ -124,8 +137,16 @@ impl RewardModelConfig for Gpt2Config {
     }
 }
 
-maxmin_core::register_plugin!(PolicyConfig, "gpt2", "GPT-2 causal LM policy (HF checkpoint dir or cached hub id; LoRA, value head)");
-maxmin_core::register_plugin!(RewardModelConfig, "gpt2", "GPT-2 Bradley–Terry reward model (scalar head on the last token)");
+maxmin_core::register_plugin!(
+    PolicyConfig,
+    "gpt2",
+    "GPT-2 causal LM policy (HF checkpoint dir or cached hub id; LoRA, value head)"
+);
+maxmin_core::register_plugin!(
+    RewardModelConfig,
+    "gpt2",
+    "GPT-2 Bradley–Terry reward model (scalar head on the last token)"
+);
 
 #[cfg(test)]
 mod tests {
@@ -141,11 +162,13 @@ mod tests {
         assert_eq!(c.0.dtype, "bf16");
         assert_eq!(c.0.lora.as_ref().unwrap().rank, 4);
         p.validate().unwrap();
-        let e = toml::from_str::<Box<dyn PolicyConfig>>("type = \"gpt2\"\nmodel = \"x\"\nbogus = 1\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            toml::from_str::<Box<dyn PolicyConfig>>("type = \"gpt2\"\nmodel = \"x\"\nbogus = 1\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let r: Box<dyn RewardModelConfig> = toml::from_str("type = \"gpt2\"\nmodel = \"m\"\n").unwrap();
+        let r: Box<dyn RewardModelConfig> =
+            toml::from_str("type = \"gpt2\"\nmodel = \"m\"\n").unwrap();
         r.validate().unwrap();
     }
 
@@ -155,8 +178,15 @@ mod tests {
         c.dtype = "f64".into();
         assert!(c.validate().unwrap_err().to_string().contains("dtype"));
         let mut c = LmConfig::new("m");
-        c.lora = Some(LoraConfig { rank: 0, ..Default::default() });
+        c.lora = Some(LoraConfig {
+            rank: 0,
+            ..Default::default()
+        });
         assert!(c.validate().unwrap_err().to_string().contains("lora.rank"));
-        assert!(LmConfig::new(" ").validate().unwrap_err().to_string().contains("model"));
+        assert!(LmConfig::new(" ")
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("model"));
     }
 }

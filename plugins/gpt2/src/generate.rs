@@ -46,7 +46,10 @@ impl Sampling {
             }
             if let Some(p) = top_p {
                 if !(p.is_finite() && *p > 0.0 && *p <= 1.0) {
-                    return Err(Error::input(format!("top-p must be in (0, 1], found {p}"), None));
+                    return Err(Error::input(
+                        format!("top-p must be in (0, 1], found {p}"),
+                        None,
+                    ));
                 }
             }
         }
@@ -225,7 +228,10 @@ pub fn generate(
 pub fn token_logprobs(logits: &Tensor, input: &LmInput) -> Result<Tensor> {
     let (b, t, _v) = logits.dims3()?;
     if t < 2 {
-        return Err(Error::input("need at least 2 positions to score next tokens", None));
+        return Err(Error::input(
+            "need at least 2 positions to score next tokens",
+            None,
+        ));
     }
     let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, candle_core::D::Minus1)?;
     let mut tgt = Vec::with_capacity(b * (t - 1));
@@ -251,12 +257,20 @@ mod tests {
         let logits = [0.0f32, 3.0, 1.0, 2.9];
         let mut r = rng::stream(0, "t");
         assert_eq!(sample_token(&logits, &Sampling::Greedy, &mut r).unwrap(), 1);
-        let k1 = Sampling::Sample { temperature: 1.0, top_k: Some(1), top_p: None };
+        let k1 = Sampling::Sample {
+            temperature: 1.0,
+            top_k: Some(1),
+            top_p: None,
+        };
         for _ in 0..20 {
             assert_eq!(sample_token(&logits, &k1, &mut r).unwrap(), 1);
         }
         // Top-2 by mass: tokens 1 and 3 only.
-        let k2 = Sampling::Sample { temperature: 1.0, top_k: Some(2), top_p: None };
+        let k2 = Sampling::Sample {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+        };
         let mut seen = [0usize; 4];
         for _ in 0..400 {
             seen[sample_token(&logits, &k2, &mut r).unwrap() as usize] += 1;
@@ -264,21 +278,51 @@ mod tests {
         assert_eq!(seen[0] + seen[2], 0);
         assert!(seen[1] > 100 && seen[3] > 100, "{seen:?}");
         // Tiny nucleus keeps only the argmax.
-        let p = Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(0.01) };
+        let p = Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.01),
+        };
         assert_eq!(sample_token(&logits, &p, &mut r).unwrap(), 1);
         // Same seed, same draws.
-        let all = Sampling::Sample { temperature: 0.7, top_k: None, top_p: None };
-        let a: Vec<u32> = { let mut r = rng::stream(5, "s"); (0..30).map(|_| sample_token(&logits, &all, &mut r).unwrap()).collect() };
-        let b: Vec<u32> = { let mut r = rng::stream(5, "s"); (0..30).map(|_| sample_token(&logits, &all, &mut r).unwrap()).collect() };
+        let all = Sampling::Sample {
+            temperature: 0.7,
+            top_k: None,
+            top_p: None,
+        };
+        let a: Vec<u32> = {
+            let mut r = rng::stream(5, "s");
+            (0..30)
+                .map(|_| sample_token(&logits, &all, &mut r).unwrap())
+                .collect()
+        };
+        let b: Vec<u32> = {
+            let mut r = rng::stream(5, "s");
+            (0..30)
+                .map(|_| sample_token(&logits, &all, &mut r).unwrap())
+                .collect()
+        };
         assert_eq!(a, b);
     }
 
     #[test]
     fn invalid_sampling_is_rejected() {
         for s in [
-            Sampling::Sample { temperature: 0.0, top_k: None, top_p: None },
-            Sampling::Sample { temperature: 1.0, top_k: Some(0), top_p: None },
-            Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(1.5) },
+            Sampling::Sample {
+                temperature: 0.0,
+                top_k: None,
+                top_p: None,
+            },
+            Sampling::Sample {
+                temperature: 1.0,
+                top_k: Some(0),
+                top_p: None,
+            },
+            Sampling::Sample {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(1.5),
+            },
         ] {
             assert!(s.validate().is_err(), "{s:?}");
         }

@@ -21,7 +21,9 @@ impl ScalarHead {
         // nn.Linear's default init: U(-1/sqrt(in), 1/sqrt(in)) for the weight; bias zero so an
         // untrained head starts centred.
         let bound = 1.0 / (hidden as f64).sqrt();
-        let w: Vec<f32> = (0..hidden).map(|_| r.random_range(-bound..bound) as f32).collect();
+        let w: Vec<f32> = (0..hidden)
+            .map(|_| r.random_range(-bound..bound) as f32)
+            .collect();
         Ok(ScalarHead {
             weight: Var::from_tensor(&Tensor::from_vec(w, (hidden, 1), device)?)?,
             bias: Var::zeros(1, DType::F32, device)?,
@@ -34,7 +36,9 @@ impl ScalarHead {
         let h = *dims.last().unwrap_or(&0);
         let n: usize = dims[..dims.len() - 1].iter().product();
         let x = hidden.to_dtype(DType::F32)?.reshape((n, h))?;
-        let y = x.matmul(self.weight.as_tensor())?.broadcast_add(self.bias.as_tensor())?;
+        let y = x
+            .matmul(self.weight.as_tensor())?
+            .broadcast_add(self.bias.as_tensor())?;
         Ok(y.reshape(&dims[..dims.len() - 1])?)
     }
 
@@ -50,7 +54,12 @@ pub struct ValueHead(ScalarHead);
 impl ValueHead {
     /// A fresh head for `hidden`-wide states, initialised from the stream `value-head` of `seed`.
     pub fn new(hidden: usize, seed: u64, device: &Device) -> Result<Self> {
-        Ok(ValueHead(ScalarHead::new(hidden, seed, "value-head", device)?))
+        Ok(ValueHead(ScalarHead::new(
+            hidden,
+            seed,
+            "value-head",
+            device,
+        )?))
     }
 
     /// `(batch, t, hidden)` → `(batch, t)` values, f32.
@@ -71,7 +80,12 @@ pub struct RewardHead(ScalarHead);
 impl RewardHead {
     /// A fresh head for `hidden`-wide states, initialised from the stream `reward-head` of `seed`.
     pub fn new(hidden: usize, seed: u64, device: &Device) -> Result<Self> {
-        Ok(RewardHead(ScalarHead::new(hidden, seed, "reward-head", device)?))
+        Ok(RewardHead(ScalarHead::new(
+            hidden,
+            seed,
+            "reward-head",
+            device,
+        )?))
     }
 
     /// `(batch, t, hidden)` states of `input` → `(batch,)` rewards, f32. Works for left and right

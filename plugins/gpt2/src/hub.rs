@@ -33,13 +33,17 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
             Some("pass the folder holding config.json and *.safetensors".into()),
         ));
     }
-    let looks_like_path =
-        spec.starts_with('.') || spec.starts_with('/') || spec.contains('\\') || spec.ends_with('/');
+    let looks_like_path = spec.starts_with('.')
+        || spec.starts_with('/')
+        || spec.contains('\\')
+        || spec.ends_with('/');
     let valid_id = !spec.is_empty()
         && spec.split('/').count() <= 2
-        && spec
-            .split('/')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+        && spec.split('/').all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
     if looks_like_path || !valid_id {
         return Err(Error::input(
             format!("model directory `{spec}` does not exist"),
@@ -53,7 +57,11 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
         }
     }
     let where_ = cache
-        .map(|c| c.join(format!("models--{}", spec.replace('/', "--"))).display().to_string())
+        .map(|c| {
+            c.join(format!("models--{}", spec.replace('/', "--")))
+                .display()
+                .to_string()
+        })
         .unwrap_or_else(|| "<no HOME, HF_HOME or HF_HUB_CACHE set>".into());
     Err(Error::input(
         format!(
@@ -102,11 +110,17 @@ mod tests {
     #[test]
     fn directory_is_returned_and_unknown_id_is_an_input_error_with_hint() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_model(dir.path().to_str().unwrap()).unwrap(), dir.path());
+        assert_eq!(
+            resolve_model(dir.path().to_str().unwrap()).unwrap(),
+            dir.path()
+        );
         let e = resolve_model("no-such-org/no-such-model-xyz").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         let msg = e.to_string();
-        assert!(msg.contains("no-such-org/no-such-model-xyz") && msg.contains("hint:"), "{msg}");
+        assert!(
+            msg.contains("no-such-org/no-such-model-xyz") && msg.contains("hint:"),
+            "{msg}"
+        );
         let e = resolve_model("./missing-dir").unwrap_err();
         assert!(e.to_string().contains("does not exist"));
     }

@@ -16,8 +16,12 @@
 //! - [`lora`], [`heads`]: trainable parts (adapters, value head, reward head).
 //! - [`generate`]: greedy and seeded sampling with temperature / top-k / top-p.
 //! - [`tokenizer`]: `tokenizer.json` through the `tokenizers` crate.
+//! - [`policy`]: [`policy::LmPolicy`] (adapters + value head, reference = base without
+//!   adapters) and [`policy::LmRewardModel`] (adapters + reward head), sharing one base.
 //! - [`model`]: GPT-2 itself; [`config`]: the `type = "gpt2"` plugin config.
 #![warn(missing_docs)]
+// `maxmin_core::Error` is the project-wide error type; its size is core's decision, not ours.
+#![allow(clippy::result_large_err)]
 
 pub mod checkpoint;
 pub mod config;
@@ -27,6 +31,7 @@ pub mod hub;
 pub mod lm;
 pub mod lora;
 pub mod model;
+pub mod policy;
 pub mod tokenizer;
 
 /// The tensor engine, re-exported so callers use the same candle version.

@@ -82,9 +82,9 @@ impl LmInput {
         (0..self.batch)
             .map(|r| {
                 let row = &self.mask[r * self.seq_len..(r + 1) * self.seq_len];
-                row.iter()
-                    .rposition(|&m| m != 0)
-                    .ok_or_else(|| Error::input(format!("row {r} of the batch is all padding"), None))
+                row.iter().rposition(|&m| m != 0).ok_or_else(|| {
+                    Error::input(format!("row {r} of the batch is all padding"), None)
+                })
             })
             .collect()
     }
@@ -133,11 +133,7 @@ impl KvCache {
 
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        if self.batch == 0 {
-            0
-        } else {
-            self.mask.len() / self.batch
-        }
+        self.mask.len().checked_div(self.batch).unwrap_or(0)
     }
 
     /// Whether nothing is cached.
@@ -260,7 +256,13 @@ impl AttnCtx {
 
 /// Masked attention. `q`: `(b, heads, t, d)`; `k`, `v`: `(b, kv_heads, T, d)` with
 /// `heads % kv_heads == 0` (grouped-query attention repeats each kv head); returns `(b, t, heads·d)`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, differentiable: bool) -> Result<Tensor> {
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    differentiable: bool,
+) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let kvh = k.dim(1)?;
     let (k, v) = if kvh != h {
@@ -289,7 +291,13 @@ fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
 }
 
 /// Layer norm over the last dim (GPT-2). The differentiable path computes in f32 like the fused one.
-pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64, differentiable: bool) -> Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    eps: f64,
+    differentiable: bool,
+) -> Result<Tensor> {
     if !differentiable {
         return Ok(candle_nn::ops::layer_norm(x, w, b, eps as f32)?);
     }
@@ -316,7 +324,13 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, differentiable: bool) -> Resul
 
 /// `x @ w` for a `(…, in)` input and a `[in, out]` weight (GPT-2 Conv1D layout), plus bias, plus
 /// the LoRA update of module `name` when adapters are given.
-pub fn linear_in_out(x: &Tensor, w: &Tensor, b: Option<&Tensor>, name: &str, lora: Option<&Lora>) -> Result<Tensor> {
+pub fn linear_in_out(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    name: &str,
+    lora: Option<&Lora>,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (i, o) = w.dims2()?;
     let n: usize = dims[..dims.len() - 1].iter().product();
@@ -353,7 +367,12 @@ pub trait CausalLm: Send + Sync {
     /// Logits at every position and final hidden states for `input`, continuing after `cache`
     /// (which is extended), with `lora` adapters applied when given. `lora = None` is the base
     /// model: the frozen reference policy is the same model called without adapters.
-    fn forward(&self, input: &LmInput, cache: Option<&mut KvCache>, lora: Option<&Lora>) -> Result<LmOutput>;
+    fn forward(
+        &self,
+        input: &LmInput,
+        cache: Option<&mut KvCache>,
+        lora: Option<&Lora>,
+    ) -> Result<LmOutput>;
     /// An empty cache sized for this model.
     fn new_cache(&self) -> KvCache;
     /// Vocabulary size (logit width).

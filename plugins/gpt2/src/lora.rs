@@ -63,7 +63,10 @@ impl LoraConfig {
             ));
         }
         if let Some(i) = self.target_modules.iter().position(|m| m.trim().is_empty()) {
-            return Err(Error::config(format!("target-modules[{i}]"), "empty module name"));
+            return Err(Error::config(
+                format!("target-modules[{i}]"),
+                "empty module name",
+            ));
         }
         Ok(())
     }
@@ -106,7 +109,13 @@ impl Lora {
     /// Adapters for every module of `targets` that `cfg.target_modules` (or `defaults` when
     /// empty) selects; `A` drawn from the seeded stream `lora/init` of `seed`. Adapter weights are
     /// f32 whatever the model's compute dtype, so small updates are not lost to rounding.
-    pub fn new(cfg: &LoraConfig, targets: &[LoraTarget], defaults: &[&str], seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &LoraConfig,
+        targets: &[LoraTarget],
+        defaults: &[&str],
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
         let wanted: Vec<String> = if cfg.target_modules.is_empty() {
             defaults.iter().map(|s| s.to_string()).collect()
@@ -133,7 +142,10 @@ impl Lora {
         }
         let mut init = rng::stream(seed, "lora/init");
         let mut adapters = BTreeMap::new();
-        for t in targets.iter().filter(|t| wanted.iter().any(|w| matches(w, &t.name))) {
+        for t in targets
+            .iter()
+            .filter(|t| wanted.iter().any(|w| matches(w, &t.name)))
+        {
             // PEFT: kaiming_uniform_(a = sqrt(5)) → U(-1/sqrt(in), 1/sqrt(in)).
             let bound = 1.0 / (t.in_dim as f64).sqrt();
             let a: Vec<f32> = (0..cfg.rank * t.in_dim)
@@ -183,6 +195,11 @@ impl Lora {
         self.training.store(on, Ordering::Relaxed);
     }
 
+    /// Whether dropout is on.
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
     /// `base + scale · (dropout(x) Aᵀ) Bᵀ` for module `name` (unchanged when not adapted);
     /// `x` is `(n, in)`, `base` is `(n, out)`.
     pub fn apply(&self, name: &str, x: &Tensor, base: Tensor) -> Result<Tensor> {
@@ -198,7 +215,13 @@ impl Lora {
                 .lock()
                 .map_err(|_| Error::Internal("LoRA dropout RNG lock poisoned".into()))?;
             let mask: Vec<f32> = (0..x.elem_count())
-                .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
             x = (x * mask)?;
@@ -209,8 +232,10 @@ impl Lora {
 
     /// Save the adapters as safetensors (PEFT tensor names).
     pub fn save(&self, path: &std::path::Path) -> Result<()> {
-        let map: std::collections::HashMap<String, Tensor> = self.named_tensors().into_iter().collect();
-        candle_core::safetensors::save(&map, path).map_err(|e| Error::data(path, None, e.to_string()))
+        let map: std::collections::HashMap<String, Tensor> =
+            self.named_tensors().into_iter().collect();
+        candle_core::safetensors::save(&map, path)
+            .map_err(|e| Error::data(path, None, e.to_string()))
     }
 
     /// Load adapter weights saved by [`Lora::save`] into this (same-shaped) set.
@@ -227,7 +252,11 @@ impl Lora {
                     return Err(Error::data(
                         path,
                         None,
-                        format!("tensor `{key}`: expected shape {:?}, found {:?}", var.dims(), t.dims()),
+                        format!(
+                            "tensor `{key}`: expected shape {:?}, found {:?}",
+                            var.dims(),
+                            t.dims()
+                        ),
                     ));
                 }
                 var.set(&t.to_dtype(DType::F32)?.to_device(var.device())?)?;
@@ -243,30 +272,79 @@ mod tests {
 
     fn targets() -> Vec<LoraTarget> {
         vec![
-            LoraTarget { name: "h.0.attn.c_attn".into(), in_dim: 4, out_dim: 12 },
-            LoraTarget { name: "h.0.attn.c_proj".into(), in_dim: 4, out_dim: 4 },
-            LoraTarget { name: "h.0.mlp.c_proj".into(), in_dim: 16, out_dim: 4 },
+            LoraTarget {
+                name: "h.0.attn.c_attn".into(),
+                in_dim: 4,
+                out_dim: 12,
+            },
+            LoraTarget {
+                name: "h.0.attn.c_proj".into(),
+                in_dim: 4,
+                out_dim: 4,
+            },
+            LoraTarget {
+                name: "h.0.mlp.c_proj".into(),
+                in_dim: 16,
+                out_dim: 4,
+            },
         ]
     }
 
     #[test]
     fn suffix_matching_and_unknown_module_error() {
-        let cfg = LoraConfig { rank: 2, target_modules: vec!["c_proj".into()], ..Default::default() };
+        let cfg = LoraConfig {
+            rank: 2,
+            target_modules: vec!["c_proj".into()],
+            ..Default::default()
+        };
         let l = Lora::new(&cfg, &targets(), &["c_attn"], 0, &Device::Cpu).unwrap();
         assert_eq!(l.modules(), vec!["h.0.attn.c_proj", "h.0.mlp.c_proj"]);
-        let l = Lora::new(&LoraConfig::default(), &targets(), &["c_attn"], 0, &Device::Cpu).unwrap();
+        let l = Lora::new(
+            &LoraConfig::default(),
+            &targets(),
+            &["c_attn"],
+            0,
+            &Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(l.modules(), vec!["h.0.attn.c_attn"]);
-        let cfg = LoraConfig { target_modules: vec!["q_proj".into()], ..Default::default() };
-        let e = Lora::new(&cfg, &targets(), &[], 0, &Device::Cpu).unwrap_err().to_string();
-        assert!(e.contains("target-modules[0]") && e.contains("q_proj") && e.contains("c_attn"), "{e}");
+        let cfg = LoraConfig {
+            target_modules: vec!["q_proj".into()],
+            ..Default::default()
+        };
+        let e = Lora::new(&cfg, &targets(), &[], 0, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("target-modules[0]") && e.contains("q_proj") && e.contains("c_attn"),
+            "{e}"
+        );
     }
 
     #[test]
     fn validate_names_keys() {
         for (cfg, key) in [
-            (LoraConfig { rank: 0, ..Default::default() }, "rank"),
-            (LoraConfig { alpha: -1.0, ..Default::default() }, "alpha"),
-            (LoraConfig { dropout: 1.0, ..Default::default() }, "dropout"),
+            (
+                LoraConfig {
+                    rank: 0,
+                    ..Default::default()
+                },
+                "rank",
+            ),
+            (
+                LoraConfig {
+                    alpha: -1.0,
+                    ..Default::default()
+                },
+                "alpha",
+            ),
+            (
+                LoraConfig {
+                    dropout: 1.0,
+                    ..Default::default()
+                },
+                "dropout",
+            ),
         ] {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
@@ -275,7 +353,10 @@ mod tests {
 
     #[test]
     fn save_and_load_round_trip() {
-        let cfg = LoraConfig { rank: 2, ..Default::default() };
+        let cfg = LoraConfig {
+            rank: 2,
+            ..Default::default()
+        };
         let a = Lora::new(&cfg, &targets(), &["c_attn"], 1, &Device::Cpu).unwrap();
         let b = Lora::new(&cfg, &targets(), &["c_attn"], 2, &Device::Cpu).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -283,7 +364,14 @@ mod tests {
         a.save(&p).unwrap();
         b.load_weights(&p).unwrap();
         for ((_, x), (_, y)) in a.named_tensors().iter().zip(b.named_tensors().iter()) {
-            let d = (x - y).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let d = (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert_eq!(d, 0.0);
         }
     }

@@ -90,16 +90,25 @@ impl Gpt2ModelConfig {
                 return bad(format!("`{k}` must be positive"));
             }
         }
-        if self.n_embd % self.n_head != 0 {
-            return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return bad(format!(
+                "n_embd {} is not divisible by n_head {}",
+                self.n_embd, self.n_head
+            ));
         }
-        if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
+        if !matches!(
+            self.activation_function.as_str(),
+            "gelu_new" | "gelu_pytorch_tanh"
+        ) {
             return bad(format!(
                 "activation_function `{}` is not supported (expected gelu_new)",
                 self.activation_function
             ));
         }
-        if self.scale_attn_by_inverse_layer_idx || self.reorder_and_upcast_attn || !self.scale_attn_weights {
+        if self.scale_attn_by_inverse_layer_idx
+            || self.reorder_and_upcast_attn
+            || !self.scale_attn_weights
+        {
             return bad("GPT-2 attention variants (scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, scale_attn_weights = false) are not supported".into());
         }
         Ok(())
@@ -180,17 +189,23 @@ impl Gpt2 {
         let cfg: Gpt2ModelConfig = read_config(dir)?;
         cfg.check(&dir.join("config.json"))?;
         let mut ck = Checkpoint::open(dir, dtype, device)?;
-        let prefix = if ck.contains("transformer.wte.weight") { "transformer." } else { "" };
-        let shapes: std::collections::HashMap<String, Vec<usize>> = cfg.tensor_shapes().into_iter().collect();
+        let prefix = if ck.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
+        let shapes: std::collections::HashMap<String, Vec<usize>> =
+            cfg.tensor_shapes().into_iter().collect();
         let mut get = |name: &str| -> Result<Tensor> {
             let shape = shapes
                 .get(name)
                 .ok_or_else(|| Error::Internal(format!("no shape for {name}")))?;
             ck.get(&format!("{prefix}{name}"), shape)
         };
-        let pair = |get: &mut dyn FnMut(&str) -> Result<Tensor>, n: &str| -> Result<(Tensor, Tensor)> {
-            Ok((get(&format!("{n}.weight"))?, get(&format!("{n}.bias"))?))
-        };
+        let pair =
+            |get: &mut dyn FnMut(&str) -> Result<Tensor>, n: &str| -> Result<(Tensor, Tensor)> {
+                Ok((get(&format!("{n}.weight"))?, get(&format!("{n}.bias"))?))
+            };
         let wte = get("wte.weight")?;
         let wpe = get("wpe.weight")?;
         let mut blocks = Vec::with_capacity(cfg.n_layer);
@@ -236,14 +251,23 @@ impl Gpt2 {
 }
 
 impl CausalLm for Gpt2 {
-    fn forward(&self, input: &LmInput, mut cache: Option<&mut KvCache>, lora: Option<&Lora>) -> Result<LmOutput> {
+    fn forward(
+        &self,
+        input: &LmInput,
+        mut cache: Option<&mut KvCache>,
+        lora: Option<&Lora>,
+    ) -> Result<LmOutput> {
         input.check_vocab(self.cfg.vocab_size)?;
         let (b, t) = (input.batch, input.seq_len);
         let grad = lora.is_some();
         let ctx = AttnCtx::new(input, cache.as_deref(), &self.device)?;
         if ctx.past + t > self.cfg.n_positions {
             return Err(Error::input(
-                format!("sequence of {} positions exceeds n_positions = {}", ctx.past + t, self.cfg.n_positions),
+                format!(
+                    "sequence of {} positions exceeds n_positions = {}",
+                    ctx.past + t,
+                    self.cfg.n_positions
+                ),
                 None,
             ));
         }
@@ -251,13 +275,24 @@ impl CausalLm for Gpt2 {
         let hd = h / nh;
         let ids = Tensor::from_vec(input.ids.clone(), b * t, &self.device)?;
         let pos = Tensor::from_vec(ctx.positions.clone(), b * t, &self.device)?;
-        let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?.reshape((b, t, h))?;
+        let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?
+            .reshape((b, t, h))?;
         let eps = self.cfg.layer_norm_epsilon;
         for (l, blk) in self.blocks.iter().enumerate() {
             let a = lm::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps, grad)?;
-            let qkv = lm::linear_in_out(&a, &blk.c_attn.0, Some(&blk.c_attn.1), &format!("h.{l}.attn.c_attn"), lora)?;
+            let qkv = lm::linear_in_out(
+                &a,
+                &blk.c_attn.0,
+                Some(&blk.c_attn.1),
+                &format!("h.{l}.attn.c_attn"),
+                lora,
+            )?;
             let heads = |i: usize| -> Result<Tensor> {
-                Ok(qkv.narrow(2, i * h, h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?)
+                Ok(qkv
+                    .narrow(2, i * h, h)?
+                    .reshape((b, t, nh, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
             };
             let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
             let (k, v) = match cache.as_deref_mut() {
@@ -265,11 +300,30 @@ impl CausalLm for Gpt2 {
                 None => (k, v),
             };
             let att = lm::attention(&q, &k, &v, &ctx.bias, grad)?;
-            let att = lm::linear_in_out(&att, &blk.attn_proj.0, Some(&blk.attn_proj.1), &format!("h.{l}.attn.c_proj"), lora)?;
+            let att = lm::linear_in_out(
+                &att,
+                &blk.attn_proj.0,
+                Some(&blk.attn_proj.1),
+                &format!("h.{l}.attn.c_proj"),
+                lora,
+            )?;
             x = (x + att)?;
             let m = lm::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps, grad)?;
-            let m = lm::linear_in_out(&m, &blk.c_fc.0, Some(&blk.c_fc.1), &format!("h.{l}.mlp.c_fc"), lora)?.gelu()?;
-            let m = lm::linear_in_out(&m, &blk.mlp_proj.0, Some(&blk.mlp_proj.1), &format!("h.{l}.mlp.c_proj"), lora)?;
+            let m = lm::linear_in_out(
+                &m,
+                &blk.c_fc.0,
+                Some(&blk.c_fc.1),
+                &format!("h.{l}.mlp.c_fc"),
+                lora,
+            )?
+            .gelu()?;
+            let m = lm::linear_in_out(
+                &m,
+                &blk.mlp_proj.0,
+                Some(&blk.mlp_proj.1),
+                &format!("h.{l}.mlp.c_proj"),
+                lora,
+            )?;
             x = (x + m)?;
         }
         ctx.commit(cache, b);
@@ -314,7 +368,11 @@ impl CausalLm for Gpt2 {
                     (format!("h.{l}.mlp.c_proj"), i, h),
                 ]
             })
-            .map(|(name, in_dim, out_dim)| LoraTarget { name, in_dim, out_dim })
+            .map(|(name, in_dim, out_dim)| LoraTarget {
+                name,
+                in_dim,
+                out_dim,
+            })
             .collect()
     }
     fn default_lora_modules(&self) -> &'static [&'static str] {

@@ -13,8 +13,13 @@ fn fixture() -> PathBuf {
 /// A temp copy of the GPT-2 fixture with its tensors passed through `edit`.
 fn broken(edit: impl FnOnce(&mut HashMap<String, Tensor>)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
-    let mut t = candle_core::safetensors::load(fixture().join("model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::copy(
+        fixture().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture().join("model.safetensors"), &Device::Cpu).unwrap();
     edit(&mut t);
     candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
     dir
@@ -31,17 +36,26 @@ fn missing_tensor_is_named() {
     });
     let e = load_err(d.path());
     assert_eq!(e.exit_code(), 2);
-    assert!(e.to_string().contains("missing tensor `transformer.h.1.mlp.c_fc.bias`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("missing tensor `transformer.h.1.mlp.c_fc.bias`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_shape_names_tensor_expected_and_found() {
     let d = broken(|t| {
-        t.insert("transformer.h.0.attn.c_attn.weight".into(), Tensor::zeros((96, 32), DType::F32, &Device::Cpu).unwrap());
+        t.insert(
+            "transformer.h.0.attn.c_attn.weight".into(),
+            Tensor::zeros((96, 32), DType::F32, &Device::Cpu).unwrap(),
+        );
     });
     let e = load_err(d.path()).to_string();
     assert!(
-        e.contains("transformer.h.0.attn.c_attn.weight") && e.contains("expected [32, 96]") && e.contains("found [96, 32]"),
+        e.contains("transformer.h.0.attn.c_attn.weight")
+            && e.contains("expected [32, 96]")
+            && e.contains("found [96, 32]"),
         "{e}"
     );
 }
@@ -49,10 +63,16 @@ fn wrong_shape_names_tensor_expected_and_found() {
 #[test]
 fn unsupported_dtype_is_named() {
     let d = broken(|t| {
-        t.insert("transformer.ln_f.bias".into(), Tensor::zeros(32, DType::I64, &Device::Cpu).unwrap());
+        t.insert(
+            "transformer.ln_f.bias".into(),
+            Tensor::zeros(32, DType::I64, &Device::Cpu).unwrap(),
+        );
     });
     let e = load_err(d.path()).to_string();
-    assert!(e.contains("transformer.ln_f.bias") && e.contains("unsupported dtype") && e.contains("I64"), "{e}");
+    assert!(
+        e.contains("transformer.ln_f.bias") && e.contains("unsupported dtype") && e.contains("I64"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -77,37 +97,61 @@ fn truncated_and_corrupt_files_are_data_errors() {
     ];
     for (what, content) in cases {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
+        std::fs::copy(
+            fixture().join("config.json"),
+            dir.path().join("config.json"),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("model.safetensors"), content).unwrap();
         let e = load_err(dir.path());
         assert_eq!(e.exit_code(), 2, "{what}: {e}");
         let s = e.to_string();
-        assert!(s.contains("model.safetensors") && s.contains("not a valid safetensors"), "{what}: {s}");
+        assert!(
+            s.contains("model.safetensors") && s.contains("not a valid safetensors"),
+            "{what}: {s}"
+        );
     }
 }
 
 #[test]
 fn config_missing_field_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture().join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(
+        fixture().join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
     let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture().join("config.json")).unwrap())
+            .unwrap();
     cfg.as_object_mut().unwrap().remove("n_embd");
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let e = load_err(dir.path());
     let s = e.to_string();
-    assert!(s.contains("config.json") && s.contains("missing field `n_embd`"), "{s}");
+    assert!(
+        s.contains("config.json") && s.contains("missing field `n_embd`"),
+        "{s}"
+    );
     assert_eq!(e.exit_code(), 2);
 }
 
 #[test]
 fn no_weights_and_out_of_range_ids_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture().join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(
+        fixture().join("config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
     let e = load_err(dir.path()).to_string();
     assert!(e.contains("no model.safetensors"), "{e}");
     use maxmin_gpt2::lm::{CausalLm, LmInput};
     let m = Gpt2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
-    let e = m.forward(&LmInput::single(&[1, 100_000]).unwrap(), None, None).unwrap_err();
-    assert!(e.to_string().contains("100000") && e.exit_code() == 2, "{e}");
+    let e = m
+        .forward(&LmInput::single(&[1, 100_000]).unwrap(), None, None)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("100000") && e.exit_code() == 2,
+        "{e}"
+    );
 }

@@ -17,14 +17,21 @@ pub fn load_causal_lm(dir: &Path, dtype: DType, device: &Device) -> Result<Box<d
         other => Err(Error::data(
             dir.join("config.json"),
             None,
-            format!("model_type `{other}` is not supported; expected one of {}", SUPPORTED.join(", ")),
+            format!(
+                "model_type `{other}` is not supported; expected one of {}",
+                SUPPORTED.join(", ")
+            ),
         )),
     }
 }
 
 /// Memory the loader would account for `dir`'s architecture (from `config.json` alone, nothing
 /// read from the weights): `(tensors, params, bytes resident in compute dtype, peak bytes)`.
-pub fn memory_estimate(dir: &Path, stored: DType, compute: DType) -> Result<maxmin_gpt2::checkpoint::LoadAccounting> {
+pub fn memory_estimate(
+    dir: &Path,
+    stored: DType,
+    compute: DType,
+) -> Result<maxmin_gpt2::checkpoint::LoadAccounting> {
     use maxmin_gpt2::checkpoint::read_config;
     match model_type(dir)?.as_str() {
         "gpt2" => Ok(read_config::<maxmin_gpt2::Gpt2ModelConfig>(dir)?.accounting(stored, compute)),
@@ -32,7 +39,10 @@ pub fn memory_estimate(dir: &Path, stored: DType, compute: DType) -> Result<maxm
         other => Err(Error::data(
             dir.join("config.json"),
             None,
-            format!("model_type `{other}` is not supported; expected one of {}", SUPPORTED.join(", ")),
+            format!(
+                "model_type `{other}` is not supported; expected one of {}",
+                SUPPORTED.join(", ")
+            ),
         )),
     }
 }

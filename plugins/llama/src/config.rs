@@ -15,7 +15,11 @@ impl LlamaConfig {
     /// Load the model this config names.
     pub fn load(&self) -> Result<crate::Llama> {
         self.0.validate()?;
-        crate::Llama::load(&self.0.model_dir()?, self.0.compute_dtype()?, &self.0.device()?)
+        crate::Llama::load(
+            &self.0.model_dir()?,
+            self.0.compute_dtype()?,
+            &self.0.device()?,
+        )
     }
 }
 
@@ -39,5 +43,13 @@ impl RewardModelConfig for LlamaConfig {
     }
 }
 
-maxmin_core::register_plugin!(PolicyConfig, "llama", "Llama-2 / Tulu2 causal LM policy (HF checkpoint dir or cached hub id; LoRA, value head)");
-maxmin_core::register_plugin!(RewardModelConfig, "llama", "Llama-2 / Tulu2 Bradley–Terry reward model (scalar head on the last token)");
+maxmin_core::register_plugin!(
+    PolicyConfig,
+    "llama",
+    "Llama-2 / Tulu2 causal LM policy (HF checkpoint dir or cached hub id; LoRA, value head)"
+);
+maxmin_core::register_plugin!(
+    RewardModelConfig,
+    "llama",
+    "Llama-2 / Tulu2 Bradley–Terry reward model (scalar head on the last token)"
+);

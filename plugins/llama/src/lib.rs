@@ -5,6 +5,8 @@
 //! attention (pinned by the fixtures in `tests/data/lm/`). The runtime around the model (checkpoint
 //! loading, KV cache, LoRA, heads, sampling, tokenizer) is `maxmin_gpt2`'s, re-exported here.
 #![warn(missing_docs)]
+// `maxmin_core::Error` is the project-wide error type; its size is core's decision, not ours.
+#![allow(clippy::result_large_err)]
 
 pub mod auto;
 pub mod config;
@@ -12,5 +14,5 @@ pub mod model;
 
 pub use auto::{load_causal_lm, memory_estimate};
 pub use config::LlamaConfig;
-pub use maxmin_gpt2::{checkpoint, generate, heads, hub, lm, lora, tokenizer, LmConfig};
+pub use maxmin_gpt2::{checkpoint, generate, heads, hub, lm, lora, policy, tokenizer, LmConfig};
 pub use model::{Llama, LlamaModelConfig};

@@ -5,11 +5,11 @@
 //! (`model.layers.N.self_attn.q_proj.weight`, `[out, in]`). Written for training: logits at every
 //! position, hidden states for heads, an external KV cache, left-padded batches, LoRA.
 
+use candle_core::{DType, Device, Tensor, D};
 use maxmin_core::{Error, Result};
 use maxmin_gpt2::checkpoint::{read_config, Checkpoint, LoadAccounting};
 use maxmin_gpt2::lm::{self, AttnCtx, CausalLm, KvCache, LmInput, LmOutput};
 use maxmin_gpt2::lora::{Lora, LoraTarget};
-use candle_core::{DType, Device, Tensor, D};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -96,7 +96,8 @@ impl LlamaModelConfig {
 
     /// Per-head width.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     fn check(&self, file: &Path) -> Result<()> {
@@ -114,24 +115,32 @@ impl LlamaModelConfig {
                 return bad(format!("`{k}` must be positive"));
             }
         }
-        if self.num_attention_heads % self.kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads,
                 self.kv_heads()
             ));
         }
-        if self.head_dim() % 2 != 0 || self.head_dim() == 0 {
-            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
+        if !self.head_dim().is_multiple_of(2) || self.head_dim() == 0 {
+            return bad(format!(
+                "head_dim {} must be even for rotary embeddings",
+                self.head_dim()
+            ));
         }
         if self.hidden_act != "silu" {
-            return bad(format!("hidden_act `{}` is not supported (expected silu)", self.hidden_act));
+            return bad(format!(
+                "hidden_act `{}` is not supported (expected silu)",
+                self.hidden_act
+            ));
         }
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return bad("rope_scaling is not supported (Llama-2 / Tulu2 have none)".into());
         }
         if self.attention_bias || self.mlp_bias {
-            return bad("attention_bias / mlp_bias = true is not supported (Llama-2 has no biases)".into());
+            return bad(
+                "attention_bias / mlp_bias = true is not supported (Llama-2 has no biases)".into(),
+            );
         }
         Ok(())
     }
@@ -140,7 +149,10 @@ impl LlamaModelConfig {
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (h, i, hd) = (self.hidden_size, self.intermediate_size, self.head_dim());
         let (q, kv) = (self.num_attention_heads * hd, self.kv_heads() * hd);
-        let mut v = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, h])];
+        let mut v = vec![(
+            "model.embed_tokens.weight".to_string(),
+            vec![self.vocab_size, h],
+        )];
         for l in 0..self.num_hidden_layers {
             let p = format!("model.layers.{l}");
             for (n, s) in [
@@ -206,7 +218,8 @@ impl Llama {
         let cfg: LlamaModelConfig = read_config(dir)?;
         cfg.check(&dir.join("config.json"))?;
         let mut ck = Checkpoint::open(dir, dtype, device)?;
-        let shapes: std::collections::HashMap<String, Vec<usize>> = cfg.tensor_shapes().into_iter().collect();
+        let shapes: std::collections::HashMap<String, Vec<usize>> =
+            cfg.tensor_shapes().into_iter().collect();
         let mut get = |name: &str| -> Result<Tensor> {
             let shape = shapes
                 .get(name)
@@ -231,7 +244,11 @@ impl Llama {
             });
         }
         let norm = get("model.norm.weight")?;
-        let lm_head = if cfg.tie_word_embeddings { embed.clone() } else { get("lm_head.weight")? };
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            get("lm_head.weight")?
+        };
         let hd = cfg.head_dim();
         let inv_freq = (0..hd / 2)
             .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
@@ -259,7 +276,13 @@ impl Llama {
     }
 
     /// cos and sin `(b, t, head_dim/2)` for the position ids, as HF computes them (angles in f32).
-    fn rope_tables(&self, positions: &[u32], b: usize, t: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
+    fn rope_tables(
+        &self,
+        positions: &[u32],
+        b: usize,
+        t: usize,
+        dtype: DType,
+    ) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(b * t * half);
         let mut sin = Vec::with_capacity(b * t * half);
@@ -291,12 +314,22 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, differentiable: bool) -> Result<
 }
 
 impl CausalLm for Llama {
-    fn forward(&self, input: &LmInput, mut cache: Option<&mut KvCache>, lora: Option<&Lora>) -> Result<LmOutput> {
+    fn forward(
+        &self,
+        input: &LmInput,
+        mut cache: Option<&mut KvCache>,
+        lora: Option<&Lora>,
+    ) -> Result<LmOutput> {
         input.check_vocab(self.cfg.vocab_size)?;
         let (b, t) = (input.batch, input.seq_len);
         let grad = lora.is_some();
         let ctx = AttnCtx::new(input, cache.as_deref(), &self.device)?;
-        let (h, nh, nkv, hd) = (self.cfg.hidden_size, self.cfg.num_attention_heads, self.cfg.kv_heads(), self.cfg.head_dim());
+        let (h, nh, nkv, hd) = (
+            self.cfg.hidden_size,
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
         let dtype = self.embed.dtype();
         let (cos, sin) = self.rope_tables(&ctx.positions, b, t, dtype)?;
         let ids = Tensor::from_vec(input.ids.clone(), b * t, &self.device)?;
@@ -306,10 +339,12 @@ impl CausalLm for Llama {
             let p = format!("model.layers.{l}");
             let a = lm::rms_norm(&x, &ly.input_norm, eps, grad)?;
             let split = |w: &Tensor, n: &str, heads: usize| -> Result<Tensor> {
-                Ok(lm::linear_out_in(&a, w, &format!("{p}.self_attn.{n}"), lora)?
-                    .reshape((b, t, heads, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
+                Ok(
+                    lm::linear_out_in(&a, w, &format!("{p}.self_attn.{n}"), lora)?
+                        .reshape((b, t, heads, hd))?
+                        .transpose(1, 2)?
+                        .contiguous()?,
+                )
             };
             let q = rope(&split(&ly.q, "q_proj", nh)?, &cos, &sin, grad)?;
             let k = rope(&split(&ly.k, "k_proj", nkv)?, &cos, &sin, grad)?;
@@ -359,7 +394,11 @@ impl CausalLm for Llama {
         &self.device
     }
     fn lora_targets(&self) -> Vec<LoraTarget> {
-        let (h, i, hd) = (self.cfg.hidden_size, self.cfg.intermediate_size, self.cfg.head_dim());
+        let (h, i, hd) = (
+            self.cfg.hidden_size,
+            self.cfg.intermediate_size,
+            self.cfg.head_dim(),
+        );
         let (q, kv) = (self.cfg.num_attention_heads * hd, self.cfg.kv_heads() * hd);
         (0..self.cfg.num_hidden_layers)
             .flat_map(|l| {
@@ -374,7 +413,11 @@ impl CausalLm for Llama {
                     (format!("{p}.mlp.down_proj"), i, h),
                 ]
             })
-            .map(|(name, in_dim, out_dim)| LoraTarget { name, in_dim, out_dim })
+            .map(|(name, in_dim, out_dim)| LoraTarget {
+                name,
+                in_dim,
+                out_dim,
+            })
             .collect()
     }
     fn default_lora_modules(&self) -> &'static [&'static str] {
