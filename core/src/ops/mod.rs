@@ -10,6 +10,10 @@
 
 pub mod bt_estep;
 pub mod gae;
+pub mod bench;
 pub mod logprob;
 
 pub(crate) mod fastmath;
+
+#[cfg(test)]
+mod gpu_tests;

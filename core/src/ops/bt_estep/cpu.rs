@@ -1,8 +1,12 @@
 //! CPU E-step: per user, the comparisons' log σ(r_k(chosen) − r_k(rejected)) summed per group.
 //!
-//! Comparisons are grouped by user with a stable counting sort ([`segments`]); each user's
-//! segment is then summed in comparison order with f64 accumulators, in parallel over users.
-//! The result does not depend on the thread count, and the CUDA kernel sums in the same order.
+//! Two schedules, both with f64 accumulators and results independent of the thread count:
+//! - few users relative to comparisons ([`estep_dense`]): the comparisons are cut into a fixed
+//!   number of contiguous blocks, each block adds into its own [users, k] partial matrix in
+//!   comparison order (streaming reads), and the partials are added in block order;
+//! - many users ([`estep`]): comparisons grouped by user with a stable counting sort
+//!   ([`segments`]), each user's segment summed in comparison order, in parallel over users —
+//!   the order the CUDA kernel uses.
 
 use rayon::prelude::*;
 
@@ -61,4 +65,44 @@ pub fn estep(r_chosen: &[f32], r_rejected: &[f32], seg: &Segments, k: usize) -> 
             }
         });
     out
+}
+
+/// Blocks of the dense schedule (fixed, so the summation order never depends on threads).
+const BLOCKS: usize = 16;
+
+/// The dense schedule (see the module doc); `user` ids must be `< users`.
+pub fn estep_dense(
+    r_chosen: &[f32],
+    r_rejected: &[f32],
+    user: &[u32],
+    users: usize,
+    k: usize,
+) -> Vec<f32> {
+    let m = user.len();
+    let per = m.div_ceil(BLOCKS).max(1);
+    let partials: Vec<Vec<f64>> = (0..BLOCKS)
+        .into_par_iter()
+        .map(|b| {
+            let mut acc = vec![0f64; users * k];
+            let (lo, hi) = ((b * per).min(m), ((b + 1) * per).min(m));
+            for i in lo..hi {
+                let u = user[i] as usize;
+                let (rc, rr) = (
+                    &r_chosen[i * k..(i + 1) * k],
+                    &r_rejected[i * k..(i + 1) * k],
+                );
+                for g in 0..k {
+                    acc[u * k + g] += log_sigmoid(rc[g] - rr[g]) as f64;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![0f64; users * k];
+    for p in &partials {
+        for (o, x) in out.iter_mut().zip(p) {
+            *o += x;
+        }
+    }
+    out.into_iter().map(|x| x as f32).collect()
 }

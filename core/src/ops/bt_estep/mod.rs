@@ -87,10 +87,24 @@ impl Comparisons<'_> {
 /// The [users, k] log-likelihood matrix (row-major) on `device`.
 pub fn bt_estep(device: &Device, c: &Comparisons) -> Result<Vec<f32>> {
     c.validate()?;
-    let seg = cpu::segments(c.user, c.users);
     match device {
-        Device::Cpu => Ok(cpu::estep(c.r_chosen, c.r_rejected, &seg, c.k)),
+        // dense partials cost BLOCKS × users × k memory: worth it while that is small
+        // next to the comparisons themselves
+        Device::Cpu if c.users * 16 <= c.len().max(1) * 4 => Ok(cpu::estep_dense(
+            c.r_chosen,
+            c.r_rejected,
+            c.user,
+            c.users,
+            c.k,
+        )),
+        Device::Cpu => Ok(cpu::estep(
+            c.r_chosen,
+            c.r_rejected,
+            &cpu::segments(c.user, c.users),
+            c.k,
+        )),
         Device::Cuda(dev) => {
+            let seg = cpu::segments(c.user, c.users);
             cuda::DeviceComparisons::upload(dev, c.r_chosen, c.r_rejected, &seg, c.k)?.estep(dev)
         }
     }
@@ -172,8 +186,20 @@ mod tests {
     }
 
     #[test]
+    fn both_cpu_schedules_agree() {
+        let (a, b, u) = random(5000, 3, 900, 5.0, 9);
+        let dense = cpu::estep_dense(&a, &b, &u, 900, 3);
+        let seg = cpu::estep(&a, &b, &cpu::segments(&u, 900), 3);
+        for (x, y) in dense.iter().zip(&seg) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
     fn matches_naive_composition() {
+        // dense schedule (few users) and segmented schedule (many users)
         check(1000, 3, 37, 5.0, 1);
+        check(1000, 2, 900, 5.0, 4);
         check(257, 1, 10, 1.0, 2);
         // extreme reward gaps: log σ must neither overflow nor lose the linear tail
         check(300, 4, 7, 1e4, 3);
