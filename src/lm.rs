@@ -82,19 +82,27 @@ pub enum LmCmd {
     },
 }
 
+#[allow(clippy::result_large_err)] // maxmin_core::Error is the project-wide type
 fn parse_ids(s: &str) -> Result<Vec<u32>, Error> {
     let ids: Result<Vec<u32>, _> = s
         .split(',')
         .map(|p| p.trim())
         .filter(|p| !p.is_empty())
         .map(|p| {
-            p.parse::<u32>()
-                .map_err(|_| Error::input(format!("--ids: `{p}` is not a token id"), Some("pass e.g. --ids 1,2,3".into())))
+            p.parse::<u32>().map_err(|_| {
+                Error::input(
+                    format!("--ids: `{p}` is not a token id"),
+                    Some("pass e.g. --ids 1,2,3".into()),
+                )
+            })
         })
         .collect();
     let ids = ids?;
     if ids.is_empty() {
-        return Err(Error::input("--ids is empty", Some("pass e.g. --ids 1,2,3".into())));
+        return Err(Error::input(
+            "--ids is empty",
+            Some("pass e.g. --ids 1,2,3".into()),
+        ));
     }
     Ok(ids)
 }
@@ -135,23 +143,47 @@ pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
             let sampling = if greedy {
                 Sampling::Greedy
             } else {
-                Sampling::Sample { temperature, top_k, top_p }
+                Sampling::Sample {
+                    temperature,
+                    top_k,
+                    top_p,
+                }
             };
             let stop_at_eos = !no_stop_at_eos && lm.eos_token_id().is_some();
-            let opts = GenerateOptions { max_new_tokens, sampling, stop_at_eos, use_cache: true, pad_id: 0 };
+            let opts = GenerateOptions {
+                max_new_tokens,
+                sampling,
+                stop_at_eos,
+                use_cache: true,
+                pad_id: 0,
+            };
             let mut rng = maxmin_core::rng::stream(seed, "lm/generate");
-            let out = generate(lm.as_ref(), None, std::slice::from_ref(&ids), &opts, &mut rng)
-                .context("generation failed")?;
+            let out = generate(
+                lm.as_ref(),
+                None,
+                std::slice::from_ref(&ids),
+                &opts,
+                &mut rng,
+            )
+            .context("generation failed")?;
             let new = &out.tokens[0];
             let text = tok.decode(new)?;
             if json {
-                println!("{}", serde_json::json!({ "prompt_ids": ids, "new_ids": new, "text": text }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "prompt_ids": ids, "new_ids": new, "text": text })
+                );
             } else {
                 println!("{prompt}{text}");
             }
             Ok(())
         }
-        LmCmd::Logits { model, ids, dtype, json } => {
+        LmCmd::Logits {
+            model,
+            ids,
+            dtype,
+            json,
+        } => {
             let ids = parse_ids(&ids)?;
             let dtype = parse_dtype("--dtype", &dtype)?;
             let dir = resolve_model(&model)?;
@@ -162,26 +194,52 @@ pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({ "logits": rows }));
             } else {
                 for (id, row) in ids.iter().zip(&rows) {
-                    let (arg, max) = row
-                        .iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-                    println!("id {id:>7}  argmax {arg:>7}  max {max:>10.4}  logits[..4] {:?}", &row[..row.len().min(4)]);
+                    let (arg, max) =
+                        row.iter()
+                            .enumerate()
+                            .fold(
+                                (0, f32::NEG_INFINITY),
+                                |a, (i, &v)| if v > a.1 { (i, v) } else { a },
+                            );
+                    println!(
+                        "id {id:>7}  argmax {arg:>7}  max {max:>10.4}  logits[..4] {:?}",
+                        &row[..row.len().min(4)]
+                    );
                 }
             }
             Ok(())
         }
-        LmCmd::Memory { model, stored, dtype } => {
+        LmCmd::Memory {
+            model,
+            stored,
+            dtype,
+        } => {
             let stored = parse_dtype("--stored", &stored)?;
             let compute = parse_dtype("--dtype", &dtype)?;
             let dir = resolve_model(&model)?;
             let a = maxmin_llama::memory_estimate(&dir, stored, compute)?;
             println!("tensors            {}", a.tensors);
             println!("parameters         {}", a.params);
-            println!("checkpoint bytes   {} ({:.2} GiB, {stored:?})", a.stored_bytes, gib(a.stored_bytes));
-            println!("resident bytes     {} ({:.2} GiB, {compute:?})", a.compute_bytes, gib(a.compute_bytes));
-            println!("largest tensor     {} ({:.2} GiB)", a.largest_tensor_bytes, gib(a.largest_tensor_bytes));
-            println!("peak while loading {} ({:.2} GiB)", a.peak_bytes(), gib(a.peak_bytes()));
+            println!(
+                "checkpoint bytes   {} ({:.2} GiB, {stored:?})",
+                a.stored_bytes,
+                gib(a.stored_bytes)
+            );
+            println!(
+                "resident bytes     {} ({:.2} GiB, {compute:?})",
+                a.compute_bytes,
+                gib(a.compute_bytes)
+            );
+            println!(
+                "largest tensor     {} ({:.2} GiB)",
+                a.largest_tensor_bytes,
+                gib(a.largest_tensor_bytes)
+            );
+            println!(
+                "peak while loading {} ({:.2} GiB)",
+                a.peak_bytes(),
+                gib(a.peak_bytes())
+            );
             Ok(())
         }
     }
