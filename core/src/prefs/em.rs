@@ -1,0 +1,561 @@
+//! The single pooled reward model (the RLHF baseline) and the EM mixture of K Bradley–Terry
+//! reward models (PAPER.md "EM for a mixture of reward models", the paper's Algorithm 2).
+//!
+//! As in the paper: users (not comparisons) are clustered; the hard E-step assigns user h to
+//! `argmax_u Σ_{pairs of h} log σ(r_u(y_w) − r_u(y_l))` (no mixing weights), the M-step trains
+//! each r_u on its users' pairs warm-started from the previous iteration (`m-step-epochs`, 10 in
+//! the released code), the first assignment is `h mod K` (released code), and an empty cluster
+//! keeps its model (skipped).
+//!
+//! Our additions (each a config key): a soft E-step with responsibilities and mixing weights
+//! (`e-step = "soft"`); several restarts keeping the best training log-likelihood (`restarts`,
+//! restarts after the first start from random assignments); choosing K by held-out likelihood
+//! (`select-k`); stopping when assignments stop changing with a cap (`max-iterations`, the
+//! released code always ran 10); empty clusters either skipped (paper) or reseeded with the
+//! worst-fitting user (`empty-clusters = "reseed"`), counted and reported either way.
+//!
+//! The per-user × per-group log-likelihood is [`crate::ops::bt_estep`] (CPU here; the same op
+//! has a CUDA kernel).
+
+use super::diagnostics::{ari, purity};
+use super::reward_model::{Encoded, Features, RewardModel, RewardSpec};
+use crate::device::Device;
+use crate::error::{check, Error, Result};
+use crate::ops::bt_estep::{bt_estep, Comparisons};
+use crate::rng::{stream, Rng};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+/// Hard or soft E-step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EStep {
+    /// Each user goes to the cluster with the highest likelihood (the paper).
+    #[default]
+    Hard,
+    /// Responsibilities ∝ π_k · likelihood, mixing weights π_k = mean responsibility (ours).
+    Soft,
+}
+
+/// First assignment of the first restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// User h → h mod K (the released code).
+    #[default]
+    Modulo,
+    /// Users shuffled, then i mod K (balanced random).
+    Random,
+}
+
+/// What to do with a cluster no user is assigned to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmptyClusters {
+    /// Keep its model untrained this iteration (the paper's "skip empty clusters").
+    #[default]
+    Skip,
+    /// Move the worst-fitting user of a cluster with several users into it (ours).
+    Reseed,
+}
+
+/// `[em]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EmConfig {
+    /// Number of groups K (used unless `select-k` is given).
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// Candidate K values; the one with the best held-out likelihood is used (ours).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub select_k: Vec<usize>,
+    /// Hard (paper) or soft E-step.
+    #[serde(default)]
+    pub e_step: EStep,
+    /// First assignment of the first restart.
+    #[serde(default)]
+    pub init: Init,
+    /// EM runs from different starts; the best training log-likelihood wins.
+    #[serde(default = "d_restarts")]
+    pub restarts: usize,
+    /// Iteration cap (EM stops earlier when no assignment changes).
+    #[serde(default = "d_iters")]
+    pub max_iterations: usize,
+    /// Epochs of each warm-started M-step.
+    #[serde(default = "d_m_epochs")]
+    pub m_step_epochs: usize,
+    /// Empty-cluster handling.
+    #[serde(default)]
+    pub empty_clusters: EmptyClusters,
+    /// Also train the oracle: one model per true group on the true split.
+    #[serde(default = "d_true")]
+    pub oracle: bool,
+    /// Majority:minority ratios r (shares r/(r+1), 1/(r+1) for two groups) at which to rerun
+    /// the stage for the report's ratio table and plot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ratio_sweep: Vec<f64>,
+}
+
+fn d_k() -> usize {
+    2
+}
+fn d_restarts() -> usize {
+    3
+}
+fn d_iters() -> usize {
+    20
+}
+fn d_m_epochs() -> usize {
+    10
+}
+fn d_true() -> bool {
+    true
+}
+
+impl Default for EmConfig {
+    fn default() -> Self {
+        Self {
+            k: d_k(),
+            select_k: vec![],
+            e_step: EStep::Hard,
+            init: Init::Modulo,
+            restarts: d_restarts(),
+            max_iterations: d_iters(),
+            m_step_epochs: d_m_epochs(),
+            empty_clusters: EmptyClusters::Skip,
+            oracle: true,
+            ratio_sweep: vec![],
+        }
+    }
+}
+
+impl EmConfig {
+    /// Check values; keys relative to `[em]`.
+    pub fn validate(&self) -> Result<()> {
+        check::positive_usize("k", self.k)?;
+        for (i, k) in self.select_k.iter().enumerate() {
+            check::positive_usize(&format!("select-k.{i}"), *k)?;
+        }
+        check::positive_usize("restarts", self.restarts)?;
+        check::positive_usize("max-iterations", self.max_iterations)?;
+        check::positive_usize("m-step-epochs", self.m_step_epochs)?;
+        for (i, r) in self.ratio_sweep.iter().enumerate() {
+            if !(r.is_finite() && *r >= 1.0) {
+                return Err(Error::config(
+                    format!("ratio-sweep.{i}"),
+                    format!("expected a ratio ≥ 1 (majority : minority), found {r}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Comparisons grouped by user.
+#[derive(Debug)]
+pub struct UserData {
+    /// The encoded comparisons.
+    pub data: Encoded,
+    /// User index of each comparison.
+    pub user_of: Vec<u32>,
+    /// Comparison indices of each user.
+    pub rows_of: Vec<Vec<usize>>,
+    /// True group of each user, when known.
+    pub truth: Option<Vec<usize>>,
+}
+
+impl UserData {
+    /// Build from per-comparison user indices.
+    pub fn new(
+        data: Encoded,
+        user_of: Vec<u32>,
+        n_users: usize,
+        truth: Option<Vec<usize>>,
+    ) -> Self {
+        let mut rows_of = vec![Vec::new(); n_users];
+        for (i, &u) in user_of.iter().enumerate() {
+            rows_of[u as usize].push(i);
+        }
+        Self {
+            data,
+            user_of,
+            rows_of,
+            truth,
+        }
+    }
+
+    /// Number of users.
+    pub fn users(&self) -> usize {
+        self.rows_of.len()
+    }
+}
+
+/// `[users, K]` log-likelihoods (row-major, f64) of each user's comparisons under each model.
+pub fn user_log_likelihood(models: &[RewardModel], ud: &UserData) -> Result<Vec<f64>> {
+    let k = models.len();
+    let m = ud.data.m;
+    let mut chosen = vec![0f32; m * k];
+    for (j, model) in models.iter().enumerate() {
+        for (i, d) in model.diffs(&ud.data)?.into_iter().enumerate() {
+            chosen[i * k + j] = d;
+        }
+    }
+    let rejected = vec![0f32; m * k];
+    let ll = bt_estep(
+        &Device::Cpu,
+        &Comparisons {
+            r_chosen: &chosen,
+            r_rejected: &rejected,
+            user: &ud.user_of,
+            k,
+            users: ud.users(),
+        },
+    )?;
+    Ok(ll.into_iter().map(|x| x as f64).collect())
+}
+
+fn logsumexp(xs: &[f64]) -> f64 {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}
+
+/// Diagnostics of one EM iteration.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterStats {
+    /// K of this fit.
+    pub k: usize,
+    /// Restart index.
+    pub restart: usize,
+    /// Iteration (1-based; each is one E-step, then an M-step unless EM stopped).
+    pub iteration: usize,
+    /// Training log-likelihood (hard: of the assignment; soft: of the mixture).
+    pub log_likelihood: f64,
+    /// Users whose cluster changed.
+    pub assignment_changes: usize,
+    /// Users per cluster.
+    pub group_sizes: Vec<usize>,
+    /// Clusters without users.
+    pub empty_clusters: usize,
+    /// Purity against the true groups, when known.
+    pub purity: Option<f64>,
+    /// Adjusted Rand index against the true groups, when known.
+    pub ari: Option<f64>,
+}
+
+/// A fitted mixture.
+#[derive(Debug)]
+pub struct MixtureFit {
+    /// The K reward models.
+    pub models: Vec<RewardModel>,
+    /// Cluster of each training user.
+    pub assign: Vec<usize>,
+    /// Responsibilities `[users][K]` (one-hot for the hard E-step).
+    pub resp: Vec<Vec<f64>>,
+    /// Mixing weights (cluster shares for the hard E-step).
+    pub weights: Vec<f64>,
+    /// Final training log-likelihood.
+    pub log_likelihood: f64,
+    /// Iterations of the winning restart.
+    pub iterations: usize,
+    /// Whether the winning restart stopped because no assignment changed.
+    pub converged: bool,
+    /// Index of the winning restart.
+    pub restart: usize,
+    /// Final log-likelihood of every restart.
+    pub restart_log_likelihoods: Vec<f64>,
+    /// Iterations of all restarts.
+    pub history: Vec<IterStats>,
+    /// Empty clusters met (summed over iterations and restarts).
+    pub empty_events: usize,
+}
+
+/// Train one model from scratch on `rows`.
+pub fn fit_model(
+    ud: &UserData,
+    rows: &[usize],
+    spec: &RewardSpec,
+    feats: &Features,
+    rng: &mut Rng,
+) -> Result<RewardModel> {
+    let mut m = RewardModel::new(&spec.hidden, feats.clone(), rng)?;
+    m.train(&ud.data, rows, None, &spec.train, spec.train.epochs, rng)?;
+    Ok(m)
+}
+
+fn m_step(
+    models: &mut [RewardModel],
+    ud: &UserData,
+    resp: &[Vec<f64>],
+    spec: &RewardSpec,
+    epochs: usize,
+    rng: &mut Rng,
+) -> Result<()> {
+    for (k, model) in models.iter_mut().enumerate() {
+        let mut rows = Vec::new();
+        let mut w = vec![0f32; ud.data.m];
+        for (h, r) in resp.iter().enumerate() {
+            // Responsibilities this small change nothing but cost time.
+            if r[k] > 1e-4 {
+                rows.extend_from_slice(&ud.rows_of[h]);
+                for &i in &ud.rows_of[h] {
+                    w[i] = r[k] as f32;
+                }
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        model.train(&ud.data, &rows, Some(&w), &spec.train, epochs, rng)?;
+    }
+    Ok(())
+}
+
+/// Run EM with K clusters (all restarts); `on_iter` sees every iteration (metrics, interrupt).
+pub fn fit_mixture(
+    ud: &UserData,
+    k: usize,
+    spec: &RewardSpec,
+    feats: &Features,
+    cfg: &EmConfig,
+    seed: u64,
+    on_iter: &mut dyn FnMut(&IterStats) -> Result<()>,
+) -> Result<MixtureFit> {
+    let n = ud.users();
+    if k > n {
+        return Err(Error::input(
+            format!("EM with K = {k} groups needs at least {k} users with comparisons, found {n}"),
+            Some("lower [em] k or add users".into()),
+        ));
+    }
+    let mut best: Option<MixtureFit> = None;
+    let mut history = Vec::new();
+    let mut restart_lls = Vec::new();
+    let mut empty_events = 0;
+    for restart in 0..cfg.restarts {
+        let mut rng = stream(seed, &format!("em/k{k}/restart{restart}"));
+        let mut assign: Vec<usize> = if restart == 0 && cfg.init == Init::Modulo {
+            (0..n).map(|h| h % k).collect()
+        } else {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(&mut rng);
+            let mut a = vec![0; n];
+            for (i, h) in order.into_iter().enumerate() {
+                a[h] = i % k;
+            }
+            a
+        };
+        let mut resp: Vec<Vec<f64>> = assign.iter().map(|&a| one_hot(a, k)).collect();
+        let mut weights = vec![1.0 / k as f64; k];
+        let mut models = (0..k)
+            .map(|_| RewardModel::new(&spec.hidden, feats.clone(), &mut rng))
+            .collect::<Result<Vec<_>>>()?;
+        m_step(&mut models, ud, &resp, spec, cfg.m_step_epochs, &mut rng)?;
+        let (mut ll_total, mut iterations, mut converged) = (f64::NEG_INFINITY, 0, false);
+        for it in 1..=cfg.max_iterations {
+            let ll = user_log_likelihood(&models, ud)?;
+            let row = |h: usize| &ll[h * k..(h + 1) * k];
+            let old = assign.clone();
+            let old_resp = resp.clone();
+            match cfg.e_step {
+                EStep::Hard => {
+                    for h in 0..n {
+                        assign[h] = argmax(row(h));
+                    }
+                }
+                EStep::Soft => {
+                    let lw: Vec<f64> = weights.iter().map(|w| w.max(1e-300).ln()).collect();
+                    for h in 0..n {
+                        let s: Vec<f64> = row(h).iter().zip(&lw).map(|(a, b)| a + b).collect();
+                        let z = logsumexp(&s);
+                        resp[h] = s.iter().map(|x| (x - z).exp()).collect();
+                        assign[h] = argmax(&resp[h]);
+                    }
+                }
+            }
+            let mut sizes = vec![0usize; k];
+            for &a in &assign {
+                sizes[a] += 1;
+            }
+            let empty = sizes.iter().filter(|&&s| s == 0).count();
+            empty_events += empty;
+            if empty > 0 && cfg.empty_clusters == EmptyClusters::Reseed {
+                for c in 0..k {
+                    if sizes[c] > 0 {
+                        continue;
+                    }
+                    // The worst-fitting user (per comparison) of a cluster that can spare one.
+                    let worst = (0..n).filter(|&h| sizes[assign[h]] > 1).min_by(|&a, &b| {
+                        let fa = row(a)[assign[a]] / ud.rows_of[a].len().max(1) as f64;
+                        let fb = row(b)[assign[b]] / ud.rows_of[b].len().max(1) as f64;
+                        fa.total_cmp(&fb)
+                    });
+                    if let Some(h) = worst {
+                        sizes[assign[h]] -= 1;
+                        assign[h] = c;
+                        sizes[c] += 1;
+                        if cfg.e_step == EStep::Soft {
+                            resp[h] = one_hot(c, k);
+                        }
+                    }
+                }
+            }
+            if cfg.e_step == EStep::Hard {
+                resp = assign.iter().map(|&a| one_hot(a, k)).collect();
+                weights = sizes.iter().map(|&s| s as f64 / n as f64).collect();
+                ll_total = (0..n).map(|h| row(h)[assign[h]]).sum();
+            } else {
+                ll_total = (0..n)
+                    .map(|h| {
+                        let s: Vec<f64> = row(h)
+                            .iter()
+                            .zip(&weights)
+                            .map(|(a, w)| a + w.max(1e-300).ln())
+                            .collect();
+                        logsumexp(&s)
+                    })
+                    .sum();
+                weights = (0..k)
+                    .map(|c| resp.iter().map(|r| r[c]).sum::<f64>() / n as f64)
+                    .collect();
+            }
+            let changes = assign.iter().zip(&old).filter(|(a, b)| a != b).count();
+            let stats = IterStats {
+                k,
+                restart,
+                iteration: it,
+                log_likelihood: ll_total,
+                assignment_changes: changes,
+                group_sizes: sizes.clone(),
+                empty_clusters: sizes.iter().filter(|&&s| s == 0).count(),
+                purity: ud.truth.as_ref().map(|t| purity(&assign, t)),
+                ari: ud.truth.as_ref().map(|t| ari(&assign, t)),
+            };
+            on_iter(&stats)?;
+            history.push(stats);
+            iterations = it;
+            let resp_moved = old_resp
+                .iter()
+                .zip(&resp)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0f64, f64::max);
+            let stable = changes == 0 && (cfg.e_step == EStep::Hard || resp_moved < 1e-3);
+            if stable && it > 1 {
+                converged = true;
+                break;
+            }
+            if it < cfg.max_iterations {
+                m_step(&mut models, ud, &resp, spec, cfg.m_step_epochs, &mut rng)?;
+            }
+        }
+        tracing::info!("EM K={k} restart {restart}: log-likelihood {ll_total:.2} after {iterations} iterations (converged: {converged})");
+        restart_lls.push(ll_total);
+        if best.as_ref().is_none_or(|b| ll_total > b.log_likelihood) {
+            best = Some(MixtureFit {
+                models,
+                assign,
+                resp,
+                weights,
+                log_likelihood: ll_total,
+                iterations,
+                converged,
+                restart,
+                restart_log_likelihoods: vec![],
+                history: vec![],
+                empty_events: 0,
+            });
+        }
+    }
+    let mut best = best.ok_or_else(|| Error::Internal("EM ran no restart".into()))?;
+    best.restart_log_likelihoods = restart_lls;
+    best.history = history;
+    best.empty_events = empty_events;
+    Ok(best)
+}
+
+/// Held-out log-likelihood of users under a mixture: Σ_h log Σ_k π_k Π_i σ(d_ik).
+pub fn held_out_log_likelihood(
+    models: &[RewardModel],
+    weights: &[f64],
+    ud: &UserData,
+) -> Result<f64> {
+    let k = models.len();
+    let ll = user_log_likelihood(models, ud)?;
+    Ok((0..ud.users())
+        .filter(|&h| !ud.rows_of[h].is_empty())
+        .map(|h| {
+            let s: Vec<f64> = ll[h * k..(h + 1) * k]
+                .iter()
+                .zip(weights)
+                .map(|(a, w)| a + w.max(1e-300).ln())
+                .collect();
+            logsumexp(&s)
+        })
+        .sum())
+}
+
+fn one_hot(a: usize, k: usize) -> Vec<f64> {
+    (0..k).map(|c| if c == a { 1.0 } else { 0.0 }).collect()
+}
+
+fn argmax(xs: &[f64]) -> usize {
+    // Ties go to the lowest index, so the result never depends on float noise in ordering.
+    let mut best = 0;
+    for (i, x) in xs.iter().enumerate() {
+        if *x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// What a policy trainer needs from the preference stage: the single pooled model, the K
+/// mixture models, and each cluster's share of users (its mixing weight).
+#[derive(Debug)]
+pub struct RewardEnsemble {
+    /// The single pooled reward model (RLHF baseline, objective `single`).
+    pub single: RewardModel,
+    /// The EM mixture's K reward models.
+    pub mixture: Vec<RewardModel>,
+    /// Share of users in each mixture cluster (weights of the `utilitarian` objective).
+    pub shares: Vec<f64>,
+}
+
+impl RewardEnsemble {
+    /// Rewards of every mixture model for a batch of steps, `[K][n]`.
+    pub fn mixture_rewards(&self, obs: &[f32], act: &[f32]) -> Result<Vec<Vec<f32>>> {
+        self.mixture
+            .iter()
+            .map(|m| m.reward_batch(obs, act))
+            .collect()
+    }
+
+    /// Save every model's weights to one safetensors file (`single.*`, `mixture.<k>.*`) and
+    /// the shares beside it in JSON.
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        let mut t = self.single.tensors("single");
+        for (k, m) in self.mixture.iter().enumerate() {
+            t.extend(m.tensors(&format!("mixture.{k}")));
+        }
+        let bytes = safetensors::serialize(t.iter().map(|(k, v)| (k.as_str(), v)), None)
+            .map_err(|e| Error::Internal(format!("cannot serialise reward models: {e}")))?;
+        crate::run::write_atomic(&dir.join("reward_models.safetensors"), &bytes)?;
+        crate::run::write_json_atomic(
+            &dir.join("reward_models.json"),
+            &serde_json::json!({ "k": self.mixture.len(), "shares": self.shares }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_and_logsumexp() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+        assert!((logsumexp(&[-1e4, -1e4]) - (-1e4 + 2f64.ln())).abs() < 1e-9);
+    }
+}
