@@ -81,10 +81,48 @@ impl Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
             if i + 1 < self.layers.len() {
-                h = h.tanh()?;
+                h = h.apply_op1(FastTanh)?;
             }
         }
         Ok(h)
+    }
+}
+
+/// tanh through one `expf` instead of libm's `tanhf` (which goes through the slower `expm1f`):
+/// tanh made up a third of PPO's CPU time on CartPole. Accurate to ~1e-7 absolute.
+struct FastTanh;
+
+fn tanh_f32(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    // Beyond |x| = 9, tanh is 1 to within f32 precision.
+    let t = (-2.0 * x.abs().min(9.0)).exp();
+    ((1.0 - t) / (1.0 + t)).copysign(x)
+}
+
+impl candle_core::CustomOp1 for FastTanh {
+    fn name(&self) -> &'static str {
+        "fast-tanh"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let v = s.as_slice::<f32>()?;
+        let v = match l.contiguous_offsets() {
+            Some((a, b)) => &v[a..b],
+            None => candle_core::bail!("fast-tanh needs a contiguous f32 tensor"),
+        };
+        let out: Vec<f32> = v.iter().map(|x| tanh_f32(*x)).collect();
+        Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        // d tanh(x)/dx = 1 − tanh(x)².
+        Ok(Some(grad_res.mul(&res.sqr()?.affine(-1.0, 1.0)?)?))
     }
 }
 
@@ -343,6 +381,25 @@ pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut Rng) -> Vec<f32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_tanh_matches_libm_and_differentiates() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.01;
+            assert!((tanh_f32(x) - x.tanh()).abs() < 2e-7, "{x}");
+        }
+        assert!(tanh_f32(f32::NAN).is_nan());
+        assert_eq!(tanh_f32(1e30), 1.0);
+        let x = Var::from_slice(&[0.3f32, -1.2], 2, &Device::Cpu).unwrap();
+        let y = x.as_tensor().apply_op1(FastTanh).unwrap();
+        let y_vals = y.to_vec1::<f32>().unwrap();
+        assert!((y_vals[1] - (-1.2f32).tanh()).abs() < 2e-7);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let g = g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        for (gi, xi) in g.iter().zip([0.3f32, -1.2]) {
+            assert!((gi - (1.0 - xi.tanh().powi(2))).abs() < 1e-6);
+        }
+    }
 
     #[test]
     fn orthogonal_rows_or_columns_are_orthonormal() {
