@@ -2,10 +2,12 @@
 //!
 //! - `cli`: exit codes and error messages for broken configs and arguments, `list`, `check-env`.
 //! - `configs`: every file in `configs/` passes `maxmin check`.
+//! - `prefs`: the preference + EM stage: run contents, determinism, bad-input handling.
 //! - `runs`: run directory contents, determinism (same seed → same metrics), and resume after
 //!   SIGINT reproducing the uninterrupted run's metrics.
 
 mod cli;
 mod common;
 mod configs;
+mod prefs;
 mod runs;

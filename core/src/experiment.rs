@@ -7,8 +7,10 @@ use crate::config::{Loaded, Validate};
 use crate::env::{AutoresetMode, EnvConfig};
 use crate::error::{Error, Result};
 use crate::mlp::{ActorCritic, MlpPolicyConfig};
-use crate::policy::PolicyConfig;
+use crate::policy::{PolicyConfig, RewardModelConfig};
 use crate::ppo::{self, PpoConfig, TrainCtx};
+use crate::prefs::reward_model::LinearRewardConfig;
+use crate::prefs::{stage, EmConfig, PopulationConfig, PreferencesConfig};
 use crate::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,19 @@ pub struct Experiment {
     /// PPO hyper-parameters (default: CleanRL's).
     #[serde(default)]
     pub ppo: PpoConfig,
+    /// `[population]`: when present, the run is the preference + EM stage (PAPER.md
+    /// Algorithm 2; see [`crate::prefs`]) instead of PPO on the environment's reward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population: Option<PopulationConfig>,
+    /// `[preferences]`: how comparisons are simulated or read (with `[population]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferences: Option<PreferencesConfig>,
+    /// `[reward-model]`: the Bradley–Terry reward model (default `linear-reward`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_model: Option<Box<dyn RewardModelConfig>>,
+    /// `[em]`: the EM mixture of reward models (with `[population]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub em: Option<EmConfig>,
 }
 
 fn d_seed() -> u64 {
@@ -61,7 +76,66 @@ impl Validate for Experiment {
         self.policy.validate().map_err(|e| e.under("policy"))?;
         self.mlp_policy()?;
         self.ppo.validate().map_err(|e| e.under("ppo"))?;
+        self.validate_prefs()?;
         Ok(())
+    }
+}
+
+/// Defaults of the preference sections when `[population]` is present without them.
+struct PrefsDefaults {
+    preferences: PreferencesConfig,
+    reward_model: LinearRewardConfig,
+    em: EmConfig,
+}
+
+impl Experiment {
+    fn validate_prefs(&self) -> Result<()> {
+        let Some(pop) = &self.population else {
+            for (present, key) in [
+                (self.preferences.is_some(), "preferences"),
+                (self.reward_model.is_some(), "reward-model"),
+                (self.em.is_some(), "em"),
+            ] {
+                if present {
+                    return Err(Error::config(
+                        key,
+                        format!("[{key}] only applies to the preference stage, which needs a [population] section"),
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        pop.validate().map_err(|e| e.under("population"))?;
+        if let Some(p) = &self.preferences {
+            p.validate().map_err(|e| e.under("preferences"))?;
+        }
+        if let Some(r) = &self.reward_model {
+            r.validate().map_err(|e| e.under("reward-model"))?;
+        }
+        if let Some(e) = &self.em {
+            e.validate().map_err(|e| e.under("em"))?;
+        }
+        Ok(())
+    }
+
+    /// The preference stage's sections, if `[population]` is present.
+    fn stage_config<'a>(&'a self, d: &'a PrefsDefaults) -> Option<stage::StageConfig<'a>> {
+        Some(stage::StageConfig {
+            env: self.env.as_ref(),
+            seed: self.seed,
+            population: self.population.as_ref()?,
+            preferences: self.preferences.as_ref().unwrap_or(&d.preferences),
+            reward_model: self.reward_model.as_deref().unwrap_or(&d.reward_model),
+            em: self.em.as_ref().unwrap_or(&d.em),
+        })
+    }
+}
+
+fn prefs_defaults() -> PrefsDefaults {
+    PrefsDefaults {
+        preferences: PreferencesConfig::default(),
+        reward_model: LinearRewardConfig::default(),
+        em: EmConfig::default(),
     }
 }
 
@@ -81,6 +155,10 @@ impl Experiment {
     /// Build the environment (one and vectorised) and the policy without training, so that a
     /// config that passes `check` fails at run time only for reasons outside the config.
     pub fn check(&self) -> Result<()> {
+        let defaults = prefs_defaults();
+        if let Some(sc) = self.stage_config(&defaults) {
+            stage::validate(&sc)?;
+        }
         let env = self.env.build().map_err(|e| e.under("env"))?;
         let spec = env.spec().clone();
         let mut venv = self
@@ -144,14 +222,44 @@ pub fn run_with(
     on_dir(&dir.path);
     tracing::info!("run directory: {}", dir.path.display());
     let metrics_path = dir.file("metrics.jsonl");
-    let existing = std::fs::metadata(&metrics_path).map(|m| m.len()).unwrap_or(0);
+    let defaults = prefs_defaults();
+    if let Some(sc) = cfg.stage_config(&defaults) {
+        // The stage takes seconds to minutes: a resumed run restarts it from the beginning
+        // (deterministic, so it ends where an uninterrupted run would).
+        let mut metrics = Metrics::open(&metrics_path, 0)?;
+        stage::validate(&sc)?;
+        let em = stage::run(&sc, &dir.path, &mut metrics, progress)?;
+        metrics.sync()?;
+        let env_id = cfg.env.build()?.spec().id.clone();
+        tracing::info!(
+            "{env_id}: EM K={} ARI {} purity {} after {} iterations",
+            em["k"],
+            em["ari"],
+            em["purity"],
+            em["iterations"]
+        );
+        write_json_atomic(
+            &dir.file("summary.json"),
+            &serde_json::json!({ "name": cfg.name, "env": env_id, "seed": cfg.seed, "em": em }),
+        )?;
+        return Ok(dir.path);
+    }
+    let existing = std::fs::metadata(&metrics_path)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut metrics = Metrics::open(&metrics_path, existing)?;
     let mut ctx = TrainCtx {
         metrics: &mut metrics,
         checkpoints: dir.checkpoints().join("ppo"),
         progress,
     };
-    let (summary, _policy) = ppo::train(&cfg.ppo, cfg.mlp_policy()?, cfg.env.as_ref(), cfg.seed, &mut ctx)?;
+    let (summary, _policy) = ppo::train(
+        &cfg.ppo,
+        cfg.mlp_policy()?,
+        cfg.env.as_ref(),
+        cfg.seed,
+        &mut ctx,
+    )?;
     metrics.sync()?;
     let env_id = cfg.env.build()?.spec().id.clone();
     tracing::info!(
