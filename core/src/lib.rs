@@ -6,6 +6,8 @@
 
 pub mod bandit;
 pub mod checkpoint;
+pub mod compare;
+pub mod compare_report;
 pub mod config;
 pub mod device;
 pub mod env;

@@ -278,6 +278,8 @@ pub struct RolloutView<'a> {
     pub logprobs: &'a [f32],
     /// `[B]` log π_ref(a|s) under the reference policy, when one is given.
     pub ref_logprobs: Option<&'a [f32]>,
+    /// `[B]` whether the episode ended with this step (terminated or truncated).
+    pub dones: &'a [bool],
     /// Observation dimension.
     pub obs_dim: usize,
     /// Action dimension (1 for discrete).
@@ -556,6 +558,7 @@ pub fn train_with(
                     env_rewards: &b_rew,
                     logprobs: &b_logp,
                     ref_logprobs: ref_logp.as_deref(),
+                    dones: &b_done,
                     obs_dim,
                     act_dim,
                 };
