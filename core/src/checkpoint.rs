@@ -37,7 +37,9 @@ pub fn save(
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
     write_atomic(
         &root.join("latest.json"),
-        serde_json::json!({ "checkpoint": name }).to_string().as_bytes(),
+        serde_json::json!({ "checkpoint": name })
+            .to_string()
+            .as_bytes(),
     )?;
     prune(root, name)?;
     Ok(dir)
@@ -108,13 +110,25 @@ mod tests {
         assert!(load_latest(dir.path()).unwrap().is_none());
         for i in 0..4 {
             let mut t = HashMap::new();
-            t.insert("w".to_string(), Tensor::new(&[i as f32, 2.0], &Device::Cpu).unwrap());
-            save(dir.path(), &format!("c-{i:03}"), &t, &serde_json::json!({"i": i})).unwrap();
+            t.insert(
+                "w".to_string(),
+                Tensor::new(&[i as f32, 2.0], &Device::Cpu).unwrap(),
+            );
+            save(
+                dir.path(),
+                &format!("c-{i:03}"),
+                &t,
+                &serde_json::json!({"i": i}),
+            )
+            .unwrap();
         }
         let c = load_latest(dir.path()).unwrap().unwrap();
         assert_eq!(c.state["i"], 3);
         assert_eq!(c.tensors["w"].to_vec1::<f32>().unwrap(), vec![3.0, 2.0]);
-        let kept = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+        let kept = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
         assert_eq!(kept, 2);
     }
 }

@@ -121,7 +121,11 @@ fn deserialize<T: DeserializeOwned>(text: &str, origin: &Path, overridden: &[Str
 
 fn note_override(hint: Option<String>, key: Option<&str>, overridden: &[String]) -> Option<String> {
     match key {
-        Some(k) if overridden.iter().any(|o| o == k || k.starts_with(&format!("{o}."))) => {
+        Some(k)
+            if overridden
+                .iter()
+                .any(|o| o == k || k.starts_with(&format!("{o}."))) =>
+        {
             let note = "this value was set on the command line with --set".to_string();
             Some(match hint {
                 Some(h) => format!("{h}\n{note}"),
@@ -243,10 +247,13 @@ fn apply_set(doc: &mut toml_edit::DocumentMut, set: &str) -> std::result::Result
             toml_edit::Item::Table(t) => t,
             toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => t,
             toml_edit::Item::ArrayOfTables(a) => {
-                let idx: usize = parents
-                    .get(i + 1)
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| format!("`{part}` is a list of tables: index it, e.g. `{part}.0.…`"))?;
+                let idx: usize =
+                    parents
+                        .get(i + 1)
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| {
+                            format!("`{part}` is a list of tables: index it, e.g. `{part}.0.…`")
+                        })?;
                 let len = a.len();
                 i += 1;
                 a.get_mut(idx)
@@ -307,7 +314,10 @@ mod tests {
         assert!(s.contains("inner.num-envs"), "{s}");
         let e = load_t("name = \"a\"\n[inner]\nnum-env = 2\n", &[]).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("unknown key `num-env`") && s.contains("did you mean `num-envs`"), "{s}");
+        assert!(
+            s.contains("unknown key `num-env`") && s.contains("did you mean `num-envs`"),
+            "{s}"
+        );
         let e = load_t("name = \"a\"\n[inner]\nnum-envs = 0\n", &[]).unwrap_err();
         let s = e.to_string();
         assert!(s.starts_with("t.toml:3:1: key `inner.num-envs`"), "{s}");

@@ -205,9 +205,9 @@ pub struct SyncVecEnv {
 impl SyncVecEnv {
     /// Vectorise `envs` (at least one, all with the same spec).
     pub fn new(envs: Vec<Box<dyn Env>>, mode: AutoresetMode) -> Result<Self> {
-        let first = envs
-            .first()
-            .ok_or_else(|| Error::input("a vector environment needs at least one environment", None))?;
+        let first = envs.first().ok_or_else(|| {
+            Error::input("a vector environment needs at least one environment", None)
+        })?;
         let spec = first.spec().clone();
         if envs.iter().any(|e| e.spec() != &spec) {
             return Err(Error::input(
@@ -247,7 +247,10 @@ impl VecEnv for SyncVecEnv {
     fn reset(&mut self, seed: u64) -> &[f32] {
         let d = self.obs_dim;
         for (i, env) in self.envs.iter_mut().enumerate() {
-            env.reset(Some(seed.wrapping_add(i as u64)), &mut self.obs[i * d..(i + 1) * d]);
+            env.reset(
+                Some(seed.wrapping_add(i as u64)),
+                &mut self.obs[i * d..(i + 1) * d],
+            );
         }
         self.pending_reset.fill(false);
         &self.obs

@@ -96,7 +96,9 @@ pub enum Error {
 }
 
 fn hint_suffix(h: &Option<String>) -> String {
-    h.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default()
+    h.as_ref()
+        .map(|h| format!("\nhint: {h}"))
+        .unwrap_or_default()
 }
 
 fn line_suffix(l: Option<usize>) -> String {

@@ -38,7 +38,10 @@ impl Default for MlpPolicyConfig {
 impl crate::policy::PolicyConfig for MlpPolicyConfig {
     fn validate(&self) -> Result<()> {
         if self.hidden.is_empty() {
-            return Err(Error::config("hidden", "expected at least one hidden layer size"));
+            return Err(Error::config(
+                "hidden",
+                "expected at least one hidden layer size",
+            ));
         }
         for (i, h) in self.hidden.iter().enumerate() {
             check::positive_usize(&format!("hidden.{i}"), *h)?;
@@ -120,7 +123,12 @@ impl candle_core::CustomOp1 for FastTanh {
         Ok((candle_core::CpuStorage::F32(out), l.shape().clone()))
     }
 
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         // d tanh(x)/dx = 1 − tanh(x)².
         Ok(Some(grad_res.mul(&res.sqr()?.affine(-1.0, 1.0)?)?))
     }
@@ -201,7 +209,11 @@ impl ActorCritic {
             sizes.push(out_dim);
             let mut layers = Vec::new();
             for i in 0..sizes.len() - 1 {
-                let gain = if i + 2 == sizes.len() { out_gain } else { sqrt2 };
+                let gain = if i + 2 == sizes.len() {
+                    out_gain
+                } else {
+                    sqrt2
+                };
                 let w = orthogonal(sizes[i + 1], sizes[i], gain, rng);
                 let w = Var::from_vec(w, (sizes[i + 1], sizes[i]), dev)?;
                 let b = Var::zeros(sizes[i + 1], DType::F32, dev)?;
@@ -352,7 +364,11 @@ fn log_sum_exp(row: &[f32]) -> f64 {
 /// of R's diagonal folded in), computed here by modified Gram–Schmidt.
 pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut Rng) -> Vec<f32> {
     // Work on a tall matrix (t_rows ≥ t_cols) stored column by column.
-    let (t_rows, t_cols) = if rows >= cols { (rows, cols) } else { (cols, rows) };
+    let (t_rows, t_cols) = if rows >= cols {
+        (rows, cols)
+    } else {
+        (cols, rows)
+    };
     let mut q: Vec<Vec<f64>> = (0..t_cols)
         .map(|_| (0..t_rows).map(|_| StandardNormal.sample(rng)).collect())
         .collect();
@@ -436,8 +452,14 @@ mod tests {
             },
         ] {
             let mut rng = crate::rng::stream(1, "t");
-            let ac = ActorCritic::new(&MlpPolicyConfig::default(), &obs_space, &act, &mut rng, &dev)
-                .unwrap();
+            let ac = ActorCritic::new(
+                &MlpPolicyConfig::default(),
+                &obs_space,
+                &act,
+                &mut rng,
+                &dev,
+            )
+            .unwrap();
             let obs: Vec<f32> = (0..15).map(|i| (i as f32 * 0.37).sin()).collect();
             let out = ac.act(&obs, &mut rng).unwrap();
             let x = Tensor::from_slice(&obs, (5, 3), &dev).unwrap();

@@ -38,7 +38,8 @@ impl RunningMeanStd {
             let bvar = col.map(|x| (x - bmean) * (x - bmean)).sum::<f64>() / n as f64;
             let delta = bmean - self.mean[d];
             let tot = self.count + n as f64;
-            let m2 = self.var[d] * self.count + bvar * n as f64
+            let m2 = self.var[d] * self.count
+                + bvar * n as f64
                 + delta * delta * self.count * n as f64 / tot;
             self.mean[d] += delta * n as f64 / tot;
             self.var[d] = m2 / tot;

@@ -154,10 +154,14 @@ mod tests {
         let norm = adam.step(&params, &loss.backward().unwrap(), None).unwrap();
         assert!((norm - 20f64.sqrt()).abs() < 1e-5);
         let got = x.as_tensor().to_vec1::<f32>().unwrap();
-        assert!((got[0] - 0.9).abs() < 1e-6 && (got[1] + 1.9).abs() < 1e-6, "{got:?}");
+        assert!(
+            (got[0] - 0.9).abs() < 1e-6 && (got[1] + 1.9).abs() < 1e-6,
+            "{got:?}"
+        );
         // Clipping scales the gradient; Adam's first step is scale-invariant, the moments are not.
         let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
-        adam.step(&params, &loss.backward().unwrap(), Some(1e-3)).unwrap();
+        adam.step(&params, &loss.backward().unwrap(), Some(1e-3))
+            .unwrap();
         let st = adam.state_tensors(&params).unwrap();
         let m = st["adam.m.x"].to_vec1::<f32>().unwrap();
         assert!(m[0].abs() < 0.2 && m[0] > 0.0, "{m:?}");

@@ -19,7 +19,10 @@ pub fn interrupted() -> bool {
 
 /// Write `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
@@ -65,13 +68,16 @@ impl Metrics {
             return Err(Error::data(
                 path,
                 None,
-                format!("metrics log is shorter ({actual} B) than its checkpoint says ({keep_bytes} B)"),
+                format!(
+                    "metrics log is shorter ({actual} B) than its checkpoint says ({keep_bytes} B)"
+                ),
             ));
         }
         file.set_len(keep_bytes).map_err(|e| Error::io(path, e))?;
         let mut file = std::io::BufWriter::new(file);
         use std::io::Seek;
-        file.seek(std::io::SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(|e| Error::io(path, e))?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -174,7 +180,10 @@ impl RunDir {
     pub fn open(path: &Path) -> Result<Self> {
         if !path.join("config.resolved.toml").is_file() {
             return Err(Error::input(
-                format!("{} is not a run directory (no config.resolved.toml)", path.display()),
+                format!(
+                    "{} is not a run directory (no config.resolved.toml)",
+                    path.display()
+                ),
                 Some("pass the folder `maxmin run` printed as its last line".into()),
             ));
         }
@@ -237,7 +246,10 @@ mod tests {
         m.log(3, &[("b", 2.0)]).unwrap();
         m.sync().unwrap();
         let s = std::fs::read_to_string(&p).unwrap();
-        assert_eq!(s, "{\"global_step\":1,\"a\":1.5}\n{\"global_step\":3,\"b\":2.0}\n");
+        assert_eq!(
+            s,
+            "{\"global_step\":1,\"a\":1.5}\n{\"global_step\":3,\"b\":2.0}\n"
+        );
         assert!(Metrics::open(&p, 10_000).is_err());
     }
 
