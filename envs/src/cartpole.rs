@@ -67,13 +67,12 @@ pub(crate) const X_THRESHOLD: f64 = 2.4;
 pub(crate) const RESET_LOW: f64 = -0.05;
 pub(crate) const RESET_HIGH: f64 = 0.05;
 
-/// One Euler step of the cart-pole dynamics (`action` 1 pushes right, anything else left).
+/// One Euler step of the cart-pole dynamics given `sin θ` and `cos θ`, in Gymnasium's operation
+/// order; `push_right` selects the force direction.
 #[inline(always)]
-pub(crate) fn dynamics(s: [f64; 4], action: usize) -> [f64; 4] {
+pub(crate) fn euler(s: [f64; 4], push_right: bool, sintheta: f64, costheta: f64) -> [f64; 4] {
     let [x, x_dot, theta, theta_dot] = s;
-    let force = if action == 1 { FORCE_MAG } else { -FORCE_MAG };
-    let costheta = theta.cos();
-    let sintheta = theta.sin();
+    let force = if push_right { FORCE_MAG } else { -FORCE_MAG };
     let temp = (force + POLEMASS_LENGTH * (theta_dot * theta_dot) * sintheta) / TOTAL_MASS;
     let thetaacc = (GRAVITY * sintheta - costheta * temp)
         / (LENGTH * (4.0 / 3.0 - MASSPOLE * (costheta * costheta) / TOTAL_MASS));
@@ -84,6 +83,13 @@ pub(crate) fn dynamics(s: [f64; 4], action: usize) -> [f64; 4] {
         theta + TAU * theta_dot,
         theta_dot + TAU * thetaacc,
     ]
+}
+
+/// One step of the cart-pole dynamics (`action` 1 pushes right, anything else left).
+#[inline(always)]
+pub(crate) fn dynamics(s: [f64; 4], action: usize) -> [f64; 4] {
+    let (sintheta, costheta) = crate::trig::sin_cos(s[2]);
+    euler(s, action == 1, sintheta, costheta)
 }
 
 /// Whether a state is terminal.
@@ -168,6 +174,7 @@ maxmin_core::register_plugin!(
 #[derive(Debug, Clone)]
 pub struct CartPole {
     spec: EnvSpec,
+    max_steps: usize,
     sutton_barto_reward: bool,
     state: [f64; 4],
     rng: NpRng,
@@ -189,6 +196,7 @@ impl CartPole {
     pub fn new(cfg: &CartPoleConfig) -> Self {
         Self {
             spec: spec(cfg.max_episode_steps),
+            max_steps: cfg.max_episode_steps,
             sutton_barto_reward: cfg.sutton_barto_reward,
             state: [0.0; 4],
             rng: NpRng::default(),
@@ -263,7 +271,7 @@ impl Env for CartPole {
         StepOutcome {
             reward,
             terminated,
-            truncated: time_limit(self.steps, self.max_steps(), terminated),
+            truncated: time_limit(self.steps, self.max_steps, terminated),
         }
     }
 
@@ -283,11 +291,5 @@ impl Env for CartPole {
         self.steps = s.steps;
         self.steps_beyond_terminated = s.steps_beyond_terminated;
         Ok(())
-    }
-}
-
-impl CartPole {
-    fn max_steps(&self) -> usize {
-        self.spec.max_episode_steps.unwrap_or(usize::MAX)
     }
 }

@@ -6,9 +6,10 @@
 //! (Gymnasium's own `CartPoleVectorEnv` shares one stream across sub-environments; we keep one
 //! stream each so the vector env and the single env agree.)
 
-use crate::cartpole::{dynamics, is_terminal, spec, start_state, CartPoleConfig, ID};
+use crate::cartpole::{euler, is_terminal, spec, start_state, CartPoleConfig, ID};
 use crate::common::{parse_snapshot, snapshot_value};
 use crate::np_rng::NpRng;
+use crate::trig::sin_cos_fast;
 use maxmin_core::env::{Actions, AutoresetMode, EnvSpec, VecEnv, VecStep};
 use maxmin_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,11 @@ pub struct CartPoleVecEnv {
     theta_dot: Vec<f64>,
     steps: Vec<u32>,
     rngs: Vec<NpRng>,
+    /// Scratch for sin θ and cos θ of every sub-environment.
+    sin: Vec<f64>,
+    cos: Vec<f64>,
+    /// Scratch: whether the fast sin/cos of each sub-environment is certainly libm's.
+    certain: Vec<bool>,
     /// Next-step mode: sub-environments whose episode ended in the previous step.
     pending_reset: Vec<bool>,
     obs: Vec<f32>,
@@ -78,6 +84,9 @@ impl CartPoleVecEnv {
             theta_dot: vec![0.0; n],
             steps: vec![0; n],
             rngs: vec![NpRng::default(); n],
+            sin: vec![0.0; n],
+            cos: vec![0.0; n],
+            certain: vec![false; n],
             pending_reset: vec![false; n],
             obs: vec![0.0; n * 4],
             final_obs: vec![0.0; n * 4],
@@ -153,11 +162,37 @@ impl VecEnv for CartPoleVecEnv {
         } else {
             (1.0, 1.0)
         };
-        for (i, &a) in acts.iter().enumerate() {
-            assert!(
-                a < 2,
-                "{ID}: action {a} is outside the action space Discrete(2)"
+        assert!(
+            acts.iter().all(|&a| a < 2),
+            "{ID}: an action is outside the action space Discrete(2): {acts:?}"
+        );
+        // Three passes: the first two are branch-free over arrays so the compiler vectorises
+        // them; the per-environment bookkeeping (flags, observations, resets) comes last.
+        // Pending (next-step) sub-environments are integrated too and then overwritten by their
+        // reset, which costs less than branching.
+        let (sin, cos) = (&mut self.sin[..n], &mut self.cos[..n]);
+        let theta = &self.theta[..n];
+        let certain = &mut self.certain[..n];
+        for i in 0..n {
+            (sin[i], cos[i], certain[i]) = sin_cos_fast(theta[i]);
+        }
+        for i in 0..n {
+            if !certain[i] {
+                (sin[i], cos[i]) = (theta[i].sin(), theta[i].cos());
+            }
+        }
+        let (x, x_dot) = (&mut self.x[..n], &mut self.x_dot[..n]);
+        let (theta, theta_dot) = (&mut self.theta[..n], &mut self.theta_dot[..n]);
+        for i in 0..n {
+            let s = euler(
+                [x[i], x_dot[i], theta[i], theta_dot[i]],
+                acts[i] == 1,
+                sin[i],
+                cos[i],
             );
+            (x[i], x_dot[i], theta[i], theta_dot[i]) = (s[0], s[1], s[2], s[3]);
+        }
+        for i in 0..n {
             if self.mode == AutoresetMode::NextStep && self.pending_reset[i] {
                 self.reset_one(i);
                 self.rewards[i] = 0.0;
@@ -166,8 +201,7 @@ impl VecEnv for CartPoleVecEnv {
                 self.pending_reset[i] = false;
                 continue;
             }
-            let s = dynamics(self.get(i), a as usize);
-            self.set(i, s);
+            let s = self.get(i);
             let terminated = is_terminal(&s);
             self.steps[i] += 1;
             let truncated = !terminated && self.steps[i] >= self.max_steps;

@@ -21,6 +21,7 @@ pub mod gym_rs;
 pub mod mountain_car;
 pub mod np_rng;
 pub mod pendulum;
+mod trig;
 
 pub use acrobot::{Acrobot, AcrobotConfig};
 pub use cartpole::{CartPole, CartPoleConfig};
