@@ -115,7 +115,7 @@ pub fn match_groups(
         .flat_map(|c| (0..groups).map(move |g| (c, g, 0)))
         .map(|(c, g, _)| (c, g, t[c][g]))
         .collect();
-    cells.sort_by(|a, b| b.2.cmp(&a.2));
+    cells.sort_by_key(|c| std::cmp::Reverse(c.2));
     for (c, g, _) in cells {
         if !used[c] && out[g].is_none() {
             used[c] = true;

@@ -10,7 +10,8 @@
 //! Our additions (each a config key): a soft E-step with responsibilities and mixing weights
 //! (`e-step = "soft"`); several restarts keeping the best training log-likelihood (`restarts`,
 //! restarts after the first start from random assignments); choosing K by held-out likelihood
-//! (`select-k`); stopping when assignments stop changing with a cap (`max-iterations`, the
+//! (`select-k`, skipping fits that end with an empty cluster and preferring the smaller K
+//! within `select-k-margin` nats); stopping when assignments stop changing with a cap (`max-iterations`, the
 //! released code always ran 10); empty clusters either skipped (paper) or reseeded with the
 //! worst-fitting user (`empty-clusters = "reseed"`), counted and reported either way.
 //!
@@ -69,6 +70,9 @@ pub struct EmConfig {
     /// Candidate K values; the one with the best held-out likelihood is used (ours).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub select_k: Vec<usize>,
+    /// With `select-k`: nats of held-out log-likelihood a larger K must gain over a smaller one.
+    #[serde(default = "d_margin")]
+    pub select_k_margin: f64,
     /// Hard (paper) or soft E-step.
     #[serde(default)]
     pub e_step: EStep,
@@ -99,6 +103,9 @@ pub struct EmConfig {
 fn d_k() -> usize {
     2
 }
+fn d_margin() -> f64 {
+    2.0
+}
 fn d_restarts() -> usize {
     3
 }
@@ -117,6 +124,7 @@ impl Default for EmConfig {
         Self {
             k: d_k(),
             select_k: vec![],
+            select_k_margin: d_margin(),
             e_step: EStep::Hard,
             init: Init::Modulo,
             restarts: d_restarts(),
@@ -136,6 +144,7 @@ impl EmConfig {
         for (i, k) in self.select_k.iter().enumerate() {
             check::positive_usize(&format!("select-k.{i}"), *k)?;
         }
+        check::non_negative_f64("select-k-margin", self.select_k_margin)?;
         check::positive_usize("restarts", self.restarts)?;
         check::positive_usize("max-iterations", self.max_iterations)?;
         check::positive_usize("m-step-epochs", self.m_step_epochs)?;
@@ -361,8 +370,8 @@ pub fn fit_mixture(
             let old_resp = resp.clone();
             match cfg.e_step {
                 EStep::Hard => {
-                    for h in 0..n {
-                        assign[h] = argmax(row(h));
+                    for (h, a) in assign.iter_mut().enumerate() {
+                        *a = argmax(row(h));
                     }
                 }
                 EStep::Soft => {
@@ -557,5 +566,71 @@ mod tests {
     fn argmax_and_logsumexp() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
         assert!((logsumexp(&[-1e4, -1e4]) - (-1e4 + 2f64.ln())).abs() < 1e-9);
+    }
+}
+
+#[cfg(test)]
+mod extreme_tests {
+    use super::*;
+    use crate::env::Space;
+    use crate::prefs::data::{Comparison, Segment};
+    use crate::prefs::reward_model::Encoded;
+    use candle_core::{Device as CDevice, Tensor};
+    use std::collections::HashMap;
+
+    /// Reward differences of ±1e4: log-likelihoods stay finite and users go to the model that
+    /// agrees with them.
+    #[test]
+    fn huge_reward_differences_give_finite_likelihoods_and_right_assignments() {
+        let feats = Features {
+            obs_dim: 1,
+            action_space: Space::Discrete { n: 2 },
+            squares: false,
+        };
+        let seg = |x: f32| Segment::Rows(vec![vec![x, 0.0]]);
+        let mut cs = Vec::new();
+        for (user, sign) in [("a", 1.0f32), ("b", -1.0)] {
+            for _ in 0..5 {
+                cs.push(Comparison {
+                    user: user.into(),
+                    context: serde_json::Value::Null,
+                    chosen: seg(sign),
+                    rejected: seg(-sign),
+                    group: None,
+                });
+            }
+        }
+        let refs: Vec<&Comparison> = cs.iter().collect();
+        let data = Encoded::new(&refs, &feats).unwrap();
+        let ud = UserData::new(
+            data,
+            vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1],
+            2,
+            Some(vec![0, 1]),
+        );
+        let mut rng = stream(1, "t");
+        let mut models = Vec::new();
+        for w in [5e3f32, -5e3] {
+            let mut m = RewardModel::new(&[], feats.clone(), &mut rng).unwrap();
+            let mut t = HashMap::new();
+            t.insert(
+                "m.l0.weight".to_string(),
+                Tensor::new(&[[w, 0.0, 0.0]], &CDevice::Cpu).unwrap(),
+            );
+            t.insert(
+                "m.l0.bias".to_string(),
+                Tensor::new(&[0f32], &CDevice::Cpu).unwrap(),
+            );
+            m.load("m", &t).unwrap();
+            models.push(m);
+        }
+        // d = w·(x_c − x_r) = ±1e4.
+        assert_eq!(models[0].diffs(&ud.data).unwrap()[0], 1e4);
+        let ll = user_log_likelihood(&models, &ud).unwrap();
+        assert!(ll.iter().all(|x| x.is_finite()), "{ll:?}");
+        assert!(ll[0].abs() < 1e-3 && ll[1] < -4e4, "{ll:?}");
+        assert_eq!((argmax(&ll[0..2]), argmax(&ll[2..4])), (0, 1));
+        let h = held_out_log_likelihood(&models, &[0.5, 0.5], &ud).unwrap();
+        assert!(h.is_finite() && (h - 2.0 * 0.5f64.ln()).abs() < 1e-3, "{h}");
     }
 }

@@ -60,17 +60,26 @@ pub struct CartPositionConfig {
     /// Weight of keeping the pole upright (|θ| in radians); 0 = position only.
     #[serde(default)]
     pub angle_weight: f64,
+    /// Constant added to every step's reward. Comparisons of equal-length segments cannot see
+    /// it, but an episode's utility can: with a bonus larger than the worst position penalty
+    /// (3.4 on CartPole's track) the group also wants the episode to go on, as CartPole's own
+    /// reward does. 0 keeps the reward a pure position preference.
+    #[serde(default)]
+    pub alive_bonus: f64,
 }
 
 #[derive(Debug)]
 struct CartPosition {
     target: f64,
     angle_weight: f64,
+    alive_bonus: f64,
 }
 
 impl GroupReward for CartPosition {
     fn step_reward(&self, obs: &[f32], _act: &[f32]) -> f64 {
-        -(obs[0] as f64 - self.target).abs() - self.angle_weight * (obs[2] as f64).abs()
+        self.alive_bonus
+            - (obs[0] as f64 - self.target).abs()
+            - self.angle_weight * (obs[2] as f64).abs()
     }
 }
 
@@ -78,6 +87,7 @@ impl GroupReward for CartPosition {
 impl GroupRewardConfig for CartPositionConfig {
     fn validate(&self) -> Result<()> {
         check::in_range("target", self.target, -2.4, 2.4)?;
+        check::non_negative_f64("alive-bonus", self.alive_bonus)?;
         check::non_negative_f64("angle-weight", self.angle_weight)
     }
     fn build(&self, env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
@@ -86,6 +96,7 @@ impl GroupRewardConfig for CartPositionConfig {
         Ok(Box::new(CartPosition {
             target: self.target,
             angle_weight: self.angle_weight,
+            alive_bonus: self.alive_bonus,
         }))
     }
 }
@@ -181,6 +192,7 @@ mod tests {
         let left = CartPositionConfig {
             target: -1.0,
             angle_weight: 0.0,
+            alive_bonus: 0.0,
         }
         .build(&spec("CartPole-v1"))
         .unwrap();
@@ -190,13 +202,15 @@ mod tests {
         let e = CartPositionConfig {
             target: 1.0,
             angle_weight: 0.0,
+            alive_bonus: 0.0,
         }
         .build(&spec("MountainCar-v0"))
         .unwrap_err();
         assert!(e.to_string().contains("MountainCar-v0"), "{e}");
         assert!(CartPositionConfig {
             target: 9.0,
-            angle_weight: 0.0
+            angle_weight: 0.0,
+            alive_bonus: 0.0,
         }
         .validate()
         .is_err());

@@ -194,7 +194,8 @@ fn plot_sweep(path: &Path, minority: &str, sweep: &[SweepRow]) -> Result<()> {
         .y_desc("accuracy (%)")
         .draw()
         .map_err(plot_err)?;
-    let series: [(&str, RGBColor, fn(&Outcome) -> &super::stage::GroupAccuracy); 3] = [
+    type Getter = fn(&Outcome) -> &super::stage::GroupAccuracy;
+    let series: [(&str, RGBColor, Getter); 3] = [
         ("single pooled", RED, |o| &o.single),
         ("EM mixture", BLUE, |o| &o.mixture),
         ("oracle", GREEN, |o| &o.oracle),

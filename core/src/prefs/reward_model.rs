@@ -353,7 +353,7 @@ impl RewardModel {
     pub fn reward_batch(&self, obs: &[f32], act: &[f32]) -> Result<Vec<f32>> {
         let od = self.feats.obs_dim;
         let ad = self.feats.action_space.dim();
-        if od == 0 || obs.len() % od != 0 || act.len() != obs.len() / od * ad {
+        if od == 0 || !obs.len().is_multiple_of(od) || act.len() != obs.len() / od * ad {
             return Err(Error::input(
                 format!("reward_batch: {} observation values and {} action values do not make rows of {od} + {ad}", obs.len(), act.len()),
                 None,
@@ -517,9 +517,9 @@ pub fn accuracy(diffs: &[f32], rows: &[usize]) -> f64 {
         return f64::NAN;
     }
     rows.iter()
-        .map(|&i| match diffs[i] {
-            d if d > 0.0 => 1.0,
-            d if d == 0.0 => 0.5,
+        .map(|&i| match diffs[i].partial_cmp(&0.0) {
+            Some(std::cmp::Ordering::Greater) => 1.0,
+            Some(std::cmp::Ordering::Equal) => 0.5,
             _ => 0.0,
         })
         .sum::<f64>()

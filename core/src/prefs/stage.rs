@@ -382,18 +382,7 @@ pub fn run_once(
     }
     progress.finish();
     let by_k: Vec<Value> = fits.iter().map(|(k, f, h)| json!({"k": k, "train_log_likelihood": f.log_likelihood, "held_out_log_likelihood": h})).collect();
-    let best = if fits.len() == 1 {
-        0
-    } else {
-        (0..fits.len())
-            .max_by(|&a, &b| {
-                fits[a]
-                    .2
-                    .unwrap_or(f64::NEG_INFINITY)
-                    .total_cmp(&fits[b].2.unwrap_or(f64::NEG_INFINITY))
-            })
-            .unwrap_or(0)
-    };
+    let best = select_k(&fits, c.em.select_k_margin);
     let (k, fit, _) = fits.swap_remove(best);
 
     let groups = names.len();
@@ -496,6 +485,32 @@ pub fn run_once(
     })
 }
 
+/// The K to keep among fitted candidates: the best held-out log-likelihood, except that a fit
+/// that ended with an empty cluster is not eligible while another is (the data did not support
+/// K clusters), and a larger K must beat every smaller eligible one by more than `margin` nats.
+fn select_k(fits: &[(usize, MixtureFit, Option<f64>)], margin: f64) -> usize {
+    if fits.len() == 1 {
+        return 0;
+    }
+    let empty = |f: &MixtureFit| {
+        let k = f.models.len();
+        (0..k).any(|c| !f.assign.contains(&c))
+    };
+    let mut order: Vec<usize> = (0..fits.len()).filter(|&i| !empty(&fits[i].1)).collect();
+    if order.is_empty() {
+        order = (0..fits.len()).collect();
+    }
+    order.sort_by_key(|&i| fits[i].0);
+    let score = |i: usize| fits[i].2.unwrap_or(f64::NEG_INFINITY);
+    let mut best = order[0];
+    for &i in &order[1..] {
+        if score(i) > score(best) + margin {
+            best = i;
+        }
+    }
+    best
+}
+
 /// One row of the ratio sweep.
 #[derive(Debug, Serialize)]
 pub struct SweepRow {
@@ -505,16 +520,17 @@ pub struct SweepRow {
     pub outcome: Outcome,
 }
 
-/// The whole stage: the main run, then the ratio sweep. Returns the summary's `em` object.
+/// The whole stage: the main run, then the ratio sweep. Returns the summary's `em` object and
+/// the main run's trained reward models (for the policy stage).
 pub fn run(
     c: &StageConfig,
     run_dir: &Path,
     metrics: &mut Metrics,
     progress: &mut dyn Progress,
-) -> Result<Value> {
+) -> Result<(Value, Option<RewardEnsemble>)> {
     let t0 = Instant::now();
     let shares = c.population.shares();
-    let main = run_once(
+    let mut main = run_once(
         c,
         &shares,
         Some(metrics),
@@ -541,5 +557,5 @@ pub fn run(
     let mut em = serde_json::to_value(&main).map_err(|e| Error::Internal(e.to_string()))?;
     em["ratio_sweep"] = serde_json::to_value(&sweep).map_err(|e| Error::Internal(e.to_string()))?;
     em["wall_time_s"] = json!(t0.elapsed().as_secs_f64());
-    Ok(em)
+    Ok((em, main.ensemble.take()))
 }
