@@ -13,8 +13,11 @@ PYTHON="${PYTHON:-python3}"
 SIZES=(1 8 64 1024)
 OUT=benches/results/envs_vs_gymnasium.md
 
-cargo build --release -p maxmin-envs --example bench_vec
-BIN="${CARGO_TARGET_DIR:-target}/release/examples/bench_vec"
+# BENCH_VEC_BIN: an already built bench_vec binary (skips the cargo build).
+if [[ -z "${BENCH_VEC_BIN:-}" ]]; then
+    cargo build --release -p maxmin-envs --example bench_vec
+fi
+BIN="${BENCH_VEC_BIN:-${CARGO_TARGET_DIR:-target}/release/examples/bench_vec}"
 
 # Alternate the two programs size by size, so machine load drifts affect both alike.
 declare -A RUST_SOA RUST_SYNC GYM
@@ -52,7 +55,7 @@ fmt() { printf "%'.0f" "$1"; }
     echo "## Commands"
     echo
     echo '```'
-    echo "PYTHON=$PYTHON benches/envs_vs_gymnasium.sh $SECS"
+    echo "${BENCH_VEC_BIN:+BENCH_VEC_BIN=$BENCH_VEC_BIN }PYTHON=$PYTHON benches/envs_vs_gymnasium.sh $SECS"
     echo "# which runs, per size N:"
     echo "$BIN $SECS N"
     echo "$PYTHON benches/envs_vs_gymnasium.py $SECS N"
