@@ -63,9 +63,11 @@ fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], rtol: f32) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
     let mut worst = (0.0f32, 0usize);
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        // NaN counts as the worst possible error
         let err = (g - c).abs() / (1.0 + c.abs());
-        if !(err <= worst.0) {
-            worst = (if err.is_nan() { f32::INFINITY } else { err }, i);
+        let err = if err.is_nan() { f32::INFINITY } else { err };
+        if err > worst.0 {
+            worst = (err, i);
         }
     }
     eprintln!(

@@ -8,9 +8,9 @@
 //! - [`bt_estep`]: the E-step of the Bradley–Terry mixture, a [users, K] log-likelihood matrix.
 //! - [`gae`]: generalised advantage estimation over [T, N] rollouts.
 
+pub mod bench;
 pub mod bt_estep;
 pub mod gae;
-pub mod bench;
 pub mod logprob;
 
 pub(crate) mod fastmath;

@@ -115,6 +115,7 @@ mod tests {
 
     /// CleanRL's loop, transcribed with its own `dones` alignment (done flag observed with
     /// s_t) and `next_value`/`next_done` for the bootstrap: the oracle when nothing truncates.
+    #[allow(clippy::too_many_arguments)] // mirrors CleanRL's variables one to one
     fn cleanrl(
         rewards: &[f32],
         values: &[f32],
@@ -188,8 +189,8 @@ mod tests {
         for (g, w) in got.advantages.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
         }
-        for j in 0..t_len * n {
-            assert_eq!(got.returns[j], got.advantages[j] + values[j]);
+        for ((r, a), v) in got.returns.iter().zip(&got.advantages).zip(&values) {
+            assert_eq!(*r, a + v);
         }
     }
 
