@@ -292,7 +292,7 @@ pub struct TokenLogProbs {
 /// Runs the kernels of `device`: `Device::Cuda` copies the rows to the GPU and back (candle's
 /// own CUDA backend is not built; see docs/gpu.md).
 ///
-/// ```ignore
+/// ```text
 /// let out = token_logprobs(&Device::Cpu, &logits, &actions, Some(&ref_logits))?;
 /// let loss = (out.logp.mul(&adv)?.neg()? - out.entropy * 0.01)?.mean_all()?;
 /// let grads = loss.backward()?; // flows through LogProbOp::bwd
