@@ -228,7 +228,7 @@ pub fn run_with(
         // (deterministic, so it ends where an uninterrupted run would).
         let mut metrics = Metrics::open(&metrics_path, 0)?;
         stage::validate(&sc)?;
-        let em = stage::run(&sc, &dir.path, &mut metrics, progress)?;
+        let (em, _ensemble) = stage::run(&sc, &dir.path, &mut metrics, progress)?;
         metrics.sync()?;
         let env_id = cfg.env.build()?.spec().id.clone();
         tracing::info!(
