@@ -57,6 +57,21 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Regenerate a run's report.md (and plots) from the files in its run directory.
+    Report {
+        /// The run directory.
+        run_dir: PathBuf,
+    },
+    /// The impossibility result in numbers: sweep diversity and minority share on a closed-form
+    /// KL-regularised bandit, single-reward RLHF vs MaxMin; writes report.md and a plot.
+    Bandit {
+        /// Output folder (default `runs/bandit__<timestamp>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a `[bandit]` value, e.g. `--set beta=0.5`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
     /// Language-model utilities.
     #[command(subcommand)]
     Lm(crate::lm::LmCmd),
@@ -118,6 +133,33 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Cmd::Report { run_dir } => {
+            let exp = maxmin_core::experiment::load_for_resume(&run_dir)?;
+            let order: Vec<String> = exp
+                .value
+                .compare
+                .as_ref()
+                .map(|c| c.objectives.iter().map(|o| o.label()).collect())
+                .unwrap_or_default();
+            maxmin_core::experiment::write_report(&run_dir, &order)?;
+            println!("{}", run_dir.join("report.md").display());
+            Ok(())
+        }
+        Cmd::Bandit { out, sets } => {
+            let cfg: maxmin_core::bandit::BanditConfig = maxmin_core::config::load_str(
+                "",
+                std::path::Path::new("<bandit defaults>"),
+                &sets,
+            )?
+            .value;
+            let dir = out.unwrap_or_else(|| {
+                PathBuf::from("runs").join(format!("bandit__{}", maxmin_core::run::timestamp()))
+            });
+            let rows = maxmin_core::bandit::sweep(&cfg);
+            maxmin_core::bandit::write_report(&dir, &cfg, &rows)?;
+            println!("{}", dir.display());
+            Ok(())
+        }
         Cmd::List => {
             list();
             Ok(())
@@ -155,11 +197,20 @@ fn run(
                 .into());
             }
             if config.is_some() {
-                tracing::warn!("--resume uses {}/config.resolved.toml; the CONFIG argument is ignored", dir.display());
+                tracing::warn!(
+                    "--resume uses {}/config.resolved.toml; the CONFIG argument is ignored",
+                    dir.display()
+                );
             }
             maxmin_core::experiment::load_for_resume(dir)?
         }
-        None => load(config.as_deref().expect("clap requires CONFIG without --resume"), &sets, seed)?,
+        None => load(
+            config
+                .as_deref()
+                .expect("clap requires CONFIG without --resume"),
+            &sets,
+            seed,
+        )?,
     };
     // The first SIGINT asks the trainer to checkpoint and stop at the next update boundary.
     ctrlc::set_handler(|| {
@@ -167,7 +218,9 @@ fn run(
             eprintln!("second interrupt: exiting without a checkpoint");
             std::process::exit(130);
         }
-        eprintln!("interrupt: saving a checkpoint at the next update boundary (Ctrl-C again to abort)");
+        eprintln!(
+            "interrupt: saving a checkpoint at the next update boundary (Ctrl-C again to abort)"
+        );
     })?;
     let opts = RunOptions { out, resume };
     let mut progress = crate::progress::CliProgress::new();
@@ -180,7 +233,10 @@ fn run(
         Ok(d) => d,
         Err(maxmin_core::Error::Interrupted(ck)) => {
             eprintln!("interrupted; checkpoint in {}", ck.display());
-            let run_dir = ck.ancestors().find(|p| p.join("config.resolved.toml").exists()).unwrap_or(&ck);
+            let run_dir = ck
+                .ancestors()
+                .find(|p| p.join("config.resolved.toml").exists())
+                .unwrap_or(&ck);
             eprintln!("continue with: maxmin run --resume {}", run_dir.display());
             println!("{}", run_dir.display());
             std::process::exit(130);
@@ -205,13 +261,17 @@ fn list() {
 
 fn check_env(env_type: &str, seed: u64) -> anyhow::Result<()> {
     let text = format!("type = {}", toml_quote(env_type));
-    let cfg: Box<dyn EnvConfig> = maxmin_core::config::from_str_at(&text, std::path::Path::new("<check-env TYPE>"))?;
+    let cfg: Box<dyn EnvConfig> =
+        maxmin_core::config::from_str_at(&text, std::path::Path::new("<check-env TYPE>"))?;
     cfg.validate()?;
     let report = maxmin_envs::check_env(cfg.as_ref(), seed)?;
     print!("{report}");
     if !report.passed() {
         return Err(maxmin_core::Error::input(
-            format!("environment `{env_type}` failed {} check(s)", report.failures().count()),
+            format!(
+                "environment `{env_type}` failed {} check(s)",
+                report.failures().count()
+            ),
             None,
         )
         .into());

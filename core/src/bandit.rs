@@ -66,6 +66,12 @@ impl Default for BanditConfig {
     }
 }
 
+impl crate::config::Validate for BanditConfig {
+    fn validate(&self) -> crate::Result<()> {
+        BanditConfig::validate(self)
+    }
+}
+
 impl BanditConfig {
     /// Check values; keys relative to `[bandit]`.
     pub fn validate(&self) -> crate::Result<()> {
@@ -287,18 +293,20 @@ pub fn markdown_table(rows: &[GapRow]) -> String {
     let mut s = String::from(
         "| minority share η | angle α (°) | diversity ε | single: majority gap | single: minority gap | maxmin: majority gap | maxmin: minority gap | worst-group F: single | worst-group F: maxmin |\n|---|---|---|---|---|---|---|---|---|\n",
     );
+    // Print tiny negative rounding residue as 0.
+    let z = |x: f64| if x.abs() < 5e-5 { 0.0 } else { x };
     for r in rows {
         s.push_str(&format!(
             "| {:.2} | {:.0} | {:.3} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
             r.minority_share,
             r.angle_deg,
             r.diversity,
-            r.single_majority_gap,
-            r.single_minority_gap,
-            r.maxmin_majority_gap,
-            r.maxmin_minority_gap,
-            r.single_worst_utility,
-            r.maxmin_worst_utility
+            z(r.single_majority_gap),
+            z(r.single_minority_gap),
+            z(r.maxmin_majority_gap),
+            z(r.maxmin_minority_gap),
+            z(r.single_worst_utility),
+            z(r.maxmin_worst_utility)
         ));
     }
     s
@@ -368,4 +376,89 @@ mod tests {
             "{worst:?}"
         );
     }
+}
+
+/// Write `report.md`, `sweep.json` and `plots/minority_gap.svg` for a sweep into `dir`.
+pub fn write_report(
+    dir: &std::path::Path,
+    cfg: &BanditConfig,
+    rows: &[GapRow],
+) -> crate::Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Debug| crate::Error::Internal(format!("plotting failed: {e:?}"));
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|e| crate::Error::io(&plots, e))?;
+    crate::run::write_json_atomic(
+        &dir.join("sweep.json"),
+        &serde_json::json!({ "config": cfg, "rows": rows }),
+    )?;
+    let path = plots.join("minority_gap.svg");
+    {
+        let ymax = rows
+            .iter()
+            .map(|r| r.single_minority_gap)
+            .fold(0.1, f64::max)
+            * 1.05;
+        let xmax = rows.iter().map(|r| r.diversity).fold(0.01, f64::max) * 1.02;
+        let root = SVGBackend::new(&path, (720, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Minority's alignment gap F* − F(π) (solid: single reward, dashed: maxmin)",
+                ("sans-serif", 17),
+            )
+            .margin(10)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("diversity ε (TV distance between the groups' preferences)")
+            .y_desc("minority's alignment gap")
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, s) in cfg.minority_shares.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let col: Vec<&GapRow> = rows.iter().filter(|r| r.minority_share == *s).collect();
+            chart
+                .draw_series(LineSeries::new(
+                    col.iter().map(|r| (r.diversity, r.single_minority_gap)),
+                    color.stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?
+                .label(format!("single, minority share {s}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            let pts: Vec<(f64, f64)> = col
+                .iter()
+                .map(|r| (r.diversity, r.maxmin_minority_gap))
+                .collect();
+            for w in pts.windows(2).step_by(2) {
+                chart
+                    .draw_series(LineSeries::new(w.to_vec(), color.stroke_width(1)))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    let text = format!(
+        "# The impossibility result in numbers\n\n\
+         Closed-form KL-regularised bandit ({} arms on a circle, reward scale {}, β = {}): two groups \
+         with linear rewards at angle α, the pooled Bradley–Terry fit of single-reward RLHF versus \
+         MaxMin (see `maxmin_core::bandit` for every formula). The gap is F_u* − F_u(π), the \
+         utility the group loses against its own optimal policy.\n\n\
+         ![minority gap](plots/minority_gap.svg)\n\n{}",
+        cfg.arms,
+        cfg.reward_scale,
+        cfg.beta,
+        markdown_table(rows)
+    );
+    crate::run::write_atomic(&dir.join("report.md"), text.as_bytes())
 }

@@ -3,6 +3,7 @@
 //! resolved config, trains, and writes `summary.json`. `check` builds everything without
 //! training.
 
+use crate::compare::CompareConfig;
 use crate::config::{Loaded, Validate};
 use crate::env::{AutoresetMode, EnvConfig};
 use crate::error::{Error, Result};
@@ -46,6 +47,10 @@ pub struct Experiment {
     /// `[em]`: the EM mixture of reward models (with `[population]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub em: Option<EmConfig>,
+    /// `[compare]`: after the preference stage, train a policy per objective and seed on the
+    /// learned rewards and compare the groups' true utilities (needs `[population]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareConfig>,
 }
 
 fn d_seed() -> u64 {
@@ -77,6 +82,15 @@ impl Validate for Experiment {
         self.mlp_policy()?;
         self.ppo.validate().map_err(|e| e.under("ppo"))?;
         self.validate_prefs()?;
+        if let Some(c) = &self.compare {
+            if self.population.is_none() {
+                return Err(Error::config(
+                    "compare",
+                    "[compare] trains on learned group rewards and needs a [population] section",
+                ));
+            }
+            c.validate().map_err(|e| e.under("compare"))?;
+        }
         Ok(())
     }
 }
@@ -228,7 +242,7 @@ pub fn run_with(
         // (deterministic, so it ends where an uninterrupted run would).
         let mut metrics = Metrics::open(&metrics_path, 0)?;
         stage::validate(&sc)?;
-        let (em, _ensemble) = stage::run(&sc, &dir.path, &mut metrics, progress)?;
+        let (em, ensemble) = stage::run(&sc, &dir.path, &mut metrics, progress)?;
         metrics.sync()?;
         let env_id = cfg.env.build()?.spec().id.clone();
         tracing::info!(
@@ -238,10 +252,17 @@ pub fn run_with(
             em["purity"],
             em["iterations"]
         );
-        write_json_atomic(
-            &dir.file("summary.json"),
-            &serde_json::json!({ "name": cfg.name, "env": env_id, "seed": cfg.seed, "em": em }),
-        )?;
+        let mut summary =
+            serde_json::json!({ "name": cfg.name, "env": env_id, "seed": cfg.seed, "em": em });
+        if let Some(cc) = &cfg.compare {
+            let ensemble = ensemble.ok_or_else(|| {
+                Error::Internal("the preference stage returned no reward models".into())
+            })?;
+            let results = run_compare(cfg, cc, &ensemble, &dir.path, progress)?;
+            summary["results"] =
+                serde_json::to_value(&results).map_err(|e| Error::Internal(e.to_string()))?;
+        }
+        write_json_atomic(&dir.file("summary.json"), &summary)?;
         return Ok(dir.path);
     }
     let existing = std::fs::metadata(&metrics_path)
@@ -282,4 +303,69 @@ pub fn run_with(
         }),
     )?;
     Ok(dir.path)
+}
+
+/// The policy stage: every objective × seed on the learned rewards, then the report section.
+fn run_compare(
+    cfg: &Experiment,
+    cc: &CompareConfig,
+    ensemble: &crate::prefs::em::RewardEnsemble,
+    run_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<Vec<crate::compare::PolicyResult>> {
+    let pop = cfg
+        .population
+        .as_ref()
+        .ok_or_else(|| Error::Internal("compare without a population".into()))?;
+    let spec = cfg.env.build()?.spec().clone();
+    let truth = pop
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            g.reward
+                .build(&spec)
+                .map(|r| (g.name.clone(), r))
+                .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let inputs = crate::compare::Inputs {
+        env: cfg.env.as_ref(),
+        policy: cfg.mlp_policy()?,
+        ppo: &cfg.ppo,
+        ensemble,
+        truth,
+        seed: cfg.seed,
+    };
+    let results = crate::compare::run(cc, &inputs, run_dir, progress)?;
+    // Keep the preference stage's report beside the full one so `maxmin report` can rebuild it.
+    let em_report = run_dir.join("report-preferences.md");
+    if let Ok(text) = std::fs::read_to_string(run_dir.join("report.md")) {
+        write_atomic(&em_report, text.as_bytes())?;
+    }
+    let order: Vec<String> = cc.objectives.iter().map(|o| o.label()).collect();
+    write_report(run_dir, &order)?;
+    Ok(results)
+}
+
+/// Rebuild `report.md` from a run directory's files: the preference stage's section (kept in
+/// `report-preferences.md`) followed by the policy comparison.
+pub fn write_report(run_dir: &Path, order: &[String]) -> Result<()> {
+    let results = crate::compare_report::load_results(run_dir)?;
+    if results.is_empty() {
+        return Err(Error::input(
+            format!(
+                "{} has no trained policies (policies/*/result.json)",
+                run_dir.display()
+            ),
+            Some("run an experiment with a [compare] section first".into()),
+        ));
+    }
+    let mut text =
+        std::fs::read_to_string(run_dir.join("report-preferences.md")).unwrap_or_default();
+    if !text.is_empty() {
+        text.push_str("\n");
+    }
+    text.push_str(&crate::compare_report::section(run_dir, &results, order)?);
+    write_atomic(&run_dir.join("report.md"), text.as_bytes())
 }
