@@ -336,7 +336,7 @@ struct LearnedRewards<'a> {
 }
 
 impl RewardHook for LearnedRewards<'_> {
-    fn rewards(&mut self, b: &RolloutView<'_>) -> Result<(Vec<f32>, Vec<(String, f64)>)> {
+    fn rewards(&mut self, b: &RolloutView<'_>) -> Result<crate::ppo::HookOutput> {
         let n = b.env_rewards.len();
         let mut group = self.ensemble.mixture_rewards(b.raw_obs, b.actions)?;
         self.cal.mixture.apply(&mut group);

@@ -133,7 +133,7 @@ fn plot_bars(
     let vals: Vec<f64> = table
         .values()
         .flatten()
-        .flat_map(|(m, h)| [m - h.max(0.0).min(1e9), m + h.max(0.0).min(1e9), *m])
+        .flat_map(|(m, h)| [m - h.clamp(0.0, 1e9), m + h.clamp(0.0, 1e9), *m])
         .filter(|x| x.is_finite())
         .collect();
     let lo = vals.iter().cloned().fold(0.0f64, f64::min);

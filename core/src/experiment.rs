@@ -364,7 +364,7 @@ pub fn write_report(run_dir: &Path, order: &[String]) -> Result<()> {
     let mut text =
         std::fs::read_to_string(run_dir.join("report-preferences.md")).unwrap_or_default();
     if !text.is_empty() {
-        text.push_str("\n");
+        text.push('\n');
     }
     text.push_str(&crate::compare_report::section(run_dir, &results, order)?);
     write_atomic(&run_dir.join("report.md"), text.as_bytes())

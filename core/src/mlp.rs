@@ -374,9 +374,11 @@ pub fn orthogonal(rows: usize, cols: usize, gain: f64, rng: &mut Rng) -> Vec<f32
         .collect();
     for j in 0..t_cols {
         for k in 0..j {
-            let dot: f64 = (0..t_rows).map(|i| q[j][i] * q[k][i]).sum();
-            for i in 0..t_rows {
-                q[j][i] -= dot * q[k][i];
+            let (done, rest) = q.split_at_mut(j);
+            let (qk, qj) = (&done[k], &mut rest[0]);
+            let dot: f64 = qj.iter().zip(qk).map(|(a, b)| a * b).sum();
+            for (a, b) in qj.iter_mut().zip(qk) {
+                *a -= dot * b;
             }
         }
         let norm = q[j].iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);

@@ -183,7 +183,7 @@ impl PpoConfig {
         if let Some(t) = self.target_kl {
             check::positive_f64("target-kl", t)?;
         }
-        if self.batch_size() % self.num_minibatches != 0 {
+        if !self.batch_size().is_multiple_of(self.num_minibatches) {
             return Err(Error::config(
                 "num-minibatches",
                 format!(
@@ -286,11 +286,14 @@ pub struct RolloutView<'a> {
     pub act_dim: usize,
 }
 
+/// Training rewards `[B]` and extra `(metric, value)` pairs for the update's log line.
+pub type HookOutput = (Vec<f32>, Vec<(String, f64)>);
+
 /// Replaces the environment's rewards with others (learned group rewards combined by an
 /// objective, minus a KL penalty) once per rollout, before advantages are computed.
 pub trait RewardHook: Send {
     /// Training rewards `[B]` for the batch, and extra metrics for this update's log line.
-    fn rewards(&mut self, batch: &RolloutView<'_>) -> Result<(Vec<f32>, Vec<(String, f64)>)>;
+    fn rewards(&mut self, batch: &RolloutView<'_>) -> Result<HookOutput>;
     /// State to checkpoint (KL controller, objective weights…).
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
