@@ -1,6 +1,7 @@
 //! Whole-program tests of the `maxmin` binary, one test binary with a module per area:
 //!
 //! - `cli`: exit codes and error messages for broken configs and arguments, `list`, `check-env`.
+//! - `compare`: the policy-comparison stage (objectives × seeds), its report, resume, `bandit`.
 //! - `configs`: every file in `configs/` passes `maxmin check`.
 //! - `prefs`: the preference + EM stage: run contents, determinism, bad-input handling.
 //! - `runs`: run directory contents, determinism (same seed → same metrics), and resume after
@@ -8,6 +9,7 @@
 
 mod cli;
 mod common;
+mod compare;
 mod configs;
 mod prefs;
 mod runs;
