@@ -312,72 +312,6 @@ pub fn markdown_table(rows: &[GapRow]) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_diversity_no_gap() {
-        let r = gap_point(&BanditConfig::default(), 0.0, 0.2);
-        assert!(r.diversity < 1e-12);
-        for g in [
-            r.single_majority_gap,
-            r.single_minority_gap,
-            r.maxmin_majority_gap,
-            r.maxmin_minority_gap,
-        ] {
-            assert!(g.abs() < 1e-6, "{r:?}");
-        }
-    }
-
-    #[test]
-    fn single_gap_grows_with_diversity_and_minority_smallness_maxmin_closes_it() {
-        let cfg = BanditConfig::default();
-        let rows = sweep(&cfg);
-        for s in &cfg.minority_shares {
-            let col: Vec<&GapRow> = rows.iter().filter(|r| r.minority_share == *s).collect();
-            for w in col.windows(2) {
-                assert!(w[1].diversity >= w[0].diversity - 1e-12);
-                assert!(
-                    w[1].single_minority_gap >= w[0].single_minority_gap - 1e-9,
-                    "gap not monotone in diversity at η={s}: {:?} → {:?}",
-                    w[0],
-                    w[1]
-                );
-            }
-        }
-        for a in &cfg.angles_deg {
-            let col: Vec<&GapRow> = rows.iter().filter(|r| r.angle_deg == *a).collect();
-            for w in col.windows(2) {
-                // Shares are listed from large to small: the minority's gap must not shrink.
-                assert!(
-                    w[1].single_minority_gap >= w[0].single_minority_gap - 1e-9,
-                    "{w:?}"
-                );
-            }
-        }
-        for r in &rows {
-            // Tolerance: λ* comes from a golden-section search.
-            assert!(
-                r.maxmin_worst_utility >= r.single_worst_utility - 1e-7,
-                "{r:?}"
-            );
-            // MaxMin's minority gap never exceeds single-reward RLHF's.
-            assert!(
-                r.maxmin_minority_gap <= r.single_minority_gap + 1e-7,
-                "{r:?}"
-            );
-        }
-        // The effect is large, not a rounding artefact: opposite groups, 5 % minority.
-        let worst = gap_point(&cfg, 180.0, 0.05);
-        assert!(worst.single_minority_gap > 1.0, "{worst:?}");
-        assert!(
-            worst.maxmin_minority_gap < 0.5 * worst.single_minority_gap,
-            "{worst:?}"
-        );
-    }
-}
-
 /// Write `report.md`, `sweep.json` and `plots/minority_gap.svg` for a sweep into `dir`.
 pub fn write_report(
     dir: &std::path::Path,
@@ -461,4 +395,70 @@ pub fn write_report(
         markdown_table(rows)
     );
     crate::run::write_atomic(&dir.join("report.md"), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_diversity_no_gap() {
+        let r = gap_point(&BanditConfig::default(), 0.0, 0.2);
+        assert!(r.diversity < 1e-12);
+        for g in [
+            r.single_majority_gap,
+            r.single_minority_gap,
+            r.maxmin_majority_gap,
+            r.maxmin_minority_gap,
+        ] {
+            assert!(g.abs() < 1e-6, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn single_gap_grows_with_diversity_and_minority_smallness_maxmin_closes_it() {
+        let cfg = BanditConfig::default();
+        let rows = sweep(&cfg);
+        for s in &cfg.minority_shares {
+            let col: Vec<&GapRow> = rows.iter().filter(|r| r.minority_share == *s).collect();
+            for w in col.windows(2) {
+                assert!(w[1].diversity >= w[0].diversity - 1e-12);
+                assert!(
+                    w[1].single_minority_gap >= w[0].single_minority_gap - 1e-9,
+                    "gap not monotone in diversity at η={s}: {:?} → {:?}",
+                    w[0],
+                    w[1]
+                );
+            }
+        }
+        for a in &cfg.angles_deg {
+            let col: Vec<&GapRow> = rows.iter().filter(|r| r.angle_deg == *a).collect();
+            for w in col.windows(2) {
+                // Shares are listed from large to small: the minority's gap must not shrink.
+                assert!(
+                    w[1].single_minority_gap >= w[0].single_minority_gap - 1e-9,
+                    "{w:?}"
+                );
+            }
+        }
+        for r in &rows {
+            // Tolerance: λ* comes from a golden-section search.
+            assert!(
+                r.maxmin_worst_utility >= r.single_worst_utility - 1e-7,
+                "{r:?}"
+            );
+            // MaxMin's minority gap never exceeds single-reward RLHF's.
+            assert!(
+                r.maxmin_minority_gap <= r.single_minority_gap + 1e-7,
+                "{r:?}"
+            );
+        }
+        // The effect is large, not a rounding artefact: opposite groups, 5 % minority.
+        let worst = gap_point(&cfg, 180.0, 0.05);
+        assert!(worst.single_minority_gap > 1.0, "{worst:?}");
+        assert!(
+            worst.maxmin_minority_gap < 0.5 * worst.single_minority_gap,
+            "{worst:?}"
+        );
+    }
 }

@@ -195,10 +195,12 @@ pub fn run(
                 rewards: Some(&mut hook),
                 reference: Some(&reference),
             };
-            let (_, policy) = ppo::train_with(inp.ppo, inp.policy, inp.env, seed, &mut ctx, hooks)?;
+            let (summary, policy) =
+                ppo::train_with(inp.ppo, inp.policy, inp.env, seed, &mut ctx, hooks)?;
             metrics.sync()?;
             let utilities = evaluate(
                 &policy,
+                summary.obs_rms.as_ref(),
                 inp.env,
                 &inp.truth,
                 cfg.eval_episodes,
@@ -436,9 +438,11 @@ pub struct Evaluation {
 }
 
 /// Run `episodes` episodes of `policy` (sampling its actions) and average each group's
-/// ground-truth episodic return.
+/// ground-truth episodic return. `obs_rms`: the observation normalisation the policy was
+/// trained with (the group rewards always see raw observations).
 pub fn evaluate(
     policy: &ActorCritic,
+    obs_rms: Option<&crate::normalize::RunningMeanStd>,
     env_cfg: &dyn EnvConfig,
     truth: &[(String, Box<dyn GroupReward>)],
     episodes: usize,
@@ -454,7 +458,7 @@ pub fn evaluate(
     for ep in 0..episodes {
         env.reset(Some(seed.wrapping_add(ep as u64)), &mut o);
         loop {
-            let out = policy.act(&o, &mut r)?;
+            let out = policy.act(&ppo::normalized(&o, obs_rms), &mut r)?;
             let a = match &spec.action_space {
                 Space::Discrete { .. } => out.actions.clone(),
                 Space::Box { low, high } => out

@@ -230,6 +230,10 @@ pub struct PpoSummary {
     pub updates: u64,
     /// Seconds of training in this process (excludes time before a resume).
     pub wall_time_s: f64,
+    /// The observation statistics the policy was trained with (`normalize-obs`): whoever runs
+    /// the policy afterwards must normalise its inputs the same way.
+    #[serde(skip)]
+    pub obs_rms: Option<RunningMeanStd>,
 }
 
 /// Everything besides tensors that a checkpoint must hold to continue exactly.
@@ -645,6 +649,7 @@ pub fn train_with(
         episodes: st.episodes,
         updates: st.update,
         wall_time_s: started.elapsed().as_secs_f64(),
+        obs_rms: st.obs_rms.clone(),
     };
     Ok((summary, ac))
 }
@@ -678,7 +683,8 @@ fn save(
     Ok(())
 }
 
-fn normalized(obs: &[f32], rms: Option<&RunningMeanStd>) -> Vec<f32> {
+/// `obs` normalised as the trainer does (running statistics, clipped to ±10), or a copy.
+pub fn normalized(obs: &[f32], rms: Option<&RunningMeanStd>) -> Vec<f32> {
     let mut o = obs.to_vec();
     if let Some(r) = rms {
         r.normalize(&mut o, 10.0);

@@ -5,7 +5,7 @@
 //! suggestions on an unknown `type`.
 //!
 //! Register a plugin next to its config struct:
-//! ```ignore
+//! ```text
 //! maxmin_core::register_plugin!(EnvConfig, "cartpole", "CartPole-v1: balance a pole on a cart");
 //! ```
 
