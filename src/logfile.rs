@@ -12,7 +12,10 @@ fn slot() -> &'static Mutex<Option<std::fs::File>> {
 
 /// Start copying log lines to `path` (appending, so a resumed run keeps its history).
 pub fn attach(path: &std::path::Path) -> std::io::Result<()> {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     *slot().lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
     Ok(())
 }

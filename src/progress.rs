@@ -48,7 +48,11 @@ impl Progress for CliProgress {
                 b.enable_steady_tick(Duration::from_millis(250));
                 *bar = Some(b);
             }
-            CliProgress::Log { stage: s, total: t, last } => {
+            CliProgress::Log {
+                stage: s,
+                total: t,
+                last,
+            } => {
                 *s = stage.to_string();
                 *t = total;
                 *last = Instant::now();

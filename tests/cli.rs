@@ -9,13 +9,24 @@ const BROKEN: &[(&str, &str, &[&str], &[&str])] = &[
         "unknown key",
         "name = \"x\"\n[env]\ntype = \"cartpole\"\n[ppo]\nnum-env = 4\n",
         &[],
-        &[":5:1", "ppo", "unknown key `num-env`", "did you mean `num-envs`"],
+        &[
+            ":5:1",
+            "ppo",
+            "unknown key `num-env`",
+            "did you mean `num-envs`",
+        ],
     ),
     (
         "unknown type",
         "name = \"x\"\n[env]\ntype = \"cartpol\"\n",
         &[],
-        &[":3:8", "env.type", "unknown type `cartpol`", "did you mean `cartpole`", "mountain-car"],
+        &[
+            ":3:8",
+            "env.type",
+            "unknown type `cartpol`",
+            "did you mean `cartpole`",
+            "mountain-car",
+        ],
     ),
     (
         "wrong value type",
@@ -74,7 +85,10 @@ fn broken_configs_exit_2_with_located_messages() {
             let (_, err) = text(&o);
             assert_eq!(o.status.code(), Some(2), "{what} ({sub}): {err}");
             assert!(!err.contains("panicked"), "{what}: {err}");
-            assert!(err.contains(f.file_name().unwrap().to_str().unwrap()), "{what}: no file name in {err}");
+            assert!(
+                err.contains(f.file_name().unwrap().to_str().unwrap()),
+                "{what}: no file name in {err}"
+            );
             for n in *needles {
                 assert!(err.contains(n), "{what} ({sub}): expected `{n}` in:\n{err}");
             }
@@ -87,12 +101,19 @@ fn missing_config_file_exits_2() {
     let o = run(&["check", "configs/does-not-exist.toml"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("configs/does-not-exist.toml") && err.contains("cannot read"), "{err}");
+    assert!(
+        err.contains("configs/does-not-exist.toml") && err.contains("cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_arguments_exit_2() {
-    for args in [&["run"][..], &["frobnicate"], &["run", "x.toml", "--seed", "minus-one"]] {
+    for args in [
+        &["run"][..],
+        &["frobnicate"],
+        &["run", "x.toml", "--seed", "minus-one"],
+    ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
     }

@@ -51,7 +51,8 @@ pub fn metrics_without_sps(run_dir: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     text.lines()
         .map(|l| {
-            let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l).unwrap();
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(l).unwrap();
             v.remove("charts/SPS");
             serde_json::Value::Object(v).to_string()
         })

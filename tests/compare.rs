@@ -81,22 +81,40 @@ fn compare_stage_writes_results_report_and_rebuilds_it() {
     let r = r.as_array().expect("summary.json has results");
     assert_eq!(r.len(), 4, "2 objectives × 2 seeds");
     for x in r {
-        assert!(x["groups"]["left"].is_number() && x["groups"]["right"].is_number(), "{x}");
+        assert!(
+            x["groups"]["left"].is_number() && x["groups"]["right"].is_number(),
+            "{x}"
+        );
         assert!(["left", "right"].contains(&x["worst_group"].as_str().unwrap()));
         assert!(["single", "maxmin"].contains(&x["objective"].as_str().unwrap()));
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("# Preferences and EM reward mixture"), "{report}");
-    assert!(report.contains("| single |") && report.contains("| maxmin |"), "{report}");
+    assert!(
+        report.contains("# Preferences and EM reward mixture"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| single |") && report.contains("| maxmin |"),
+        "{report}"
+    );
     assert!(out.join("plots/final_utilities.svg").exists());
-    let metrics = std::fs::read_to_string(out.join("policies/maxmin__seed1/metrics.jsonl")).unwrap();
-    for key in ["objective/kl", "objective/kl_coef", "objective/selected_group", "objective/worst_group"] {
+    let metrics =
+        std::fs::read_to_string(out.join("policies/maxmin__seed1/metrics.jsonl")).unwrap();
+    for key in [
+        "objective/kl",
+        "objective/kl_coef",
+        "objective/selected_group",
+        "objective/worst_group",
+    ] {
         assert!(metrics.contains(key), "{key} missing");
     }
     std::fs::remove_file(out.join("report.md")).unwrap();
     let o = run(&["report", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o).1);
-    assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), report);
+    assert_eq!(
+        std::fs::read_to_string(out.join("report.md")).unwrap(),
+        report
+    );
 }
 
 #[test]
@@ -104,12 +122,22 @@ fn compare_stage_resumes_after_sigint() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(dir.path());
     let full = dir.path().join("full");
-    let o = run(&["run", cfg.to_str().unwrap(), "--out", full.to_str().unwrap()]);
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o).1);
 
     let part = dir.path().join("part");
     let child = maxmin()
-        .args(["run", cfg.to_str().unwrap(), "--out", part.to_str().unwrap()])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            part.to_str().unwrap(),
+        ])
         .current_dir(root())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -124,14 +152,29 @@ fn compare_stage_resumes_after_sigint() {
         if m.matches("losses/approx_kl").count() >= 3 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "second training never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "second training never started"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(!part.join("policies/maxmin__seed1/result.json").exists(), "interrupt came too late");
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !part.join("policies/maxmin__seed1/result.json").exists(),
+        "interrupt came too late"
+    );
     let o = run(&["run", "--resume", part.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o).1);
     assert_eq!(results(&part), results(&full));
@@ -141,7 +184,13 @@ fn compare_stage_resumes_after_sigint() {
 fn bandit_sweep_writes_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b");
-    let o = run(&["bandit", "--out", out.to_str().unwrap(), "--set", "minority-shares=[0.5, 0.1]"]);
+    let o = run(&[
+        "bandit",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "minority-shares=[0.5, 0.1]",
+    ]);
     assert!(o.status.success(), "{}", text(&o).1);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| 0.10 | 180 |"), "{report}");

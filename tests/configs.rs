@@ -10,7 +10,10 @@ fn every_config_checks() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 3, "expected the shipped configs, found {files:?}");
+    assert!(
+        files.len() >= 3,
+        "expected the shipped configs, found {files:?}"
+    );
     for f in files {
         let o = run(&["check", f.to_str().unwrap()]);
         let (out, err) = text(&o);

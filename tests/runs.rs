@@ -10,7 +10,11 @@ fn run_to(cfg: &Path, out: &Path, extra: &[&str]) {
     let o = run(&args);
     let (stdout, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(stdout.lines().last().unwrap(), out.to_str().unwrap(), "last stdout line is the run dir");
+    assert_eq!(
+        stdout.lines().last().unwrap(),
+        out.to_str().unwrap(),
+        "last stdout line is the run dir"
+    );
 }
 
 #[test]
@@ -19,7 +23,13 @@ fn run_writes_the_run_directory() {
     let cfg = small_cartpole(dir.path(), 1024);
     let out = dir.path().join("r");
     run_to(&cfg, &out, &[]);
-    for f in ["config.resolved.toml", "metrics.jsonl", "summary.json", "log.txt", "checkpoints/ppo/latest.json"] {
+    for f in [
+        "config.resolved.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "log.txt",
+        "checkpoints/ppo/latest.json",
+    ] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     let summary: serde_json::Value =
@@ -53,11 +63,19 @@ fn run_writes_the_run_directory() {
 fn same_seed_same_metrics_other_seed_other_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = small_cartpole(dir.path(), 2048);
-    let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
     run_to(&cfg, &a, &[]);
     run_to(&cfg, &b, &[]);
     run_to(&cfg, &c, &["--seed", "4"]);
-    let (ma, mb, mc) = (metrics_without_sps(&a), metrics_without_sps(&b), metrics_without_sps(&c));
+    let (ma, mb, mc) = (
+        metrics_without_sps(&a),
+        metrics_without_sps(&b),
+        metrics_without_sps(&c),
+    );
     assert!(ma.len() > 20);
     assert_eq!(ma, mb);
     assert_ne!(ma, mc);
@@ -72,7 +90,12 @@ fn resume_after_sigint_reproduces_the_uninterrupted_run() {
 
     let part = dir.path().join("part");
     let child = maxmin()
-        .args(["run", cfg.to_str().unwrap(), "--out", part.to_str().unwrap()])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            part.to_str().unwrap(),
+        ])
         .current_dir(root())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -90,21 +113,36 @@ fn resume_after_sigint_reproduces_the_uninterrupted_run() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(130), "interrupted run exits 130: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "interrupted run exits 130: {err}"
+    );
     assert!(err.contains("--resume"), "{err}");
     let interrupted = metrics_without_sps(&part);
-    let updates_done = interrupted.iter().filter(|l| l.contains("approx_kl")).count();
-    assert!(updates_done < 128, "the interrupt came too late to test anything");
+    let updates_done = interrupted
+        .iter()
+        .filter(|l| l.contains("approx_kl"))
+        .count();
+    assert!(
+        updates_done < 128,
+        "the interrupt came too late to test anything"
+    );
 
     let o = run(&["run", "--resume", part.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o).1);
     assert_eq!(metrics_without_sps(&part), metrics_without_sps(&full));
     let s = |d: &Path| -> serde_json::Value {
         let mut v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap())
+                .unwrap();
         v.as_object_mut().unwrap().remove("wall_time_s");
         v
     };
