@@ -310,10 +310,7 @@ fn random_rollout(
                 .map(|(l, h)| r.random_range(*l..=*h))
                 .collect(),
         };
-        let out = match &spec.action_space {
-            Space::Discrete { .. } => env.step(Action::Discrete(a[0] as usize), &mut next),
-            Space::Box { .. } => env.step(Action::Continuous(&a), &mut next),
-        };
+        let out = env.step(Action::from_flat(&spec.action_space, &a), &mut next);
         act.extend_from_slice(&a);
         if out.terminated || out.truncated {
             env.reset(None, &mut o);
@@ -471,10 +468,7 @@ pub fn evaluate(
             for (t, (_, g)) in totals.iter_mut().zip(truth) {
                 *t += g.step_reward(&o, &a);
             }
-            let s = match &spec.action_space {
-                Space::Discrete { .. } => env.step(Action::Discrete(a[0] as usize), &mut next),
-                Space::Box { .. } => env.step(Action::Continuous(&a), &mut next),
-            };
+            let s = env.step(Action::from_flat(&spec.action_space, &a), &mut next);
             env_total += s.reward as f64;
             o.copy_from_slice(&next);
             if s.terminated || s.truncated {

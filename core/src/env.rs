@@ -75,6 +75,17 @@ pub enum Action<'a> {
     Continuous(&'a [f32]),
 }
 
+impl<'a> Action<'a> {
+    /// The action a flat row `a` stands for in `space` (a discrete action as its index in `a[0]`,
+    /// the layout rollouts and reward models use).
+    pub fn from_flat(space: &Space, a: &'a [f32]) -> Self {
+        match space {
+            Space::Discrete { .. } => Action::Discrete(a[0] as usize),
+            Space::Box { .. } => Action::Continuous(a),
+        }
+    }
+}
+
 /// A batch of actions, one per sub-environment (structure of arrays).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Actions<'a> {

@@ -384,11 +384,11 @@ pub fn train_with(
                 ck.dir.display(),
                 st.update
             );
-            *ctx.metrics = Metrics::open(&metrics_path(ctx.metrics), st.metrics_bytes)?;
+            *ctx.metrics = Metrics::open(ctx.metrics.path(), st.metrics_bytes)?;
             st
         }
         None => {
-            *ctx.metrics = Metrics::open(&metrics_path(ctx.metrics), 0)?;
+            *ctx.metrics = Metrics::open(ctx.metrics.path(), 0)?;
             let obs = venv.reset(rng::derive_seed(seed, "env")).to_vec();
             TrainState {
                 update: 0,
@@ -652,10 +652,6 @@ pub fn train_with(
         obs_rms: st.obs_rms.clone(),
     };
     Ok((summary, ac))
-}
-
-fn metrics_path(m: &Metrics) -> PathBuf {
-    m.path().to_path_buf()
 }
 
 fn save(
