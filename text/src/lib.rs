@@ -1,0 +1,6 @@
+//! MaxMin-RLHF for language models (PAPER.md, "Experiments to reproduce" items 1 and 2): the
+//! text environment (prompts → one completion per episode), ground-truth text group rewards,
+//! reward models on an LM backbone trained with BT / EM, and the pipeline that compares
+//! objectives with token-level PPO.
+#![warn(missing_docs)]
+#![allow(clippy::result_large_err)]
