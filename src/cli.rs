@@ -128,12 +128,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             resume,
         } => run(config, sets, seed, out, resume),
         Cmd::Check { config, sets } => {
+            if is_lm_file(&config) {
+                let exp = maxmin_core::config::load::<maxmin_text::LmExperiment>(&config, &sets)?;
+                maxmin_text::pipeline::check(&exp.value)?;
+                println!("{}: ok", config.display());
+                return Ok(());
+            }
             let exp = load(&config, &sets, None)?;
             exp.value.check()?;
             println!("{}: ok", config.display());
             Ok(())
         }
         Cmd::Report { run_dir } => {
+            if is_lm_file(&run_dir.join("config.resolved.toml")) {
+                maxmin_text::report::write(&run_dir)?;
+                println!("{}", run_dir.join("report.md").display());
+                return Ok(());
+            }
             let exp = maxmin_core::experiment::load_for_resume(&run_dir)?;
             let order: Vec<String> = exp
                 .value
@@ -180,6 +191,13 @@ fn load(
     Ok(maxmin_core::config::load(config, &sets)?)
 }
 
+/// Whether a config file declares a language-model experiment (`kind = "lm-rlhf"`).
+fn is_lm_file(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .map(|t| maxmin_text::is_lm_experiment(&t))
+        .unwrap_or(false)
+}
+
 fn run(
     config: Option<PathBuf>,
     sets: Vec<String>,
@@ -187,6 +205,14 @@ fn run(
     out: Option<PathBuf>,
     resume: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let lm_path = match (&resume, &config) {
+        (Some(d), _) => d.join("config.resolved.toml"),
+        (None, Some(c)) => c.clone(),
+        (None, None) => PathBuf::new(),
+    };
+    if is_lm_file(&lm_path) {
+        return run_lm(&lm_path, sets, seed, out, resume);
+    }
     let exp = match &resume {
         Some(dir) => {
             if !sets.is_empty() || seed.is_some() || out.is_some() {
@@ -212,6 +238,24 @@ fn run(
             seed,
         )?,
     };
+    install_interrupt_handler()?;
+    let opts = RunOptions { out, resume };
+    let mut progress = crate::progress::CliProgress::new();
+    let dir = maxmin_core::experiment::run_with(&exp, &opts, &mut progress, |dir| {
+        if let Err(e) = crate::logfile::attach(&dir.join("log.txt")) {
+            tracing::warn!("cannot write {}/log.txt: {e}", dir.display());
+        }
+    });
+    let dir = match dir {
+        Ok(d) => d,
+        Err(maxmin_core::Error::Interrupted(ck)) => interrupted_exit(&ck),
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}", dir.display());
+    Ok(())
+}
+
+fn install_interrupt_handler() -> anyhow::Result<()> {
     // The first SIGINT asks the trainer to checkpoint and stop at the next update boundary.
     ctrlc::set_handler(|| {
         if maxmin_core::run::INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -222,29 +266,55 @@ fn run(
             "interrupt: saving a checkpoint at the next update boundary (Ctrl-C again to abort)"
         );
     })?;
-    let opts = RunOptions { out, resume };
+    Ok(())
+}
+
+fn interrupted_exit(ck: &std::path::Path) -> ! {
+    eprintln!("interrupted; checkpoint in {}", ck.display());
+    let run_dir = ck
+        .ancestors()
+        .find(|p| p.join("config.resolved.toml").exists())
+        .unwrap_or(ck);
+    eprintln!("continue with: maxmin run --resume {}", run_dir.display());
+    println!("{}", run_dir.display());
+    std::process::exit(130);
+}
+
+/// `maxmin run` on a language-model experiment file.
+fn run_lm(
+    path: &std::path::Path,
+    mut sets: Vec<String>,
+    seed: Option<u64>,
+    out: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if resume.is_some() && (!sets.is_empty() || seed.is_some() || out.is_some()) {
+        return Err(maxmin_core::Error::input(
+            "--resume continues a run with its own config; --set, --seed and --out cannot change it",
+            Some("start a new run to change the config".into()),
+        )
+        .into());
+    }
+    if let Some(s) = seed {
+        sets.push(format!("seed={s}"));
+    }
+    let exp = maxmin_core::config::load::<maxmin_text::LmExperiment>(path, &sets)?;
+    install_interrupt_handler()?;
+    let opts = maxmin_text::pipeline::RunOptions { out, resume };
     let mut progress = crate::progress::CliProgress::new();
-    let dir = maxmin_core::experiment::run_with(&exp, &opts, &mut progress, |dir| {
+    let dir = maxmin_text::pipeline::run_with(&exp, &opts, &mut progress, |dir| {
         if let Err(e) = crate::logfile::attach(&dir.join("log.txt")) {
             tracing::warn!("cannot write {}/log.txt: {e}", dir.display());
         }
     });
-    let dir = match dir {
-        Ok(d) => d,
-        Err(maxmin_core::Error::Interrupted(ck)) => {
-            eprintln!("interrupted; checkpoint in {}", ck.display());
-            let run_dir = ck
-                .ancestors()
-                .find(|p| p.join("config.resolved.toml").exists())
-                .unwrap_or(&ck);
-            eprintln!("continue with: maxmin run --resume {}", run_dir.display());
-            println!("{}", run_dir.display());
-            std::process::exit(130);
+    match dir {
+        Ok(d) => {
+            println!("{}", d.display());
+            Ok(())
         }
-        Err(e) => return Err(e.into()),
-    };
-    println!("{}", dir.display());
-    Ok(())
+        Err(maxmin_core::Error::Interrupted(ck)) => interrupted_exit(&ck),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn list() {

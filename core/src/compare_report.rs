@@ -106,6 +106,7 @@ pub fn section(run_dir: &Path, results: &[PolicyResult], order: &[String]) -> Re
         &objectives,
         &groups,
         &table,
+        "episodic true return",
     )?;
     let _ = writeln!(
         s,
@@ -113,7 +114,13 @@ pub fn section(run_dir: &Path, results: &[PolicyResult], order: &[String]) -> Re
     );
     for (gi, g) in groups.iter().enumerate() {
         let file = format!("utility_curve_{gi}.svg");
-        if plot_curves(run_dir, &plots.join(&file), g, &objectives)? {
+        if plot_curves(
+            run_dir,
+            &plots.join(&file),
+            &format!("group/{g}/utility"),
+            &format!("{g}: true utility during training"),
+            &objectives,
+        )? {
             let _ = writeln!(s, "![{g}: utility during training](plots/{file})\n");
         }
     }
@@ -124,11 +131,13 @@ pub fn section(run_dir: &Path, results: &[PolicyResult], order: &[String]) -> Re
     Ok(s)
 }
 
-fn plot_bars(
+/// Bars of each group's mean (± interval) per objective; `table[objective][group]`.
+pub fn plot_bars(
     path: &Path,
     objectives: &[String],
     groups: &[String],
     table: &BTreeMap<String, Vec<(f64, f64)>>,
+    y_desc: &str,
 ) -> Result<()> {
     let vals: Vec<f64> = table
         .values()
@@ -165,7 +174,7 @@ fn plot_bars(
                 String::new()
             }
         })
-        .y_desc("episodic true return")
+        .y_desc(y_desc)
         .draw()
         .map_err(plot_err)?;
     let w = 0.8 / groups.len().max(1) as f64;
@@ -209,10 +218,15 @@ fn plot_bars(
     root.present().map_err(plot_err)
 }
 
-/// Utility of `group` over training, one line per objective (mean over seeds at each step).
-/// Returns false when no curve data exists.
-fn plot_curves(run_dir: &Path, path: &Path, group: &str, objectives: &[String]) -> Result<bool> {
-    let key = format!("group/{group}/utility");
+/// Metric `key` of the policies' `metrics.jsonl` over training, one line per objective (mean
+/// over seeds at each step), titled `caption`. Returns false when no curve data exists.
+pub fn plot_curves(
+    run_dir: &Path,
+    path: &Path,
+    key: &str,
+    caption: &str,
+    objectives: &[String],
+) -> Result<bool> {
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for o in objectives {
         let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
@@ -225,10 +239,11 @@ fn plot_curves(run_dir: &Path, path: &Path, group: &str, objectives: &[String]) 
             let Ok(text) = std::fs::read_to_string(d.join("result.json")) else {
                 continue;
             };
-            let Ok(r) = serde_json::from_str::<PolicyResult>(&text) else {
+            // Only the objective label is needed, so any result.json shape with one will do.
+            let Ok(r) = serde_json::from_str::<serde_json::Value>(&text) else {
                 continue;
             };
-            if &r.objective != o {
+            if r["objective"].as_str() != Some(o.as_str()) {
                 continue;
             }
             let Ok(m) = std::fs::read_to_string(d.join("metrics.jsonl")) else {
@@ -239,7 +254,7 @@ fn plot_curves(run_dir: &Path, path: &Path, group: &str, objectives: &[String]) 
                     tracing::warn!("{name}: unreadable metrics line skipped in the plot");
                     continue;
                 };
-                if let (Some(s), Some(u)) = (v["global_step"].as_u64(), v[&key].as_f64()) {
+                if let (Some(s), Some(u)) = (v["global_step"].as_u64(), v[key].as_f64()) {
                     by_step.entry(s).or_default().push(u);
                 }
             }
@@ -266,10 +281,7 @@ fn plot_curves(run_dir: &Path, path: &Path, group: &str, objectives: &[String]) 
     let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{group}: true utility during training"),
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -277,8 +289,8 @@ fn plot_curves(run_dir: &Path, path: &Path, group: &str, objectives: &[String]) 
         .map_err(plot_err)?;
     chart
         .configure_mesh()
-        .x_desc("environment steps")
-        .y_desc("episodic true return (rollouts, smoothed)")
+        .x_desc("training steps (global_step)")
+        .y_desc("mean over seeds (smoothed)")
         .draw()
         .map_err(plot_err)?;
     for (i, (o, pts)) in series.into_iter().enumerate() {

@@ -4,3 +4,12 @@
 //! objectives with token-level PPO.
 #![warn(missing_docs)]
 #![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod features;
+pub mod pipeline;
+pub mod prompts;
+pub mod report;
+pub mod rewards;
+
+pub use config::{is_lm_experiment, LmExperiment};

@@ -1,0 +1,1011 @@
+//! The language-model MaxMin-RLHF pipeline (PAPER.md, experiments 1 and 2):
+//!
+//! 1. **preferences**: two completions per pool prompt from the reference policy; each simulated
+//!    user (in a group with a ground-truth text reward) labels pairs with a Bradley–Terry draw —
+//!    or recorded P-Soups comparisons are read and split into users;
+//! 2. **reward models**: frozen-backbone features (see [`crate::features`]), a single pooled BT
+//!    model and the EM mixture of K models (core's EM, the paper's Algorithm 2);
+//! 3. **policies**: for every objective × seed, token-level PPO (TRL semantics, `maxmin_gpt2::ppo`)
+//!    on LoRA adapters, the sequence score being the objective's combination of the calibrated
+//!    learned rewards (PAPER.md Algorithm 1 for `maxmin`);
+//! 4. **evaluation**: every policy and the reference complete the same held-out prompts with the
+//!    same sampling seed; the groups' ground-truth scores are averaged per policy, then over seeds.
+//!
+//! Outputs under the run directory: `preferences.jsonl`, `reward_models/`, `policies/<objective>__seed<s>/`
+//! (`metrics.jsonl`, `checkpoint-*/`, `result.json`, `samples.json`), `summary.json`, `report.md`, `plots/`.
+//! Resume: the preference and reward stages are deterministic and rerun; finished policies are
+//! reused; an interrupted policy continues from its last checkpoint.
+
+use crate::config::{LmExperiment, TextPopulation};
+use crate::features::Featurizer;
+use crate::rewards::{Sample, TextReward};
+use maxmin_core::compare::mean_ci95;
+use maxmin_core::config::Loaded;
+use maxmin_core::objective::{Batch, Calibration, Groups, ObjectiveConfig};
+use maxmin_core::prefs::data::{Comparison, Segment};
+use maxmin_core::prefs::diagnostics::{ari, match_groups, purity};
+use maxmin_core::prefs::em::{fit_mixture, fit_model, IterStats, UserData};
+use maxmin_core::prefs::population::sample_users;
+use maxmin_core::prefs::reward_model::{accuracy, Encoded, Features, RewardModel, RewardSpec};
+use maxmin_core::prefs::simulate::sigmoid;
+use maxmin_core::rng::{stream, Rng};
+use maxmin_core::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
+use maxmin_core::{Error, Result};
+use maxmin_gpt2::generate::{GenerateOptions, Sampling};
+use maxmin_gpt2::lm::CausalLm;
+use maxmin_gpt2::policy::LmPolicy;
+use maxmin_gpt2::ppo::LmPpoTrainer;
+use maxmin_gpt2::tokenizer::Tokenizer;
+use rand::seq::SliceRandom;
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything loaded once per run.
+pub struct Ctx<'a> {
+    /// The experiment.
+    pub exp: &'a LmExperiment,
+    /// The frozen base (reference policy and reward backbone).
+    pub base: Arc<dyn CausalLm>,
+    /// Its tokenizer.
+    pub tok: Tokenizer,
+    /// Pad id (EOS when the model has one, else 0).
+    pub pad_id: u32,
+    /// Group names.
+    pub names: Vec<String>,
+    /// Ground-truth scorers (simulation only).
+    pub truth: Option<Vec<Box<dyn TextReward>>>,
+    /// Training prompts (text, ids).
+    pub train: Vec<(String, Vec<u32>)>,
+    /// Evaluation prompts (text, ids).
+    pub eval: Vec<(String, Vec<u32>)>,
+}
+
+/// Load model, tokenizer, prompts and scorers, checking every prompt fits the context window.
+pub fn build_ctx(exp: &LmExperiment) -> Result<Ctx<'_>> {
+    let dir = exp.model.model_dir().map_err(|e| e.under("model"))?;
+    let dtype = exp.model.compute_dtype()?;
+    let device = exp.model.device().map_err(|e| e.under("model"))?;
+    let base: Arc<dyn CausalLm> =
+        Arc::from(maxmin_llama::auto::load_causal_lm(&dir, dtype, &device)?);
+    let tok = exp.model.load_tokenizer()?;
+    let pad_id = base.eos_token_id().unwrap_or(0);
+    if exp.generation.stop_at_eos && base.eos_token_id().is_none() {
+        return Err(Error::config(
+            "generation.stop-at-eos",
+            format!(
+                "{} has no eos_token_id in config.json, so completions cannot stop at EOS",
+                dir.display()
+            ),
+        ));
+    }
+    let (train_txt, eval_txt) = exp.prompts.load_split()?;
+    let max_prompt = base
+        .max_positions()
+        .map(|m| m.saturating_sub(exp.generation.max_new_tokens));
+    let encode = |v: Vec<String>, offset: usize| -> Result<Vec<(String, Vec<u32>)>> {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ids = tok.encode(&p)?;
+                if ids.is_empty() {
+                    return Err(Error::data(
+                        &exp.prompts.path,
+                        None,
+                        format!("prompt {} ({p:?}) encodes to no tokens", offset + i + 1),
+                    ));
+                }
+                if let Some(m) = max_prompt {
+                    if ids.len() > m {
+                        return Err(Error::data(
+                            &exp.prompts.path,
+                            None,
+                            format!(
+                                "prompt {} has {} tokens; with max-new-tokens = {} the model's {} positions leave room for {m}",
+                                offset + i + 1,
+                                ids.len(),
+                                exp.generation.max_new_tokens,
+                                base.max_positions().unwrap_or(0)
+                            ),
+                        ));
+                    }
+                }
+                Ok((p, ids))
+            })
+            .collect()
+    };
+    let n_train = train_txt.len();
+    let train = encode(train_txt, 0)?;
+    let eval = encode(eval_txt, n_train)?;
+    let truth = match &exp.population {
+        Some(p) => Some(
+            p.groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    g.reward
+                        .build()
+                        .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    Ok(Ctx {
+        exp,
+        names: exp.group_names(),
+        base,
+        tok,
+        pad_id,
+        truth,
+        train,
+        eval,
+    })
+}
+
+/// `maxmin check`: everything [`run`] builds before training.
+pub fn check(exp: &LmExperiment) -> Result<()> {
+    let ctx = build_ctx(exp)?;
+    if !exp.preferences.files.is_empty() {
+        let split = exp.preferences.split.clone().unwrap_or_default();
+        maxmin_core::prefs::psoups::load(&exp.preferences.files, &split)?;
+    }
+    let opts = RewardSpec::from_config(exp.reward_model.as_ref())?;
+    let _ = opts;
+    tracing::info!(
+        "{} training and {} evaluation prompts; groups {:?}",
+        ctx.train.len(),
+        ctx.eval.len(),
+        ctx.names
+    );
+    Ok(())
+}
+
+/// A completion with its ground-truth scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    /// Prompt text.
+    pub prompt: String,
+    /// Completion text.
+    pub text: String,
+    /// Completion tokens (without a final EOS).
+    pub tokens: usize,
+    /// Ground-truth score per group (simulation).
+    pub scores: Vec<f64>,
+}
+
+fn gen_options(ctx: &Ctx, rng: &mut Rng) -> GenerateOptions {
+    let g = &ctx.exp.generation;
+    let max_new_tokens = match g.min_new_tokens {
+        Some(lo) => rng.random_range(lo..=g.max_new_tokens),
+        None => g.max_new_tokens,
+    };
+    GenerateOptions {
+        max_new_tokens,
+        sampling: Sampling::Sample {
+            temperature: g.temperature,
+            top_k: (g.top_k > 0).then_some(g.top_k),
+            top_p: (g.top_p < 1.0).then_some(g.top_p),
+        },
+        stop_at_eos: g.stop_at_eos,
+        use_cache: true,
+        pad_id: ctx.pad_id,
+    }
+}
+
+/// Tokens of a response without its final EOS.
+fn content_len(ctx: &Ctx, resp: &[u32]) -> usize {
+    match (resp.last(), ctx.base.eos_token_id()) {
+        (Some(&l), Some(e)) if l == e => resp.len() - 1,
+        _ => resp.len(),
+    }
+}
+
+fn score_truth(ctx: &Ctx, prompt: &str, resp: &[u32]) -> Result<Completion> {
+    let text = ctx.tok.decode(resp)?;
+    let tokens = content_len(ctx, resp);
+    let scores = match &ctx.truth {
+        Some(t) => t
+            .iter()
+            .map(|r| {
+                r.score(&Sample {
+                    prompt,
+                    completion: &text,
+                    tokens,
+                    max_tokens: ctx.exp.generation.max_new_tokens,
+                })
+            })
+            .collect(),
+        None => vec![],
+    };
+    Ok(Completion {
+        prompt: prompt.to_string(),
+        text,
+        tokens,
+        scores,
+    })
+}
+
+/// Sample completions of `prompts` from the base model (no adapters) or a policy.
+fn complete(
+    ctx: &Ctx,
+    policy: Option<&LmPolicy>,
+    prompts: &[Vec<u32>],
+    rng: &mut Rng,
+) -> Result<Vec<Vec<u32>>> {
+    let bs = ctx.exp.ppo.batch_size.max(1);
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(bs) {
+        let opts = gen_options(ctx, rng);
+        let g = match policy {
+            Some(p) => p.generate(chunk, &opts, rng)?,
+            None => maxmin_gpt2::generate::generate(ctx.base.as_ref(), None, chunk, &opts, rng)?,
+        };
+        out.extend(g.tokens);
+    }
+    Ok(out)
+}
+
+/// The preference stage's product.
+pub struct Prefs {
+    /// Training comparisons (feature rows) grouped by user.
+    pub train: UserData,
+    /// Held-out comparisons by user, if any.
+    pub held: Option<UserData>,
+    /// Feature description.
+    pub feats: Features,
+}
+
+/// Text comparisons → feature rows for the BT heads.
+fn encode_comparisons(fz: &Featurizer, ctx: &Ctx, cs: &[Comparison]) -> Result<Vec<Comparison>> {
+    let mut prompts = Vec::with_capacity(cs.len() * 2);
+    let mut comps = Vec::with_capacity(cs.len() * 2);
+    for c in cs {
+        let p = ctx.tok.encode(c.context.as_str().unwrap_or_default())?;
+        for s in [&c.chosen, &c.rejected] {
+            let Segment::Text(t) = s else {
+                return Err(Error::Internal("text comparison expected".into()));
+            };
+            let mut ids = ctx.tok.encode(t)?;
+            if ids.is_empty() {
+                // An EOS-only completion decodes to "": score it as EOS.
+                ids.push(ctx.pad_id);
+            }
+            prompts.push(p.clone());
+            comps.push(ids);
+        }
+    }
+    let d = fz.dim();
+    let x = fz.encode(&prompts, &comps)?;
+    Ok(cs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Comparison {
+            user: c.user.clone(),
+            context: serde_json::Value::Null,
+            chosen: Segment::Rows(vec![x[(2 * i) * d..(2 * i + 1) * d].to_vec()]),
+            rejected: Segment::Rows(vec![x[(2 * i + 1) * d..(2 * i + 2) * d].to_vec()]),
+            group: c.group.clone(),
+        })
+        .collect())
+}
+
+fn user_data(cs: &[Comparison], names: &[String], feats: &Features) -> Result<UserData> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut index = BTreeMap::new();
+    let mut truth = Vec::new();
+    let mut user_of = Vec::with_capacity(cs.len());
+    for c in cs {
+        let u = *index.entry(c.user.clone()).or_insert_with(|| {
+            ids.push(c.user.clone());
+            truth.push(
+                c.group
+                    .as_ref()
+                    .and_then(|g| names.iter().position(|n| n == g)),
+            );
+            ids.len() - 1
+        });
+        user_of.push(u as u32);
+    }
+    let refs: Vec<&Comparison> = cs.iter().collect();
+    let data = Encoded::new(&refs, feats)?;
+    let truth = truth.iter().all(|t| t.is_some()).then(|| {
+        truth
+            .into_iter()
+            .map(|t| t.unwrap_or_default())
+            .collect::<Vec<_>>()
+    });
+    Ok(UserData::new(data, user_of, ids.len(), truth))
+}
+
+/// Simulated users label pairs of reference completions (two per pool prompt).
+fn simulate(
+    ctx: &Ctx,
+    pop: &TextPopulation,
+    dir: &RunDir,
+    progress: &mut dyn Progress,
+) -> Result<(Vec<Comparison>, Vec<Comparison>, Value)> {
+    let p = &ctx.exp.preferences;
+    let mut rng = stream(ctx.exp.seed, "preferences");
+    let pool: Vec<usize> = {
+        let mut idx: Vec<usize> = (0..ctx.train.len()).collect();
+        idx.shuffle(&mut rng);
+        idx.truncate(p.pool);
+        idx
+    };
+    let prompt_ids: Vec<Vec<u32>> = pool
+        .iter()
+        .flat_map(|&i| [ctx.train[i].1.clone(), ctx.train[i].1.clone()])
+        .collect();
+    progress.start("reference completions", prompt_ids.len() as u64, 0);
+    let mut gen_rng = stream(ctx.exp.seed, "preferences/generate");
+    let mut resp = Vec::with_capacity(prompt_ids.len());
+    for chunk in prompt_ids.chunks(ctx.exp.ppo.batch_size.max(1)) {
+        resp.extend(complete(ctx, None, chunk, &mut gen_rng)?);
+        progress.update(resp.len() as u64, "");
+    }
+    progress.finish();
+    let scored: Vec<Completion> = pool
+        .iter()
+        .enumerate()
+        .flat_map(|(j, &i)| [(j, i, 0), (j, i, 1)])
+        .map(|(j, i, s)| score_truth(ctx, &ctx.train[i].0, &resp[2 * j + s]))
+        .collect::<Result<_>>()?;
+    let shares = pop.shares();
+    let mut urng = stream(ctx.exp.seed, "users");
+    let users = sample_users(pop.users, &shares, "u", &mut urng);
+    let held_users = sample_users(pop.held_out_users, &shares, "h", &mut urng);
+    let mut label = |users: &[maxmin_core::prefs::population::User]| -> Vec<Comparison> {
+        let mut out = Vec::new();
+        for u in users {
+            for _ in 0..pop.comparisons_per_user {
+                let j = rng.random_range(0..pool.len());
+                let (a, b) = (&scored[2 * j], &scored[2 * j + 1]);
+                let d = (a.scores[u.group] - b.scores[u.group]) / p.temperature;
+                let mut a_wins = rng.random::<f64>() < sigmoid(d);
+                if p.label_noise > 0.0 && rng.random::<f64>() < p.label_noise {
+                    a_wins = !a_wins;
+                }
+                let (w, l) = if a_wins { (a, b) } else { (b, a) };
+                out.push(Comparison {
+                    user: u.id.clone(),
+                    context: serde_json::Value::from(a.prompt.as_str()),
+                    chosen: Segment::Text(w.text.clone()),
+                    rejected: Segment::Text(l.text.clone()),
+                    group: Some(ctx.names[u.group].clone()),
+                });
+            }
+        }
+        out
+    };
+    let train = label(&users);
+    let held = label(&held_users);
+    let mut all = train.clone();
+    all.extend(held.iter().cloned());
+    maxmin_core::prefs::data::write_all(&dir.file("preferences.jsonl"), &all)?;
+    let mean = |g: usize| scored.iter().map(|c| c.scores[g]).sum::<f64>() / scored.len() as f64;
+    let pool_stats = serde_json::json!({
+        "pool_prompts": pool.len(),
+        "reference_mean_scores": ctx.names.iter().enumerate().map(|(g, n)| (n.clone(), mean(g))).collect::<BTreeMap<_, _>>(),
+        "reference_mean_tokens": scored.iter().map(|c| c.tokens as f64).sum::<f64>() / scored.len() as f64,
+        "reference_eos_rate": resp.iter().filter(|r| content_len(ctx, r) < r.len()).count() as f64 / resp.len() as f64,
+    });
+    Ok((train, held, pool_stats))
+}
+
+use serde_json::Value;
+
+/// The learned reward models.
+pub struct Learned {
+    /// Pooled model.
+    pub single: RewardModel,
+    /// Mixture models, reordered so model u matches true group u where groups are known.
+    pub mixture: Vec<RewardModel>,
+    /// Cluster shares (utilitarian weights).
+    pub shares: Vec<f64>,
+    /// Report data.
+    pub summary: Value,
+}
+
+/// Fit the single model and the EM mixture; held-out accuracy per group.
+fn learn(
+    ctx: &Ctx,
+    prefs: &Prefs,
+    metrics: &mut Metrics,
+    progress: &mut dyn Progress,
+) -> Result<Learned> {
+    let exp = ctx.exp;
+    let spec = RewardSpec::from_config(exp.reward_model.as_ref())?;
+    let all: Vec<usize> = (0..prefs.train.data.m).collect();
+    let t0 = Instant::now();
+    let single = fit_model(
+        &prefs.train,
+        &all,
+        &spec,
+        &prefs.feats,
+        &mut stream(exp.seed, "single"),
+    )?;
+    let k = exp.em.k;
+    progress.start("EM", (exp.em.restarts * exp.em.max_iterations) as u64, 0);
+    let mut step = 0u64;
+    let mut on_iter = |s: &IterStats| -> Result<()> {
+        step += 1;
+        progress.update(
+            step,
+            &format!(
+                "restart {} iter {} ll {:.1}",
+                s.restart, s.iteration, s.log_likelihood
+            ),
+        );
+        let mut f = vec![
+            ("em/log_likelihood", s.log_likelihood),
+            ("em/assignment_changes", s.assignment_changes as f64),
+            ("em/restart", s.restart as f64),
+        ];
+        if let Some(p) = s.purity {
+            f.push(("em/purity", p));
+        }
+        if let Some(a) = s.ari {
+            f.push(("em/ari", a));
+        }
+        metrics.log(step, &f)
+    };
+    let fit = fit_mixture(
+        &prefs.train,
+        k,
+        &spec,
+        &prefs.feats,
+        &exp.em,
+        maxmin_core::rng::derive_seed(exp.seed, "em"),
+        &mut on_iter,
+    )?;
+    progress.finish();
+    let n_groups = ctx.names.len();
+    let (order, ari_v, purity_v) = match &prefs.train.truth {
+        Some(t) => {
+            let m = match_groups(&fit.assign, t, k, n_groups);
+            // Model for group g = its matched cluster; unmatched clusters follow in order.
+            let mut order: Vec<usize> = m.iter().flatten().copied().collect();
+            for c in 0..k {
+                if !order.contains(&c) {
+                    order.push(c);
+                }
+            }
+            (
+                order,
+                Some(ari(&fit.assign, t)),
+                Some(purity(&fit.assign, t)),
+            )
+        }
+        None => ((0..k).collect(), None, None),
+    };
+    let mut models: Vec<Option<RewardModel>> = fit.models.into_iter().map(Some).collect();
+    let mixture: Vec<RewardModel> = order.iter().filter_map(|&c| models[c].take()).collect();
+    let shares: Vec<f64> = order.iter().map(|&c| fit.weights[c]).collect();
+    // Held-out accuracy of each model on each true group's comparisons.
+    let mut acc = BTreeMap::new();
+    if let (Some(h), Some(t)) = (
+        &prefs.held,
+        &prefs.held.as_ref().and_then(|h| h.truth.clone()),
+    ) {
+        let single_d = single.diffs(&h.data)?;
+        let mix_d: Vec<Vec<f32>> = mixture
+            .iter()
+            .map(|m| m.diffs(&h.data))
+            .collect::<Result<_>>()?;
+        for (g, name) in ctx.names.iter().enumerate() {
+            let rows: Vec<usize> = (0..h.data.m)
+                .filter(|&i| t[h.user_of[i] as usize] == g)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut e = serde_json::Map::new();
+            e.insert("comparisons".into(), rows.len().into());
+            e.insert("single".into(), accuracy(&single_d, &rows).into());
+            if let Some(d) = mix_d.get(g) {
+                e.insert("mixture".into(), accuracy(d, &rows).into());
+            }
+            acc.insert(name.clone(), Value::Object(e));
+        }
+    }
+    let summary = serde_json::json!({
+        "k": k,
+        "ari": ari_v,
+        "purity": purity_v,
+        "iterations": fit.iterations,
+        "converged": fit.converged,
+        "log_likelihood": fit.log_likelihood,
+        "cluster_shares": shares,
+        "held_out_accuracy": acc,
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    Ok(Learned {
+        single,
+        mixture,
+        shares,
+        summary,
+    })
+}
+
+/// One policy's evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LmResult {
+    /// Objective label (`reference` for the untuned model).
+    pub objective: String,
+    /// Policy seed.
+    pub seed: u64,
+    /// Mean ground-truth score per group on the evaluation prompts.
+    pub groups: BTreeMap<String, f64>,
+    /// The lowest-scoring group.
+    pub worst_group: String,
+    /// Its score.
+    pub worst_utility: f64,
+    /// Best − worst.
+    pub gap: f64,
+    /// Mean completion length in tokens.
+    pub mean_tokens: f64,
+    /// Mean learned reward per group (uncalibrated models).
+    pub learned: BTreeMap<String, f64>,
+    /// Wall seconds of training.
+    pub train_seconds: f64,
+}
+
+fn summarise(ctx: &Ctx, objective: &str, seed: u64, cs: &[Completion]) -> LmResult {
+    let n = cs.len().max(1) as f64;
+    let groups: BTreeMap<String, f64> = ctx
+        .names
+        .iter()
+        .enumerate()
+        .filter(|_| ctx.truth.is_some())
+        .map(|(g, name)| {
+            (
+                name.clone(),
+                cs.iter().map(|c| c.scores[g]).sum::<f64>() / n,
+            )
+        })
+        .collect();
+    let (worst_group, worst_utility) = groups
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(g, v)| (g.clone(), *v))
+        .unwrap_or_default();
+    let best = groups.values().copied().fold(f64::NEG_INFINITY, f64::max);
+    LmResult {
+        objective: objective.into(),
+        seed,
+        gap: if groups.is_empty() {
+            0.0
+        } else {
+            best - worst_utility
+        },
+        groups,
+        worst_group,
+        worst_utility,
+        mean_tokens: cs.iter().map(|c| c.tokens as f64).sum::<f64>() / n,
+        learned: BTreeMap::new(),
+        train_seconds: 0.0,
+    }
+}
+
+/// Completions of the evaluation prompts (same sampling seed for every policy).
+fn evaluate(ctx: &Ctx, policy: Option<&LmPolicy>) -> Result<Vec<Completion>> {
+    let ids: Vec<Vec<u32>> = ctx.eval.iter().map(|p| p.1.clone()).collect();
+    let mut rng = stream(ctx.exp.seed, "evaluation");
+    let resp = complete(ctx, policy, &ids, &mut rng)?;
+    ctx.eval
+        .iter()
+        .zip(&resp)
+        .map(|((p, _), r)| score_truth(ctx, p, r))
+        .collect()
+}
+
+/// Rewards `[K][B]` of the mixture and `[B]` of the single model for feature rows `x`.
+fn learned_rewards(l: &Learned, x: &[f32]) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+    let g = l
+        .mixture
+        .iter()
+        .map(|m| m.reward_batch(x, &[]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((g, l.single.reward_batch(x, &[])?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PolicyState {
+    step: usize,
+    rng: Rng,
+    metrics_bytes: u64,
+}
+
+fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let t = std::fs::read_to_string(dir.join("latest.json")).ok()?;
+    let v: Value = serde_json::from_str(&t).ok()?;
+    Some(dir.join(v["checkpoint"].as_str()?))
+}
+
+fn save_checkpoint(pol_dir: &Path, trainer: &LmPpoTrainer, state: &PolicyState) -> Result<PathBuf> {
+    let name = format!("checkpoint-{:06}", state.step);
+    let tmp = pol_dir.join(format!(".tmp-{name}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    trainer.save(&tmp)?;
+    write_json_atomic(&tmp.join("pipeline_state.json"), state)?;
+    let dst = pol_dir.join(&name);
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
+    }
+    std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    let prev = latest_checkpoint(pol_dir);
+    write_json_atomic(
+        &pol_dir.join("latest.json"),
+        &serde_json::json!({ "checkpoint": name }),
+    )?;
+    if let Some(p) = prev {
+        if p != dst {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+    Ok(dst)
+}
+
+/// Train (or resume, or reuse) one objective × seed policy and evaluate it.
+#[allow(clippy::too_many_arguments)]
+fn train_policy(
+    ctx: &Ctx,
+    learned: &Learned,
+    cal: &Calibration,
+    cal_single: &Calibration,
+    fz: &Featurizer,
+    ocfg: &dyn ObjectiveConfig,
+    seed: u64,
+    run: &RunDir,
+    progress: &mut dyn Progress,
+) -> Result<LmResult> {
+    let exp = ctx.exp;
+    let label = ocfg.label();
+    let pol_dir = run
+        .path
+        .join("policies")
+        .join(format!("{label}__seed{seed}"));
+    let result_path = pol_dir.join("result.json");
+    if let Ok(t) = std::fs::read_to_string(&result_path) {
+        if let Ok(r) = serde_json::from_str::<LmResult>(&t) {
+            tracing::info!("{label} seed {seed}: finished earlier, reused");
+            return Ok(r);
+        }
+    }
+    std::fs::create_dir_all(&pol_dir).map_err(|e| Error::io(&pol_dir, e))?;
+    let groups = Groups {
+        names: ctx.names.clone(),
+        shares: learned.shares.clone(),
+    };
+    let mut objective = ocfg.build(&groups)?;
+    let pseed = maxmin_core::rng::derive_seed(exp.seed, &format!("policy/{label}/{seed}"));
+    let policy = LmPolicy::new(ctx.base.clone(), exp.model.lora.as_ref(), pseed)?;
+    let mut trainer = LmPpoTrainer::new(policy, exp.ppo.clone(), pseed)?;
+    let mut state = PolicyState {
+        step: 0,
+        rng: stream(pseed, "rollouts"),
+        metrics_bytes: 0,
+    };
+    if let Some(ck) = latest_checkpoint(&pol_dir) {
+        trainer.load(&ck)?;
+        let t = std::fs::read_to_string(ck.join("pipeline_state.json"))
+            .map_err(|e| Error::io(ck.join("pipeline_state.json"), e))?;
+        state = serde_json::from_str(&t)
+            .map_err(|e| Error::data(ck.join("pipeline_state.json"), None, e.to_string()))?;
+        if let Some(o) = std::fs::read_to_string(ck.join("objective.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        {
+            objective.restore(&o)?;
+        }
+        tracing::info!("{label} seed {seed}: resuming at step {}", state.step);
+    }
+    let mut metrics = Metrics::open(&pol_dir.join("metrics.jsonl"), state.metrics_bytes)?;
+    let steps = exp.compare.steps;
+    let bs = exp.ppo.batch_size;
+    progress.start(
+        &format!("{label} seed {seed}"),
+        steps as u64,
+        state.step as u64,
+    );
+    let t0 = Instant::now();
+    while state.step < steps {
+        if maxmin_core::run::interrupted() {
+            let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
+            return Err(Error::Interrupted(ck));
+        }
+        let idx: Vec<usize> = (0..bs)
+            .map(|_| state.rng.random_range(0..ctx.train.len()))
+            .collect();
+        let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| ctx.train[i].1.clone()).collect();
+        let gen = gen_options(ctx, &mut state.rng);
+        let rollout = trainer.rollout(&prompts, &gen, &mut state.rng)?;
+        let x = fz.encode(&prompts, &rollout.responses)?;
+        let (mut g, single) = learned_rewards(learned, &x)?;
+        let raw_means: Vec<f64> = g
+            .iter()
+            .map(|r| r.iter().map(|v| *v as f64).sum::<f64>() / r.len() as f64)
+            .collect();
+        let mut single = vec![single];
+        if exp.compare.calibrate {
+            cal.apply(&mut g);
+            cal_single.apply(&mut single);
+        }
+        let mean_kl = rollout.kl_per_sample.iter().map(|k| *k as f64).sum::<f64>()
+            / rollout.kl_per_sample.len().max(1) as f64;
+        let combined = objective.combine(&Batch {
+            group_rewards: &g,
+            single_rewards: Some(&single[0]),
+            mean_kl,
+            beta: trainer.beta(),
+        })?;
+        let stats = match trainer.step(&rollout, &combined.rewards) {
+            Ok(s) => s,
+            Err(e) => {
+                let last = latest_checkpoint(&pol_dir);
+                tracing::error!(
+                    "{label} seed {seed}: PPO step {} failed: {e}; last good checkpoint: {}",
+                    state.step + 1,
+                    last.as_ref()
+                        .map_or("none".into(), |p| p.display().to_string())
+                );
+                return Err(Error::Internal(format!(
+                    "{label} seed {seed}: training stopped at PPO step {}: {e} (the update was not applied; last good checkpoint: {})",
+                    state.step + 1,
+                    last.map_or("none".into(), |p| p.display().to_string())
+                )));
+            }
+        };
+        state.step += 1;
+        let truth: Vec<Completion> = idx
+            .iter()
+            .zip(&rollout.responses)
+            .map(|(&i, r)| score_truth(ctx, &ctx.train[i].0, r))
+            .collect::<Result<_>>()?;
+        let mut fields: Vec<(String, f64)> = stats
+            .fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        for (u, name) in ctx.names.iter().enumerate() {
+            fields.push((format!("group/{name}/utility"), combined.utilities[u]));
+            fields.push((format!("group/{name}/learned_raw"), raw_means[u]));
+            if ctx.truth.is_some() {
+                let m = truth.iter().map(|c| c.scores[u]).sum::<f64>() / truth.len() as f64;
+                fields.push((format!("true/{name}"), m));
+            }
+            fields.push((format!("objective/weight/{name}"), combined.weights[u]));
+        }
+        if let Some(s) = combined.selected {
+            fields.push(("objective/selected".into(), s as f64));
+        }
+        fields.push((
+            "objective/worst_group".into(),
+            combined
+                .utilities
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min),
+        ));
+        fields.push((
+            "env/mean_tokens".into(),
+            truth.iter().map(|c| c.tokens as f64).sum::<f64>() / truth.len() as f64,
+        ));
+        let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        metrics.log(state.step as u64, &refs)?;
+        progress.update(
+            state.step as u64,
+            &format!("kl {:.2} score {:.2}", mean_kl, {
+                combined.rewards.iter().map(|r| *r as f64).sum::<f64>() / bs as f64
+            }),
+        );
+        if state.step % exp.compare.checkpoint_every == 0 || state.step == steps {
+            state.metrics_bytes = metrics.sync()?;
+            let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
+            write_json_atomic(&ck.join("objective.json"), &objective.state())?;
+        }
+    }
+    progress.finish();
+    let train_seconds = t0.elapsed().as_secs_f64();
+    let cs = evaluate(ctx, Some(trainer.policy()))?;
+    let mut r = summarise(ctx, &label, seed, &cs);
+    r.train_seconds = train_seconds;
+    let x = {
+        let p: Vec<Vec<u32>> = ctx.eval.iter().map(|p| p.1.clone()).collect();
+        let c: Vec<Vec<u32>> = cs
+            .iter()
+            .map(|c| {
+                let mut ids = ctx.tok.encode(&c.text).unwrap_or_default();
+                if ids.is_empty() {
+                    ids.push(ctx.pad_id);
+                }
+                ids
+            })
+            .collect();
+        fz.encode(&p, &c)?
+    };
+    let (g, _) = learned_rewards(learned, &x)?;
+    r.learned = ctx
+        .names
+        .iter()
+        .zip(&g)
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.iter().map(|x| *x as f64).sum::<f64>() / v.len().max(1) as f64,
+            )
+        })
+        .collect();
+    let samples: Vec<&Completion> = cs.iter().take(exp.compare.samples).collect();
+    write_json_atomic(&pol_dir.join("samples.json"), &samples)?;
+    write_json_atomic(&result_path, &r)?;
+    Ok(r)
+}
+
+/// Run options.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Run directory (default `runs/<name>__<timestamp>`).
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory.
+    pub resume: Option<PathBuf>,
+}
+
+/// Run the whole pipeline; returns the run directory.
+pub fn run_with(
+    loaded: &Loaded<LmExperiment>,
+    opts: &RunOptions,
+    progress: &mut dyn Progress,
+    on_dir: impl FnOnce(&Path),
+) -> Result<PathBuf> {
+    let exp = &loaded.value;
+    let run = match &opts.resume {
+        Some(d) => RunDir::open(d)?,
+        None => {
+            let r = RunDir::create(&exp.name, opts.out.as_deref())?;
+            write_atomic(&r.file("config.resolved.toml"), loaded.resolved.as_bytes())?;
+            r
+        }
+    };
+    on_dir(&run.path);
+    let t0 = Instant::now();
+    let ctx = build_ctx(exp)?;
+    tracing::info!(
+        "{}: {} training / {} evaluation prompts, groups {:?}",
+        exp.name,
+        ctx.train.len(),
+        ctx.eval.len(),
+        ctx.names
+    );
+    let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8));
+    let feats = fz.reward_features();
+    // 1. Preferences.
+    let (train_c, held_c, pref_stats) = match &exp.population {
+        Some(pop) => simulate(&ctx, pop, &run, progress)?,
+        None => {
+            let split = exp.preferences.split.clone().unwrap_or_default();
+            let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &split)?;
+            let stats = serde_json::to_value(&d.stats).unwrap_or(Value::Null);
+            (d.train, d.held_out, stats)
+        }
+    };
+    let t_feat = Instant::now();
+    let train_rows = encode_comparisons(&fz, &ctx, &train_c)?;
+    let held_rows = encode_comparisons(&fz, &ctx, &held_c)?;
+    tracing::info!(
+        "encoded {} + {} comparisons in {:.1}s",
+        train_c.len(),
+        held_c.len(),
+        t_feat.elapsed().as_secs_f64()
+    );
+    let prefs = Prefs {
+        train: user_data(&train_rows, &ctx.names, &feats)?,
+        held: if held_rows.is_empty() {
+            None
+        } else {
+            Some(user_data(&held_rows, &ctx.names, &feats)?)
+        },
+        feats,
+    };
+    // 2. Reward models.
+    let mut metrics = Metrics::open(&run.file("metrics.jsonl"), 0)?;
+    let learned = learn(&ctx, &prefs, &mut metrics, progress)?;
+    let rm_dir = run.file("reward_models");
+    std::fs::create_dir_all(&rm_dir).map_err(|e| Error::io(&rm_dir, e))?;
+    maxmin_core::prefs::em::RewardEnsemble {
+        single: learned.single.try_clone()?,
+        mixture: learned
+            .mixture
+            .iter()
+            .map(|m| m.try_clone())
+            .collect::<Result<_>>()?,
+        shares: learned.shares.clone(),
+    }
+    .save(&rm_dir)?;
+    tracing::info!("reward models: {}", learned.summary);
+    // Calibration on reference completions of training prompts.
+    let mut crng = stream(exp.seed, "calibration");
+    let cal_prompts: Vec<Vec<u32>> = (0..exp.ppo.batch_size.max(64))
+        .map(|_| ctx.train[crng.random_range(0..ctx.train.len())].1.clone())
+        .collect();
+    let cal_resp = complete(&ctx, None, &cal_prompts, &mut crng)?;
+    let (g, s) = learned_rewards(&learned, &fz.encode(&cal_prompts, &cal_resp)?)?;
+    let (cal, cal_single) = (Calibration::fit(&g), Calibration::fit(&[s]));
+    // 3–4. Policies and evaluation.
+    let reference = summarise(&ctx, "reference", 0, &evaluate(&ctx, None)?);
+    let ref_samples: Vec<Completion> = evaluate(&ctx, None)?
+        .into_iter()
+        .take(exp.compare.samples)
+        .collect();
+    let mut results = vec![];
+    for o in &exp.compare.objectives {
+        for &seed in &exp.compare.seeds {
+            results.push(train_policy(
+                &ctx,
+                &learned,
+                &cal,
+                &cal_single,
+                &fz,
+                o.as_ref(),
+                seed,
+                &run,
+                progress,
+            )?);
+        }
+    }
+    let summary = serde_json::json!({
+        "name": exp.name,
+        "seconds": t0.elapsed().as_secs_f64(),
+        "preferences": pref_stats,
+        "comparisons": { "train": train_c.len(), "held_out": held_c.len() },
+        "reward_models": learned.summary,
+        "calibration": { "mixture": cal, "single": cal_single },
+        "reference": reference,
+        "reference_samples": ref_samples,
+        "results": results,
+    });
+    write_json_atomic(&run.file("summary.json"), &summary)?;
+    crate::report::write(&run.path)?;
+    Ok(run.path.clone())
+}
+
+/// Mean ± 95 % interval per objective of each group's score (for the report).
+pub fn table(results: &[LmResult]) -> Vec<(String, BTreeMap<String, (f64, f64)>)> {
+    let mut order: Vec<String> = Vec::new();
+    for r in results {
+        if !order.contains(&r.objective) {
+            order.push(r.objective.clone());
+        }
+    }
+    order
+        .into_iter()
+        .map(|o| {
+            let rs: Vec<&LmResult> = results.iter().filter(|r| r.objective == o).collect();
+            let mut m = BTreeMap::new();
+            if let Some(first) = rs.first() {
+                for g in first.groups.keys() {
+                    m.insert(
+                        g.clone(),
+                        mean_ci95(&rs.iter().map(|r| r.groups[g]).collect::<Vec<_>>()),
+                    );
+                }
+            }
+            m.insert(
+                "worst group".into(),
+                mean_ci95(&rs.iter().map(|r| r.worst_utility).collect::<Vec<_>>()),
+            );
+            m.insert(
+                "tokens".into(),
+                mean_ci95(&rs.iter().map(|r| r.mean_tokens).collect::<Vec<_>>()),
+            );
+            (o, m)
+        })
+        .collect()
+}

@@ -1,0 +1,262 @@
+//! `report.md` of a language-model run, rebuilt from `summary.json` and `policies/*` alone (so
+//! `maxmin report RUN_DIR` regenerates it): setup, reward learning (EM agreement with the true
+//! groups, held-out accuracy per group of the single vs the mixture models), the policies' table
+//! (each group's ground-truth score, worst group, completion length; mean ± 95 % interval over
+//! seeds, plus the untuned reference), a bar plot, training curves of the true scores, and sample
+//! generations.
+
+use crate::pipeline::{table, Completion, LmResult};
+use maxmin_core::compare::policy_dirs;
+use maxmin_core::{Error, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn fmt_ci((m, h): (f64, f64)) -> String {
+    if h.is_nan() {
+        format!("{m:.3}")
+    } else {
+        format!("{m:.3} ± {h:.3}")
+    }
+}
+
+fn read_json(p: &Path) -> Result<Value> {
+    let t = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+    serde_json::from_str(&t).map_err(|e| Error::data(p, None, e.to_string()))
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ").replace('|', "\\|")
+}
+
+/// Write `report.md` and `plots/` for the run in `dir`.
+pub fn write(dir: &Path) -> Result<()> {
+    let summary = read_json(&dir.join("summary.json"))?;
+    let results: Vec<LmResult> = serde_json::from_value(summary["results"].clone())
+        .map_err(|e| Error::data(dir.join("summary.json"), None, e.to_string()))?;
+    let reference: Option<LmResult> = serde_json::from_value(summary["reference"].clone()).ok();
+    let mut s = String::new();
+    let name = summary["name"].as_str().unwrap_or("run");
+    let _ = writeln!(s, "# {name}\n");
+    let _ = writeln!(
+        s,
+        "MaxMin-RLHF on a language model (PAPER.md, experiments to reproduce, items 1–2). \
+         Wall time {:.0} s. Config: `config.resolved.toml`.\n",
+        summary["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    let _ = writeln!(s, "## Preferences\n");
+    let _ = writeln!(
+        s,
+        "- comparisons: {} training, {} held out",
+        summary["comparisons"]["train"], summary["comparisons"]["held_out"]
+    );
+    if let Some(m) = summary["preferences"]["reference_mean_scores"].as_object() {
+        let _ = writeln!(
+            s,
+            "- reference completions in the comparison pool: mean ground-truth scores {}; mean length {:.1} tokens; {:.0} % end with EOS",
+            m.iter()
+                .map(|(k, v)| format!("{k} {:.3}", v.as_f64().unwrap_or(f64::NAN)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            summary["preferences"]["reference_mean_tokens"].as_f64().unwrap_or(f64::NAN),
+            100.0 * summary["preferences"]["reference_eos_rate"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let rm = &summary["reward_models"];
+    let _ = writeln!(
+        s,
+        "\n## Reward models (frozen-backbone features, BT heads)\n"
+    );
+    let _ = writeln!(
+        s,
+        "EM with K = {}: {} iterations (converged: {}), ARI {} / purity {} against the true groups, cluster shares {}.\n",
+        rm["k"],
+        rm["iterations"],
+        rm["converged"],
+        rm["ari"].as_f64().map_or("n/a".into(), |v| format!("{v:.3}")),
+        rm["purity"].as_f64().map_or("n/a".into(), |v| format!("{v:.3}")),
+        rm["cluster_shares"]
+    );
+    if let Some(acc) = rm["held_out_accuracy"].as_object() {
+        if !acc.is_empty() {
+            let _ = writeln!(
+                s,
+                "Held-out pairwise accuracy per true group (users not seen in training):\n\n| group | comparisons | single reward | mixture model of the group |\n|---|---|---|---|"
+            );
+            for (g, v) in acc {
+                let pct = |k: &str| {
+                    v[k].as_f64()
+                        .map_or("n/a".into(), |x| format!("{:.1} %", 100.0 * x))
+                };
+                let _ = writeln!(
+                    s,
+                    "| {g} | {} | {} | {} |",
+                    v["comparisons"],
+                    pct("single"),
+                    pct("mixture")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Policies: ground-truth scores on held-out prompts\n"
+    );
+    let seeds: Vec<u64> = {
+        let mut v: Vec<u64> = results.iter().map(|r| r.seed).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(
+        s,
+        "Mean ground-truth score per group over the evaluation prompts (same prompts and sampling \
+         seed for every policy), then mean ± 95 % Student-t interval over policy seeds {seeds:?}. \
+         Higher is better; *worst group* is the egalitarian objective's score. `reference` is the \
+         untuned model.\n"
+    );
+    let tab = table(&results);
+    let groups: Vec<String> = results
+        .first()
+        .or(reference.as_ref())
+        .map(|r| r.groups.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut header = "| policy |".to_string();
+    let mut rule = "|---|".to_string();
+    for g in &groups {
+        let _ = write!(header, " {g} |");
+        rule.push_str("---|");
+    }
+    header.push_str(" worst group | tokens |");
+    rule.push_str("---|---|");
+    let _ = writeln!(s, "{header}\n{rule}");
+    if let Some(r) = &reference {
+        let mut row = "| reference |".to_string();
+        for g in &groups {
+            let _ = write!(
+                row,
+                " {:.3} |",
+                r.groups.get(g).copied().unwrap_or(f64::NAN)
+            );
+        }
+        let _ = writeln!(row, " **{:.3}** | {:.1} |", r.worst_utility, r.mean_tokens);
+        s.push_str(&row);
+    }
+    for (o, m) in &tab {
+        let mut row = format!("| {o} |");
+        for g in &groups {
+            let _ = write!(row, " {} |", m.get(g).map_or("n/a".into(), |c| fmt_ci(*c)));
+        }
+        let _ = writeln!(
+            row,
+            " **{}** | {} |",
+            m.get("worst group").map_or("n/a".into(), |c| fmt_ci(*c)),
+            m.get("tokens").map_or("n/a".into(), |c| fmt_ci(*c))
+        );
+        s.push_str(&row);
+    }
+    let _ = writeln!(
+        s,
+        "\nPer seed:\n\n| policy | seed | {} | worst | tokens | train s |",
+        groups.join(" | ")
+    );
+    let _ = writeln!(s, "|---|---|{}---|---|---|", "---|".repeat(groups.len()));
+    for r in &results {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.3} | {:.1} | {:.0} |",
+            r.objective,
+            r.seed,
+            groups
+                .iter()
+                .map(|g| format!("{:.3}", r.groups.get(g).copied().unwrap_or(f64::NAN)))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            r.worst_utility,
+            r.mean_tokens,
+            r.train_seconds
+        );
+    }
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|e| Error::io(&plots, e))?;
+    let objectives: Vec<String> = tab.iter().map(|(o, _)| o.clone()).collect();
+    let bars: BTreeMap<String, Vec<(f64, f64)>> = tab
+        .iter()
+        .map(|(o, m)| {
+            (
+                o.clone(),
+                groups
+                    .iter()
+                    .map(|g| m.get(g).copied().unwrap_or((f64::NAN, f64::NAN)))
+                    .collect(),
+            )
+        })
+        .collect();
+    if !groups.is_empty() && !objectives.is_empty() {
+        maxmin_core::compare_report::plot_bars(
+            &plots.join("final_scores.svg"),
+            &objectives,
+            &groups,
+            &bars,
+            "ground-truth score",
+        )?;
+        let _ = writeln!(s, "\n![final per-group scores](plots/final_scores.svg)\n");
+        for (gi, g) in groups.iter().enumerate() {
+            let file = format!("true_score_curve_{gi}.svg");
+            if maxmin_core::compare_report::plot_curves(
+                dir,
+                &plots.join(&file),
+                &format!("true/{g}"),
+                &format!("{g}: ground-truth score of training batches"),
+                &objectives,
+            )? {
+                let _ = writeln!(s, "![{g} during training](plots/{file})\n");
+            }
+        }
+    }
+    let _ = writeln!(s, "## Sample generations (first evaluation prompts)\n");
+    let _ = writeln!(
+        s,
+        "| policy | prompt | completion | scores ({}) |\n|---|---|---|---|",
+        groups.join(" / ")
+    );
+    let mut sample_rows = |label: &str, cs: &[Completion]| {
+        for c in cs {
+            let _ = writeln!(
+                s,
+                "| {label} | {} | {} | {} |",
+                one_line(&c.prompt),
+                one_line(&c.text),
+                c.scores
+                    .iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            );
+        }
+    };
+    if let Ok(cs) = serde_json::from_value::<Vec<Completion>>(summary["reference_samples"].clone())
+    {
+        sample_rows("reference", &cs);
+    }
+    for d in policy_dirs(dir) {
+        let Some(n) = d.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // One seed per objective keeps the table readable.
+        if !n.ends_with(&format!("__seed{}", seeds.first().copied().unwrap_or(0))) {
+            continue;
+        }
+        if let Ok(v) = read_json(&d.join("samples.json")) {
+            if let Ok(cs) = serde_json::from_value::<Vec<Completion>>(v) {
+                sample_rows(n, &cs);
+            }
+        }
+    }
+    write_atomic_str(&dir.join("report.md"), &s)
+}
+
+fn write_atomic_str(p: &Path, s: &str) -> Result<()> {
+    maxmin_core::run::write_atomic(p, s.as_bytes())
+}

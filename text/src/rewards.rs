@@ -1,0 +1,169 @@
+//! Ground-truth group rewards for text (`[[population.groups]] reward = { type = … }`): what a
+//! simulated group of users wants from a completion. PAPER.md, experiment 1: the majority wants
+//! positive sentiment (the paper scored it with a DistilBERT IMDB classifier; we use the
+//! project's own IMDB scorer, see `maxmin-imdb` and docs/imdb.md), the minority wants concise
+//! answers (1 − normalised length).
+
+use maxmin_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+/// One completion as the scorers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// The prompt text.
+    pub prompt: &'a str,
+    /// The completion text (special tokens removed).
+    pub completion: &'a str,
+    /// Completion length in tokens, not counting a final EOS.
+    pub tokens: usize,
+    /// The generation budget (`[generation] max-new-tokens`).
+    pub max_tokens: usize,
+}
+
+/// A ground-truth scorer.
+pub trait TextReward: Send + Sync + Debug {
+    /// The score of one completion (higher is better for the group).
+    fn score(&self, s: &Sample<'_>) -> f64;
+}
+
+/// Config of a ground-truth text reward.
+#[typetag::serde(tag = "type")]
+pub trait TextRewardConfig: Debug + Send + Sync {
+    /// Check values; keys relative to the reward's table.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Load / build the scorer.
+    fn build(&self) -> Result<Box<dyn TextReward>>;
+}
+
+/// `type = "conciseness"`: 1 − tokens / max-new-tokens (1 for an immediate EOS, 0 for a
+/// completion cut at the budget).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ConcisenessConfig {}
+
+maxmin_core::register_plugin!(
+    TextRewardConfig,
+    "conciseness",
+    "text group reward: 1 − completion tokens / max-new-tokens"
+);
+
+#[derive(Debug)]
+struct Conciseness;
+
+impl TextReward for Conciseness {
+    fn score(&self, s: &Sample<'_>) -> f64 {
+        1.0 - (s.tokens.min(s.max_tokens) as f64 / s.max_tokens.max(1) as f64)
+    }
+}
+
+#[typetag::serde(name = "conciseness")]
+impl TextRewardConfig for ConcisenessConfig {
+    fn build(&self) -> Result<Box<dyn TextReward>> {
+        Ok(Box::new(Conciseness))
+    }
+}
+
+/// `type = "sentiment"`: P(positive) of the completion under the project's IMDB sentiment
+/// scorer (`maxmin lm train-sentiment`), standing in for the paper's DistilBERT classifier.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SentimentConfig {
+    /// The scorer's directory (holding `sentiment.json`) or the file itself.
+    #[serde(default = "d_sentiment")]
+    pub model: PathBuf,
+    /// Score prompt + completion instead of the completion alone.
+    #[serde(default)]
+    pub include_prompt: bool,
+}
+
+fn d_sentiment() -> PathBuf {
+    PathBuf::from("models/sentiment-imdb")
+}
+
+maxmin_core::register_plugin!(
+    TextRewardConfig,
+    "sentiment",
+    "text group reward: P(positive) under the project's IMDB sentiment scorer"
+);
+
+#[derive(Debug)]
+struct Sentiment {
+    model: maxmin_imdb::sentiment::SentimentModel,
+    include_prompt: bool,
+}
+
+impl TextReward for Sentiment {
+    fn score(&self, s: &Sample<'_>) -> f64 {
+        if self.include_prompt {
+            self.model
+                .prob_positive(&format!("{}{}", s.prompt, s.completion))
+        } else {
+            self.model.prob_positive(s.completion)
+        }
+    }
+}
+
+#[typetag::serde(name = "sentiment")]
+impl TextRewardConfig for SentimentConfig {
+    fn validate(&self) -> Result<()> {
+        if self.model.as_os_str().is_empty() {
+            return Err(Error::config("model", "expected the scorer's directory"));
+        }
+        Ok(())
+    }
+
+    fn build(&self) -> Result<Box<dyn TextReward>> {
+        let path = if self.model.is_dir() {
+            self.model.join("sentiment.json")
+        } else {
+            self.model.clone()
+        };
+        if !path.exists() {
+            return Err(Error::input(
+                format!("sentiment scorer {} not found", path.display()),
+                Some("train it with `maxmin lm train-sentiment` (docs/imdb.md)".into()),
+            ));
+        }
+        Ok(Box::new(Sentiment {
+            model: maxmin_imdb::sentiment::SentimentModel::load(&path)?,
+            include_prompt: self.include_prompt,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conciseness_is_one_minus_normalised_length() {
+        let r = ConcisenessConfig {}.build().unwrap();
+        let s = |tokens| Sample {
+            prompt: "p",
+            completion: "c",
+            tokens,
+            max_tokens: 32,
+        };
+        assert_eq!(r.score(&s(0)), 1.0);
+        assert_eq!(r.score(&s(8)), 0.75);
+        assert_eq!(r.score(&s(32)), 0.0);
+        assert_eq!(r.score(&s(40)), 0.0);
+    }
+
+    #[test]
+    fn missing_scorer_is_a_clear_error() {
+        let c = SentimentConfig {
+            model: "no/such/dir".into(),
+            include_prompt: false,
+        };
+        let msg = c.build().unwrap_err().to_string();
+        assert!(
+            msg.contains("no/such/dir") && msg.contains("train-sentiment"),
+            "{msg}"
+        );
+    }
+}
