@@ -3,6 +3,8 @@
 //! - `cli`: exit codes and error messages for broken configs and arguments, `list`, `check-env`.
 //! - `compare`: the policy-comparison stage (objectives × seeds), its report, resume, `bandit`.
 //! - `configs`: every file in `configs/` passes `maxmin check`.
+//! - `lm`: the language-model pipeline on the fixture GPT-2: report, determinism, resume after
+//!   SIGINT, bad input.
 //! - `prefs`: the preference + EM stage: run contents, determinism, bad-input handling.
 //! - `runs`: run directory contents, determinism (same seed → same metrics), and resume after
 //!   SIGINT reproducing the uninterrupted run's metrics.
@@ -11,5 +13,6 @@ mod cli;
 mod common;
 mod compare;
 mod configs;
+mod lm;
 mod prefs;
 mod runs;

@@ -1009,3 +1009,129 @@ pub fn table(results: &[LmResult]) -> Vec<(String, BTreeMap<String, (f64, f64)>)
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maxmin_core::objective::SingleConfig;
+    use maxmin_core::run::NoProgress;
+
+    fn fixture(dir: &Path, steps: usize) -> LmExperiment {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let prompts = dir.join("p.txt");
+        std::fs::write(
+            &prompts,
+            "the movie\nI loved it\nawful film\nthis was\na b c\n",
+        )
+        .unwrap();
+        let text = format!(
+            "kind = \"lm-rlhf\"\nname = \"t\"\n[model]\nmodel = \"{}\"\n[model.lora]\nrank = 2\n\
+             [prompts]\npath = \"{}\"\neval = 2\n[generation]\nmax-new-tokens = 6\n\
+             [population]\nusers = 4\n[[population.groups]]\nname = \"a\"\nshare = 1\n\
+             reward = {{ type = \"conciseness\" }}\n[[population.groups]]\nname = \"b\"\nshare = 1\n\
+             reward = {{ type = \"conciseness\" }}\n[ppo]\nbatch-size = 4\nmini-batch-size = 2\n\
+             [compare]\nsteps = {steps}\ncheckpoint-every = 2\ncalibrate = false\n\
+             [[compare.objectives]]\ntype = \"single\"\n",
+            root.join("tests/data/lm/gpt2-noprefix").display(),
+            prompts.display()
+        );
+        maxmin_core::config::load_str::<LmExperiment>(&text, Path::new("t.toml"), &[])
+            .unwrap()
+            .value
+    }
+
+    fn models(fz: &Featurizer, value: Option<f32>) -> Learned {
+        let mk = |s: u64| {
+            let mut m = RewardModel::new(&[4], fz.reward_features(), &mut stream(s, "rm")).unwrap();
+            if let Some(v) = value {
+                let t: std::collections::HashMap<String, candle_core::Tensor> = m
+                    .tensors("m")
+                    .into_iter()
+                    .map(|(k, t)| (k, (t.ones_like().unwrap() * v as f64).unwrap()))
+                    .collect();
+                m.load("m", &t).unwrap();
+            }
+            m
+        };
+        Learned {
+            single: mk(1),
+            mixture: vec![mk(2), mk(3)],
+            shares: vec![0.5, 0.5],
+            summary: Value::Null,
+        }
+    }
+
+    /// A non-finite score stops training with a diagnostic naming the step and the last good
+    /// checkpoint, which stays on disk untouched.
+    #[test]
+    fn non_finite_scores_stop_training_and_keep_the_last_good_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = fixture(dir.path(), 2);
+        let ctx = build_ctx(&exp).unwrap();
+        let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, 4);
+        let run = RunDir::create("t", Some(&dir.path().join("run"))).unwrap();
+        let id = Calibration::identity(2);
+        let id1 = Calibration::identity(1);
+        let good = models(&fz, None);
+        train_policy(
+            &ctx,
+            &good,
+            &id,
+            &id1,
+            &fz,
+            &SingleConfig {},
+            1,
+            &run,
+            &mut NoProgress,
+        )
+        .unwrap();
+        let pol = run.path.join("policies/single__seed1");
+        std::fs::remove_file(pol.join("result.json")).unwrap();
+        let before = std::fs::read(pol.join("checkpoint-000002/pipeline_state.json")).unwrap();
+        // Two more steps with rewards that are NaN.
+        let exp4 = fixture(dir.path(), 4);
+        let ctx4 = build_ctx(&exp4).unwrap();
+        let bad = models(&fz, Some(f32::NAN));
+        let e = train_policy(
+            &ctx4,
+            &bad,
+            &id,
+            &id1,
+            &fz,
+            &SingleConfig {},
+            1,
+            &run,
+            &mut NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("PPO step 3") && e.contains("checkpoint-000002"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(pol.join("checkpoint-000002/pipeline_state.json")).unwrap(),
+            before
+        );
+        assert!(latest_checkpoint(&pol)
+            .unwrap()
+            .ends_with("checkpoint-000002"));
+        assert!(!pol.join("result.json").exists());
+    }
+
+    /// A completion that is only EOS scores as empty text with zero tokens and still encodes.
+    #[test]
+    fn eos_only_completion_scores_and_encodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let exp = fixture(dir.path(), 2);
+        let ctx = build_ctx(&exp).unwrap();
+        let eos = ctx.base.eos_token_id().unwrap();
+        let c = score_truth(&ctx, "the movie", &[eos]).unwrap();
+        assert_eq!((c.text.as_str(), c.tokens), ("", 0));
+        assert_eq!(c.scores, vec![1.0, 1.0]);
+        let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, 4);
+        let x = fz.encode(&[vec![5, 6]], &[vec![eos]]).unwrap();
+        assert_eq!(x.len(), fz.dim());
+        assert!(x.iter().all(|v| v.is_finite()));
+    }
+}

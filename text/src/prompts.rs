@@ -112,34 +112,35 @@ fn jsonl(path: &Path, text: &str, field: &str) -> Result<Vec<String>> {
         }
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| Error::data(path, Some(i + 1), format!("not JSON: {e}")))?;
-        let p =
-            match &v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Object(m) => match m.get(field) {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(other) => {
-                        return Err(Error::data(
-                            path,
-                            Some(i + 1),
-                            format!("`{field}` must be a string, found {other}"),
-                        ))
-                    }
-                    None => return Err(Error::data(
+        let p = match &v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(m) => match m.get(field) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => {
+                    return Err(Error::data(
+                        path,
+                        Some(i + 1),
+                        format!("`{field}` must be a string, found {other}"),
+                    ))
+                }
+                None => {
+                    return Err(Error::data(
                         path,
                         Some(i + 1),
                         format!(
                             "no `{field}` key (set [prompts] field to the key holding the prompt)"
                         ),
-                    )),
-                },
-                other => {
-                    return Err(Error::data(
-                        path,
-                        Some(i + 1),
-                        format!("expected an object or a string, found {other}"),
                     ))
                 }
-            };
+            },
+            other => {
+                return Err(Error::data(
+                    path,
+                    Some(i + 1),
+                    format!("expected an object or a string, found {other}"),
+                ))
+            }
+        };
         if p.trim().is_empty() {
             return Err(Error::data(path, Some(i + 1), "empty prompt"));
         }

@@ -1,0 +1,299 @@
+//! The language-model pipeline (`kind = "lm-rlhf"`) end to end on the tiny fixture GPT-2:
+//! run directory contents and report, determinism, exact resume after SIGINT, and bad input
+//! (empty prompt file, prompts longer than the context window, a missing model).
+
+use crate::common::{maxmin, root, run, text};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A tiny LM experiment in `dir` (fixture GPT-2 with 64 positions, conciseness + sentiment).
+fn tiny(dir: &Path, steps: usize, prompts: Option<&str>) -> PathBuf {
+    let p = dir.join("prompts.txt");
+    let body = match prompts {
+        Some(b) => b.to_string(),
+        None => {
+            let words = ["the", "movie", "was", "great", "awful", "I", "this", "film"];
+            (0..60)
+                .map(|i| {
+                    (0..2 + i % 4)
+                        .map(|j| words[(i * 7 + j * 3) % words.len()])
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    std::fs::write(&p, body).unwrap();
+    let model = root().join("tests/data/lm/gpt2-noprefix");
+    let scorer = root().join("models/sentiment-imdb");
+    let cfg = dir.join("lm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"kind = "lm-rlhf"
+name = "tiny-lm"
+seed = 5
+[model]
+model = "{}"
+[model.lora]
+rank = 4
+[prompts]
+path = "{}"
+eval = 6
+[generation]
+max-new-tokens = 10
+[population]
+users = 10
+held-out-users = 4
+comparisons-per-user = 8
+[[population.groups]]
+name = "sentiment"
+share = 0.8
+reward = {{ type = "sentiment", model = "{}" }}
+[[population.groups]]
+name = "concise"
+share = 0.2
+reward = {{ type = "conciseness" }}
+[preferences]
+pool = 16
+[em]
+restarts = 1
+max-iterations = 3
+m-step-epochs = 2
+[ppo]
+batch-size = 6
+mini-batch-size = 3
+learning-rate = 0.001
+[compare]
+seeds = [1, 2]
+steps = {steps}
+checkpoint-every = 2
+samples = 2
+[[compare.objectives]]
+type = "single"
+[[compare.objectives]]
+type = "maxmin"
+"#,
+            model.display(),
+            p.display(),
+            scorer.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn results(run_dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for o in ["single", "maxmin"] {
+        for s in [1, 2] {
+            let p = run_dir.join(format!("policies/{o}__seed{s}/result.json"));
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("train_seconds");
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// A policy's metrics without the wall-clock `perf/*` fields.
+fn metrics(run_dir: &Path, policy: &str) -> Vec<String> {
+    let t =
+        std::fs::read_to_string(run_dir.join(format!("policies/{policy}/metrics.jsonl"))).unwrap();
+    t.lines()
+        .map(|l| {
+            let mut v: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(l).unwrap();
+            v.retain(|k, _| !k.starts_with("perf/"));
+            serde_json::Value::Object(v).to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn lm_pipeline_writes_report_and_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path(), 3, None);
+    let a = dir.path().join("a");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert_eq!(out.lines().last().unwrap(), a.to_str().unwrap());
+    for f in [
+        "config.resolved.toml",
+        "preferences.jsonl",
+        "reward_models/reward_models.safetensors",
+        "summary.json",
+        "report.md",
+        "plots/final_scores.svg",
+        "policies/maxmin__seed2/samples.json",
+    ] {
+        assert!(a.join(f).exists(), "missing {f}");
+    }
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    for row in [
+        "| reference |",
+        "| single |",
+        "| maxmin |",
+        "Held-out pairwise accuracy",
+    ] {
+        assert!(report.contains(row), "report lacks {row}:\n{report}");
+    }
+    let r = results(&a);
+    assert_eq!(r.len(), 4);
+    for v in &r {
+        let g = v["groups"].as_object().unwrap();
+        assert!(
+            g.contains_key("sentiment") && g.contains_key("concise"),
+            "{v}"
+        );
+        let c = g["concise"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{v}");
+    }
+    let m = metrics(&a, "maxmin__seed1");
+    assert_eq!(m.len(), 3);
+    let raw = std::fs::read_to_string(a.join("policies/maxmin__seed1/metrics.jsonl")).unwrap();
+    for k in [
+        "perf/gen_s",
+        "perf/train_s",
+        "perf/tokens_per_s",
+        "true/concise",
+        "group/sentiment/utility",
+        "objective/kl_coef",
+        "objective/selected",
+    ] {
+        assert!(raw.contains(k), "metrics lack {k}");
+    }
+    // Same seed, same everything (wall-clock fields aside).
+    let b = dir.path().join("b");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(results(&a), results(&b));
+    assert_eq!(metrics(&a, "single__seed2"), metrics(&b, "single__seed2"));
+    // Another seed changes the run.
+    let c = dir.path().join("c");
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--seed",
+        "6",
+        "--out",
+        c.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_ne!(metrics(&a, "single__seed1"), metrics(&c, "single__seed1"));
+    // The report regenerates from the run's files.
+    std::fs::remove_file(a.join("report.md")).unwrap();
+    let o = run(&["report", a.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(
+        std::fs::read_to_string(a.join("report.md")).unwrap(),
+        report
+    );
+}
+
+#[test]
+fn lm_pipeline_resumes_after_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path(), 8, None);
+    let full = dir.path().join("full");
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o).1);
+
+    let part = dir.path().join("part");
+    let child = maxmin()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            part.to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt during the second policy, after its first checkpoint.
+    let t0 = Instant::now();
+    let watched = part.join("policies/single__seed2/metrics.jsonl");
+    loop {
+        let m = std::fs::read_to_string(&watched).unwrap_or_default();
+        if m.lines().count() >= 3 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "second policy never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !part.join("policies/single__seed2/result.json").exists(),
+        "interrupt came too late"
+    );
+    let o = run(&["run", "--resume", part.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(results(&part), results(&full));
+    assert_eq!(
+        metrics(&part, "single__seed2"),
+        metrics(&full, "single__seed2")
+    );
+}
+
+#[test]
+fn lm_bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Empty prompt file.
+    let cfg = tiny(dir.path(), 2, Some("\n\n"));
+    for cmd in ["check", "run"] {
+        let o = run(&[cmd, cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o).1);
+        let err = text(&o).1;
+        assert!(
+            err.contains("prompts.txt") && err.contains("no prompts"),
+            "{err}"
+        );
+    }
+    // A prompt longer than the fixture's 64 positions minus the 10-token budget.
+    let long = format!("{}\n", ["the movie was great"; 40].join(" "));
+    let mut body = "a movie\n".repeat(20);
+    body.push_str(&long);
+    let cfg = tiny(dir.path(), 2, Some(&body));
+    let o = run(&["check", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    let err = text(&o).1;
+    assert!(
+        err.contains("prompts.txt") && err.contains("positions"),
+        "{err}"
+    );
+    // A model directory that does not exist.
+    let cfg = tiny(dir.path(), 2, None);
+    let o = run(&[
+        "check",
+        cfg.to_str().unwrap(),
+        "--set",
+        "model.model=no/such/model",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+    assert!(text(&o).1.contains("no/such/model"), "{}", text(&o).1);
+}
