@@ -583,6 +583,21 @@ mod tests {
     }
 
     #[test]
+    fn default_split_on_sample() {
+        // 160 comparisons per file fill 2 users of 75 under the paper's defaults.
+        let d = load(&sample_files(), &PsoupsSplit::default()).unwrap();
+        for s in &d.stats {
+            assert_eq!((s.records, s.users, s.train, s.held_out), (160, 2, 40, 40));
+            assert_eq!(s.unused, 160 - 80);
+        }
+        let users: BTreeSet<&str> = d.train.iter().map(|c| c.user.as_str()).collect();
+        assert_eq!(
+            users.into_iter().collect::<Vec<_>>(),
+            ["P1A/u000", "P1A/u001", "P1B/u000", "P1B/u001"]
+        );
+    }
+
+    #[test]
     fn seeded_determinism() {
         let a = load(&sample_files(), &small()).unwrap();
         let b = load(&sample_files(), &small()).unwrap();

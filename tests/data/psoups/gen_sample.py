@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write the synthetic P-Soups sample: P1A.jsonl (JSON lines) and P1B.json (JSON array).
+"""Write the synthetic P-Soups sample: P1A.jsonl (JSON lines), P1B.json (JSON array) and
+prompts.txt (one prompt per line, for configs that sample completions from prompts).
 
 Same record layout as the real P-Soups reward-model files (`user_input`, `completion_a` =
 preferred, `completion_b` = the other), but every text is made up here from templates: no real
@@ -92,6 +93,10 @@ def main():
     with open(OUT / "P1B.json", "w", encoding="utf-8") as f:
         json.dump(records(prefer_simple=False), f, ensure_ascii=False, indent=1)
         f.write("\n")
+    with open(OUT / "prompts.txt", "w", encoding="utf-8") as f:
+        for i, topic in enumerate(TOPICS):
+            t, a, _, _ = topic
+            f.write(QUESTIONS[i % len(QUESTIONS)].format(t=t, a=a) + "\n")
 
 
 if __name__ == "__main__":
