@@ -146,22 +146,66 @@ pub fn build_ctx(exp: &LmExperiment) -> Result<Ctx<'_>> {
     })
 }
 
-/// `maxmin check`: everything [`run`] builds before training.
+/// Models above this many resident bytes are not loaded by `maxmin check` (a 7B model would take
+/// minutes and 13 GiB just to be checked); their config, tokenizer and prompts still are.
+const CHECK_LOAD_LIMIT: u64 = 2 << 30;
+
+/// `maxmin check`: everything [`run`] builds before training — for small models the model itself,
+/// for large ones its `config.json` (architecture and memory estimate), tokenizer and prompts.
 pub fn check(exp: &LmExperiment) -> Result<()> {
-    let ctx = build_ctx(exp)?;
-    if !exp.preferences.files.is_empty() {
-        let split = exp.preferences.split.clone().unwrap_or_default();
-        maxmin_core::prefs::psoups::load(&exp.preferences.files, &split)?;
+    let dir = exp.model.model_dir().map_err(|e| e.under("model"))?;
+    exp.model.device().map_err(|e| e.under("model"))?;
+    let dtype = exp.model.compute_dtype()?;
+    let est = maxmin_llama::auto::memory_estimate(&dir, dtype, dtype)?;
+    if est.compute_bytes > CHECK_LOAD_LIMIT {
+        let tok = exp.model.load_tokenizer()?;
+        let (train, eval) = exp.prompts.load_split()?;
+        for p in train.iter().chain(&eval) {
+            tok.encode(p)?;
+        }
+        tracing::info!(
+            "{}: {:.1} B parameters, {:.2} GiB resident in {:?}; not loaded by check",
+            dir.display(),
+            est.params as f64 / 1e9,
+            est.compute_bytes as f64 / (1u64 << 30) as f64,
+            dtype
+        );
+        if let Some(p) = &exp.population {
+            for (i, g) in p.groups.iter().enumerate() {
+                g.reward
+                    .build()
+                    .map_err(|e| e.under(&format!("population.groups.{i}.reward")))?;
+            }
+        }
+    } else {
+        let ctx = build_ctx(exp)?;
+        tracing::info!(
+            "{} training and {} evaluation prompts; groups {:?}",
+            ctx.train.len(),
+            ctx.eval.len(),
+            ctx.names
+        );
     }
-    let opts = RewardSpec::from_config(exp.reward_model.as_ref())?;
-    let _ = opts;
-    tracing::info!(
-        "{} training and {} evaluation prompts; groups {:?}",
-        ctx.train.len(),
-        ctx.eval.len(),
-        ctx.names
-    );
+    if !exp.preferences.files.is_empty() {
+        let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &psoups_split(exp))?;
+        tracing::info!(
+            "P-Soups: {} training and {} held-out comparisons",
+            d.train.len(),
+            d.held_out.len()
+        );
+    }
     Ok(())
+}
+
+/// `[preferences.split]`, or its defaults with the seed derived from the root seed.
+fn psoups_split(exp: &LmExperiment) -> maxmin_core::prefs::psoups::PsoupsSplit {
+    exp.preferences
+        .split
+        .clone()
+        .unwrap_or_else(|| maxmin_core::prefs::psoups::PsoupsSplit {
+            seed: maxmin_core::rng::derive_seed(exp.seed, "psoups"),
+            ..Default::default()
+        })
 }
 
 /// A completion with its ground-truth scores.
@@ -890,7 +934,7 @@ pub fn run_with(
     let (train_c, held_c, pref_stats) = match &exp.population {
         Some(pop) => simulate(&ctx, pop, &run, progress)?,
         None => {
-            let split = exp.preferences.split.clone().unwrap_or_default();
+            let split = psoups_split(exp);
             let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &split)?;
             let stats = serde_json::to_value(&d.stats).unwrap_or(Value::Null);
             (d.train, d.held_out, stats)
