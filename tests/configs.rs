@@ -20,6 +20,18 @@ fn every_config_checks() {
             // Needs Tulu-2-7B and the P-Soups files: checked against fixtures below.
             continue;
         }
+        if name.starts_with("gpt2-imdb-full") {
+            // Needs the real GPT-2 weights: checked on the fixture GPT-2 with the HF layout.
+            let o = run(&[
+                "check",
+                f.to_str().unwrap(),
+                "--set",
+                "model.model=tests/data/lm/gpt2-prefix",
+            ]);
+            let (out, err) = text(&o);
+            assert!(o.status.success(), "{}: {out}{err}", f.display());
+            continue;
+        }
         let o = run(&["check", f.to_str().unwrap()]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{}: {out}{err}", f.display());
