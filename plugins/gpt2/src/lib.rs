@@ -32,6 +32,7 @@ pub mod lm;
 pub mod lora;
 pub mod model;
 pub mod policy;
+pub mod ppo;
 pub mod tokenizer;
 
 /// The tensor engine, re-exported so callers use the same candle version.

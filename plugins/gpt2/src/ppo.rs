@@ -1,0 +1,1155 @@
+//! Token-level PPO for language models, following TRL's `PPOTrainer` (trl 0.7–0.11, the version
+//! the MaxMin-RLHF release scripts use; PAPER.md "PPO details the released scripts use (TRL
+//! defaults)"). CPU-first on candle; the per-token log-probabilities and entropies come from the
+//! fused kernel [`maxmin_core::ops::logprob`] (forward and backward).
+//!
+//! Two phases, so that a caller can compute sequence scores that depend on the per-sample KL
+//! (PAPER.md's F_u = E[r_u] − β·KL, the `maxmin` objective's group selection):
+//! [`LmPpoTrainer::rollout`] generates and scores (log π, log π_ref, V, no gradient), then
+//! [`LmPpoTrainer::step`] takes one score per response and runs the PPO update.
+//!
+//! TRL details followed (names are TRL's `PPOConfig` fields):
+//! 1. Per-token reward = −β·(log π(y_t) − log π_ref(y_t)) (`kl_penalty = "kl"`), plus the
+//!    (optionally `score_clip`ped) sequence score at the **last response token** (the EOS token
+//!    when generation stopped there). `compute_rewards`.
+//! 2. Old log-probabilities and values come from one pass of the current policy before any
+//!    update; the value of token t is the value head at the position that predicts t.
+//! 3. GAE(γ, λ) backwards over each response with V after the last token = 0 (a response cut at
+//!    `max_new_tokens` is treated as finished, as TRL does); returns = advantages + values.
+//!    Optional `whiten_rewards` first (whitening without shifting the mean). `compute_advantages`.
+//! 4. Advantages whitened over every response token of the batch (masked mean, unbiased
+//!    masked variance, `rsqrt(var + 1e-8)`). `masked_whiten`.
+//! 5. `ppo_epochs` passes over a fresh random permutation split into mini-batches of
+//!    `mini_batch_size`; one Adam step (torch defaults, ε = 1e-8) per mini-batch, optional
+//!    global gradient clipping (`max_grad_norm`).
+//! 6. Clipped surrogate `max(−A·ρ, −A·clip(ρ, 1±cliprange))` and clipped value loss
+//!    `0.5·max((V−R)², (clip(V, V_old ± cliprange_value) − R)²)`, both as **token-level** masked
+//!    means over the mini-batch; loss = policy loss + `vf_coef`·value loss. No entropy bonus.
+//! 7. A mini-batch whose mean ratio exceeds `ratio_threshold` (10) has its loss multiplied by 0
+//!    (TRL: "Skipping batch"); the optimiser still steps, as in TRL.
+//! 8. Early stopping (`early_stopping`, `target_kl`), checked at the end of each epoch on the
+//!    last mini-batch's `policykl` = masked mean of (log π_old − log π) (TRL's `_early_stop`):
+//!    stop when it exceeds 1.5·`target_kl`.
+//! 9. Adaptive KL controller (Ziegler et al.; TRL `AdaptiveKLController`, init 0.2, target 6,
+//!    horizon 10000) updated after the step with the batch mean of Σ_t (log π − log π_ref) and
+//!    n = `batch_size`; the β logged for a step is the one its rewards used.
+//! 10. Statistics keep TRL's names (`objective/kl`, `ppo/loss/policy`, `ppo/policy/approxkl` =
+//!     ½·mean (log π − log π_old)², …), averaged over the mini-batches that ran.
+//!
+//! Where we differ from TRL, and why:
+//! - Defaults: `early_stopping = true`, `target_kl = 0.1` (the release scripts' setting; TRL's
+//!   defaults are `false` / 1). `batch_size` and `mini_batch_size` default to 128 (TRL ≥ 0.8).
+//! - No dropout in the base model or the value head while training (TRL trains with GPT-2's
+//!   dropout and a 0.1 value-head dropout active): the updates are deterministic on CPU. LoRA
+//!   dropout follows [`crate::lora::LoraConfig::dropout`] (on only inside the update); its RNG is
+//!   not checkpointed, so exact resume needs `dropout = 0`.
+//! - The masked variance skips Bessel's correction when a batch has a single response token
+//!   (TRL divides by zero there).
+//! - Non-finite scores, losses or gradients abort the step with an error naming the step, the
+//!   quantity and its value, and the trainable weights and optimiser state are restored to what
+//!   they were before the step (TRL would apply the update).
+//! - Score scaling / normalisation (`use_score_scaling`, `use_score_norm`) is left to the
+//!   caller's objective.
+//!
+//! Padding: prompts are left-padded and responses right-padded into one `[B, P + R]` layout that
+//! is kept for every mini-batch; masks remove padded positions from the losses, GAE, KL,
+//! whitening and statistics. Randomness: the mini-batch permutation of step k is the stream
+//! `lm-ppo/minibatches/<k>` of the trainer's seed, so a resumed trainer continues exactly.
+
+use crate::generate::GenerateOptions;
+use crate::lm::LmInput;
+use crate::policy::LmPolicy;
+use candle_core::{DType, Tensor};
+use maxmin_core::error::check;
+use maxmin_core::objective::{KlConfig, KlController};
+use maxmin_core::ops::logprob;
+use maxmin_core::optim::{Adam, Params};
+use maxmin_core::rng::{self, Rng};
+use maxmin_core::{Error, Result};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Any id in the vocabulary works for padding: padded positions are masked out.
+const PAD: u32 = 0;
+
+/// `[ppo]` for language models; defaults are TRL's `PPOConfig` except where the module doc says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LmPpoConfig {
+    /// Responses per PPO step (the rollout size [`LmPpoTrainer::step`] expects).
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Responses per gradient step; must divide `batch-size`.
+    #[serde(default = "d_batch")]
+    pub mini_batch_size: usize,
+    /// Passes over each batch.
+    #[serde(default = "d_epochs")]
+    pub ppo_epochs: usize,
+    /// Adam learning rate (TRL 1.41e-5, meant for full fine-tuning; LoRA wants more).
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// Adam ε (torch's default).
+    #[serde(default = "d_adam_eps")]
+    pub adam_eps: f64,
+    /// KL penalty to the reference policy: β and its adaptive controller.
+    #[serde(default = "d_kl")]
+    pub kl: KlConfig,
+    /// Policy ratio clip range.
+    #[serde(default = "d_clip")]
+    pub cliprange: f64,
+    /// Value clip range around the old values.
+    #[serde(default = "d_clip")]
+    pub cliprange_value: f64,
+    /// Weight of the value loss.
+    #[serde(default = "d_vf")]
+    pub vf_coef: f64,
+    /// Discount over response tokens.
+    #[serde(default = "d_gamma")]
+    pub gamma: f64,
+    /// GAE λ.
+    #[serde(default = "d_lam")]
+    pub lam: f64,
+    /// Whiten token rewards (without shifting their mean) before GAE.
+    #[serde(default)]
+    pub whiten_rewards: bool,
+    /// Stop the epochs early when the policy KL exceeds 1.5·`target-kl`.
+    #[serde(default = "d_true")]
+    pub early_stopping: bool,
+    /// KL target of early stopping.
+    #[serde(default = "d_target_kl")]
+    pub target_kl: f64,
+    /// Zero a mini-batch's loss when its mean probability ratio exceeds this.
+    #[serde(default = "d_ratio")]
+    pub ratio_threshold: f64,
+    /// Clip the global gradient norm to this; none leaves gradients alone.
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
+    /// Clip scores to ±this before they enter the rewards; none leaves them alone.
+    #[serde(default)]
+    pub score_clip: Option<f64>,
+}
+
+fn d_batch() -> usize {
+    128
+}
+fn d_epochs() -> usize {
+    4
+}
+fn d_lr() -> f64 {
+    1.41e-5
+}
+fn d_adam_eps() -> f64 {
+    1e-8
+}
+fn d_kl() -> KlConfig {
+    KlConfig {
+        init: 0.2,
+        target: Some(6.0),
+        horizon: 10_000.0,
+    }
+}
+fn d_clip() -> f64 {
+    0.2
+}
+fn d_vf() -> f64 {
+    0.1
+}
+fn d_gamma() -> f64 {
+    1.0
+}
+fn d_lam() -> f64 {
+    0.95
+}
+fn d_true() -> bool {
+    true
+}
+fn d_target_kl() -> f64 {
+    0.1
+}
+fn d_ratio() -> f64 {
+    10.0
+}
+
+impl Default for LmPpoConfig {
+    fn default() -> Self {
+        LmPpoConfig {
+            batch_size: d_batch(),
+            mini_batch_size: d_batch(),
+            ppo_epochs: d_epochs(),
+            learning_rate: d_lr(),
+            adam_eps: d_adam_eps(),
+            kl: d_kl(),
+            cliprange: d_clip(),
+            cliprange_value: d_clip(),
+            vf_coef: d_vf(),
+            gamma: d_gamma(),
+            lam: d_lam(),
+            whiten_rewards: false,
+            early_stopping: true,
+            target_kl: d_target_kl(),
+            ratio_threshold: d_ratio(),
+            max_grad_norm: None,
+            score_clip: None,
+        }
+    }
+}
+
+impl LmPpoConfig {
+    /// Check values; errors name keys relative to this table.
+    pub fn validate(&self) -> Result<()> {
+        check::positive_usize("batch-size", self.batch_size)?;
+        check::positive_usize("mini-batch-size", self.mini_batch_size)?;
+        if !self.batch_size.is_multiple_of(self.mini_batch_size) {
+            return Err(Error::config(
+                "mini-batch-size",
+                format!(
+                    "{} does not divide batch-size {}",
+                    self.mini_batch_size, self.batch_size
+                ),
+            ));
+        }
+        check::positive_usize("ppo-epochs", self.ppo_epochs)?;
+        check::positive_f64("learning-rate", self.learning_rate)?;
+        check::positive_f64("adam-eps", self.adam_eps)?;
+        self.kl.validate().map_err(|e| e.under("kl"))?;
+        check::positive_f64("cliprange", self.cliprange)?;
+        check::positive_f64("cliprange-value", self.cliprange_value)?;
+        check::non_negative_f64("vf-coef", self.vf_coef)?;
+        check::in_range("gamma", self.gamma, 0.0, 1.0)?;
+        check::in_range("lam", self.lam, 0.0, 1.0)?;
+        check::positive_f64("target-kl", self.target_kl)?;
+        check::positive_f64("ratio-threshold", self.ratio_threshold)?;
+        if let Some(g) = self.max_grad_norm {
+            check::positive_f64("max-grad-norm", g)?;
+        }
+        if let Some(c) = self.score_clip {
+            check::positive_f64("score-clip", c)?;
+        }
+        Ok(())
+    }
+}
+
+/// One batch of responses with what the policy and reference said about them before training.
+/// Per-token vectors have one entry per response token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// Prompt tokens (unpadded).
+    pub prompts: Vec<Vec<u32>>,
+    /// Response tokens (unpadded; ending with EOS when generation stopped there).
+    pub responses: Vec<Vec<u32>>,
+    /// Whether each response stopped at EOS (false when cut at `max_new_tokens` or when the
+    /// responses were given, not generated).
+    pub stopped_at_eos: Vec<bool>,
+    /// log π(y_t) under the policy at rollout time (the PPO "old" log-probabilities).
+    pub logprobs: Vec<Vec<f32>>,
+    /// log π_ref(y_t) under the reference (the base without adapters).
+    pub ref_logprobs: Vec<Vec<f32>>,
+    /// Value-head estimates V(s_t) at rollout time.
+    pub values: Vec<Vec<f32>>,
+    /// Σ_t (log π − log π_ref) per response: the sampled KL TRL penalises and logs.
+    pub kl_per_sample: Vec<f32>,
+    /// Wall-clock seconds spent generating.
+    pub gen_seconds: f64,
+    /// Wall-clock seconds spent scoring (policy, reference, values).
+    pub score_seconds: f64,
+}
+
+impl Rollout {
+    /// Number of responses.
+    pub fn len(&self) -> usize {
+        self.responses.len()
+    }
+
+    /// Whether the rollout holds no responses.
+    pub fn is_empty(&self) -> bool {
+        self.responses.is_empty()
+    }
+
+    /// Response tokens in total.
+    pub fn response_tokens(&self) -> usize {
+        self.responses.iter().map(|r| r.len()).sum()
+    }
+
+    /// Mean of [`Rollout::kl_per_sample`] (TRL's `objective/kl`).
+    pub fn mean_kl(&self) -> f64 {
+        mean(self.kl_per_sample.iter().map(|&x| x as f64))
+    }
+
+    fn check(&self) -> Result<()> {
+        let b = self.responses.len();
+        for (name, n) in [
+            ("prompts", self.prompts.len()),
+            ("stopped_at_eos", self.stopped_at_eos.len()),
+            ("logprobs", self.logprobs.len()),
+            ("ref_logprobs", self.ref_logprobs.len()),
+            ("values", self.values.len()),
+            ("kl_per_sample", self.kl_per_sample.len()),
+        ] {
+            if n != b {
+                return Err(Error::input(
+                    format!("rollout: `{name}` has {n} rows, but there are {b} responses"),
+                    None,
+                ));
+            }
+        }
+        for (i, r) in self.responses.iter().enumerate() {
+            for (name, v) in [
+                ("logprobs", &self.logprobs[i]),
+                ("ref_logprobs", &self.ref_logprobs[i]),
+                ("values", &self.values[i]),
+            ] {
+                if v.len() != r.len() {
+                    return Err(Error::input(
+                        format!(
+                            "rollout: `{name}[{i}]` has {} entries, response {i} has {} tokens",
+                            v.len(),
+                            r.len()
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one PPO step reports (TRL's statistic names, see [`StepStats::fields`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepStats {
+    /// Step index (0-based) this was.
+    pub step: u64,
+    /// Mean over responses of Σ_t (log π − log π_ref).
+    pub kl: f64,
+    /// β the rewards used (before the controller's update).
+    pub kl_coef: f64,
+    /// Mean over responses of −Σ_t log π(y_t).
+    pub seq_entropy: f64,
+    /// Mean over responses of the summed KL penalty −β·Σ_t kl_t.
+    pub non_score_reward: f64,
+    /// Mean (clipped) score.
+    pub mean_scores: f64,
+    /// Std of the scores.
+    pub std_scores: f64,
+    /// Mean response length in tokens.
+    pub response_len: f64,
+    /// Clipped-surrogate loss (mean over mini-batches).
+    pub policy_loss: f64,
+    /// Value loss.
+    pub value_loss: f64,
+    /// policy loss + vf_coef · value loss.
+    pub total_loss: f64,
+    /// ½·mean (log π − log π_old)².
+    pub approxkl: f64,
+    /// mean (log π_old − log π), the early-stopping statistic.
+    pub policykl: f64,
+    /// Fraction of tokens whose ratio was clipped.
+    pub clipfrac: f64,
+    /// Mean token entropy of the policy's full distribution.
+    pub entropy: f64,
+    /// Fraction of tokens whose value was clipped.
+    pub value_clipfrac: f64,
+    /// Masked mean of the returns.
+    pub returns_mean: f64,
+    /// Masked variance of the returns.
+    pub returns_var: f64,
+    /// Masked mean of the value predictions.
+    pub vpred_mean: f64,
+    /// Masked mean of (V − R)².
+    pub value_error: f64,
+    /// Masked mean of the advantages before whitening.
+    pub advantages_mean: f64,
+    /// Mean probability ratio.
+    pub ratio_mean: f64,
+    /// Global gradient norm before clipping (mean over mini-batches).
+    pub grad_norm: f64,
+    /// Epochs that ran (< `ppo-epochs` after an early stop).
+    pub epochs_run: usize,
+    /// Mini-batches whose loss the ratio threshold zeroed.
+    pub minibatches_skipped: usize,
+    /// Generation seconds of the rollout.
+    pub gen_s: f64,
+    /// Scoring seconds of the rollout.
+    pub score_s: f64,
+    /// Seconds of this update.
+    pub train_s: f64,
+    /// Response tokens / (generation + scoring + update seconds).
+    pub tokens_per_s: f64,
+}
+
+impl StepStats {
+    /// Named values for `metrics.jsonl` (stable keys, TRL's where TRL has one).
+    pub fn fields(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("objective/kl", self.kl),
+            ("objective/kl_coef", self.kl_coef),
+            ("objective/entropy", self.seq_entropy),
+            ("ppo/mean_non_score_reward", self.non_score_reward),
+            ("ppo/mean_scores", self.mean_scores),
+            ("ppo/std_scores", self.std_scores),
+            ("tokens/responses_len_mean", self.response_len),
+            ("ppo/loss/policy", self.policy_loss),
+            ("ppo/loss/value", self.value_loss),
+            ("ppo/loss/total", self.total_loss),
+            ("ppo/policy/approxkl", self.approxkl),
+            ("ppo/policy/policykl", self.policykl),
+            ("ppo/policy/clipfrac", self.clipfrac),
+            ("ppo/policy/entropy", self.entropy),
+            ("ppo/policy/advantages_mean", self.advantages_mean),
+            ("ppo/policy/ratio_mean", self.ratio_mean),
+            ("ppo/returns/mean", self.returns_mean),
+            ("ppo/returns/var", self.returns_var),
+            ("ppo/val/vpred", self.vpred_mean),
+            ("ppo/val/error", self.value_error),
+            ("ppo/val/clipfrac", self.value_clipfrac),
+            ("ppo/grad_norm", self.grad_norm),
+            ("ppo/epochs_run", self.epochs_run as f64),
+            ("ppo/minibatches_skipped", self.minibatches_skipped as f64),
+            ("perf/gen_s", self.gen_s),
+            ("perf/score_s", self.score_s),
+            ("perf/train_s", self.train_s),
+            ("perf/tokens_per_s", self.tokens_per_s),
+        ]
+    }
+}
+
+/// Prompts and responses packed as `[b, P + R]`: prompts left-padded to `P`, responses
+/// right-padded to `R`.
+struct Packed {
+    input: LmInput,
+    /// `[b, R]` response ids (padding 0).
+    targets: Tensor,
+}
+
+fn pack(
+    prompts: &[Vec<u32>],
+    responses: &[Vec<u32>],
+    rows: &[usize],
+    p: usize,
+    r: usize,
+    device: &candle_core::Device,
+) -> Result<Packed> {
+    let b = rows.len();
+    let mut ids = Vec::with_capacity(b * (p + r));
+    let mut mask = Vec::with_capacity(b * (p + r));
+    let mut tgt = Vec::with_capacity(b * r);
+    for &i in rows {
+        let (q, y) = (&prompts[i], &responses[i]);
+        ids.extend(std::iter::repeat_n(PAD, p - q.len()));
+        mask.extend(std::iter::repeat_n(0u8, p - q.len()));
+        ids.extend_from_slice(q);
+        ids.extend_from_slice(y);
+        mask.extend(std::iter::repeat_n(1u8, q.len() + y.len()));
+        ids.extend(std::iter::repeat_n(PAD, r - y.len()));
+        mask.extend(std::iter::repeat_n(0u8, r - y.len()));
+        tgt.extend_from_slice(y);
+        tgt.extend(std::iter::repeat_n(PAD, r - y.len()));
+    }
+    Ok(Packed {
+        input: LmInput::new(ids, mask, b, p + r)?,
+        targets: Tensor::from_vec(tgt, (b, r), device)?,
+    })
+}
+
+fn mean(it: impl Iterator<Item = f64>) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
+    for x in it {
+        s += x;
+        n += 1;
+    }
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
+}
+
+/// Masked mean and (unbiased when more than one entry) masked variance, TRL's `masked_var`.
+fn masked_mean_var(x: &[f32], m: &[f32]) -> (f64, f64) {
+    let n: f64 = m.iter().map(|&v| v as f64).sum();
+    if n == 0.0 {
+        return (0.0, 0.0);
+    }
+    let mu = x
+        .iter()
+        .zip(m)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum::<f64>()
+        / n;
+    let var = x
+        .iter()
+        .zip(m)
+        .map(|(&a, &b)| (a as f64 - mu).powi(2) * b as f64)
+        .sum::<f64>()
+        / n;
+    let var = if n > 1.0 { var * n / (n - 1.0) } else { var };
+    (mu, var)
+}
+
+/// TRL's `masked_whiten`: (x − mean)/sqrt(var + 1e-8), plus the mean back when `!shift_mean`;
+/// padded entries become 0.
+fn masked_whiten(x: &mut [f32], m: &[f32], shift_mean: bool) {
+    let (mu, var) = masked_mean_var(x, m);
+    let inv = 1.0 / (var + 1e-8).sqrt();
+    for (a, &b) in x.iter_mut().zip(m) {
+        let mut w = (*a as f64 - mu) * inv;
+        if !shift_mean {
+            w += mu;
+        }
+        *a = (w * b as f64) as f32;
+    }
+}
+
+fn non_finite(step: u64, what: &str, value: f64) -> Error {
+    Error::Internal(format!(
+        "PPO step {step}: {what} is {value} (not finite); the update was not applied and the \
+         trainable weights are as before this step"
+    ))
+}
+
+/// Per-token arrays of a batch, flattened `[B, R]` with padding 0.
+struct BatchData {
+    p: usize,
+    r: usize,
+    mask: Vec<f32>,
+    old_logp: Vec<f32>,
+    old_values: Vec<f32>,
+    advantages: Vec<f32>,
+    returns: Vec<f32>,
+    /// Masked mean of the advantages before whitening.
+    raw_adv_mean: f64,
+}
+
+impl BatchData {
+    fn rows(&self, src: &[f32], rows: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+        let r = self.r;
+        let mut out = Vec::with_capacity(rows.len() * r);
+        for &i in rows {
+            out.extend_from_slice(&src[i * r..(i + 1) * r]);
+        }
+        Ok(Tensor::from_vec(out, (rows.len(), r), device)?)
+    }
+}
+
+/// Sums of one mini-batch's statistics.
+#[derive(Default)]
+struct MbStats {
+    policy_loss: f64,
+    value_loss: f64,
+    total_loss: f64,
+    approxkl: f64,
+    policykl: f64,
+    clipfrac: f64,
+    entropy: f64,
+    value_clipfrac: f64,
+    vpred: f64,
+    value_error: f64,
+    ratio: f64,
+    grad_norm: f64,
+    skipped: bool,
+}
+
+/// The PPO trainer: a policy (LoRA + value head over a frozen base), Adam over its trainable
+/// variables, the KL controller and a step counter.
+pub struct LmPpoTrainer {
+    policy: LmPolicy,
+    cfg: LmPpoConfig,
+    params: Params,
+    adam: Adam,
+    kl_ctl: KlController,
+    seed: u64,
+    steps: u64,
+}
+
+impl std::fmt::Debug for LmPpoTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmPpoTrainer")
+            .field("cfg", &self.cfg)
+            .field("beta", &self.kl_ctl.value)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl LmPpoTrainer {
+    /// A trainer for `policy`; `seed` drives the mini-batch permutations.
+    pub fn new(policy: LmPolicy, cfg: LmPpoConfig, seed: u64) -> Result<Self> {
+        cfg.validate()?;
+        let mut params = Params::new();
+        if let Some(l) = policy.lora() {
+            for ((name, _), var) in l.named_tensors().into_iter().zip(l.vars()) {
+                params.insert(name, var);
+            }
+        }
+        let vh = policy.value_head().vars();
+        for (name, var) in ["v_head.weight", "v_head.bias"].iter().zip(vh) {
+            params.insert((*name).to_string(), var);
+        }
+        let adam = Adam::new(&params, cfg.learning_rate, cfg.adam_eps);
+        let kl_ctl = KlController::new(&cfg.kl);
+        Ok(LmPpoTrainer {
+            policy,
+            cfg,
+            params,
+            adam,
+            kl_ctl,
+            seed,
+            steps: 0,
+        })
+    }
+
+    /// The policy being trained.
+    pub fn policy(&self) -> &LmPolicy {
+        &self.policy
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LmPpoConfig {
+        &self.cfg
+    }
+
+    /// The KL coefficient β the next step's rewards will use.
+    pub fn beta(&self) -> f64 {
+        self.kl_ctl.value
+    }
+
+    /// PPO steps taken.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Change the learning rate (schedules).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.adam.lr = lr;
+    }
+
+    /// Trainable variables by name (PEFT adapter names, `v_head.weight`, `v_head.bias`).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Generate one response per prompt with `gen` (sampling driven by `rng`) and score it.
+    pub fn rollout(
+        &mut self,
+        prompts: &[Vec<u32>],
+        gen: &GenerateOptions,
+        rng: &mut Rng,
+    ) -> Result<Rollout> {
+        let t0 = Instant::now();
+        let g = self.policy.generate(prompts, gen, rng)?;
+        let gen_seconds = t0.elapsed().as_secs_f64();
+        let mut out = self.score_responses(prompts, &g.tokens)?;
+        out.stopped_at_eos = g.stopped_at_eos;
+        out.gen_seconds = gen_seconds;
+        Ok(out)
+    }
+
+    /// Score given responses (no generation): old log-probabilities, reference log-probabilities
+    /// and values, in chunks of `mini-batch-size`. Every prompt and response needs ≥ 1 token.
+    pub fn score_responses(&self, prompts: &[Vec<u32>], responses: &[Vec<u32>]) -> Result<Rollout> {
+        let t0 = Instant::now();
+        if prompts.len() != responses.len() || prompts.is_empty() {
+            return Err(Error::input(
+                format!(
+                    "PPO rollout: {} prompts and {} responses; expected the same number, ≥ 1",
+                    prompts.len(),
+                    responses.len()
+                ),
+                None,
+            ));
+        }
+        for (what, seqs) in [("prompt", prompts), ("response", responses)] {
+            if let Some(i) = seqs.iter().position(|s| s.is_empty()) {
+                return Err(Error::input(
+                    format!("PPO rollout: {what} {i} has no tokens"),
+                    Some(if what == "response" {
+                        "generate at least one new token (max-new-tokens ≥ 1)".into()
+                    } else {
+                        "every prompt needs at least one token (e.g. BOS)".into()
+                    }),
+                ));
+            }
+        }
+        let p = prompts.iter().map(|q| q.len()).max().unwrap_or(1);
+        let r = responses.iter().map(|y| y.len()).max().unwrap_or(1);
+        let b = prompts.len();
+        let device = self.policy.base().device().clone();
+        let mut logprobs = Vec::with_capacity(b);
+        let mut ref_logprobs = Vec::with_capacity(b);
+        let mut values = Vec::with_capacity(b);
+        let all: Vec<usize> = (0..b).collect();
+        for rows in all.chunks(self.cfg.mini_batch_size) {
+            let pk = pack(prompts, responses, rows, p, r, &device)?;
+            let out = self.policy.forward(&pk.input, None)?;
+            let reference = self.policy.reference_forward(&pk.input, None)?;
+            let logits = out.logits.narrow(1, p - 1, r)?.detach();
+            let ref_logits = reference.logits.narrow(1, p - 1, r)?.detach();
+            let lp = logprob::token_logprobs(
+                &maxmin_core::device::Device::Cpu,
+                &logits,
+                &pk.targets,
+                Some(&ref_logits),
+            )?;
+            let lp_v: Vec<Vec<f32>> = lp.logp.to_vec2()?;
+            let ref_v: Vec<Vec<f32>> = lp
+                .ref_logp
+                .ok_or_else(|| Error::Internal("logprob op returned no reference".into()))?
+                .to_vec2()?;
+            let v_v: Vec<Vec<f32>> = out.values.narrow(1, p - 1, r)?.detach().to_vec2()?;
+            for (k, &i) in rows.iter().enumerate() {
+                let n = responses[i].len();
+                logprobs.push(lp_v[k][..n].to_vec());
+                ref_logprobs.push(ref_v[k][..n].to_vec());
+                values.push(v_v[k][..n].to_vec());
+            }
+        }
+        let kl_per_sample = logprobs
+            .iter()
+            .zip(&ref_logprobs)
+            .map(|(a, b): (&Vec<f32>, &Vec<f32>)| a.iter().zip(b).map(|(x, y)| x - y).sum())
+            .collect();
+        Ok(Rollout {
+            prompts: prompts.to_vec(),
+            responses: responses.to_vec(),
+            stopped_at_eos: vec![false; b],
+            logprobs,
+            ref_logprobs,
+            values,
+            kl_per_sample,
+            gen_seconds: 0.0,
+            score_seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// One PPO update on `rollout` with one score per response. On a non-finite score, loss or
+    /// gradient it returns an error and leaves the weights, optimiser and KL controller as they
+    /// were, so the caller can stop and keep its last good checkpoint.
+    pub fn step(&mut self, rollout: &Rollout, scores: &[f32]) -> Result<StepStats> {
+        let t0 = Instant::now();
+        let step = self.steps;
+        rollout.check()?;
+        let b = rollout.len();
+        if b != self.cfg.batch_size {
+            return Err(Error::input(
+                format!(
+                    "PPO step {step}: the rollout has {b} responses, but batch-size is {}",
+                    self.cfg.batch_size
+                ),
+                Some("pass batch-size prompts to each rollout".into()),
+            ));
+        }
+        if scores.len() != b {
+            return Err(Error::input(
+                format!("PPO step {step}: {} scores for {b} responses", scores.len()),
+                None,
+            ));
+        }
+        if let Some((i, s)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+            return Err(non_finite(step, &format!("score[{i}]"), *s as f64));
+        }
+        for (what, rows) in [
+            ("rollout logprobs", &rollout.logprobs),
+            ("rollout ref_logprobs", &rollout.ref_logprobs),
+            ("rollout values", &rollout.values),
+        ] {
+            if let Some((i, v)) = rows
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| r.iter().map(move |v| (i, *v)))
+                .find(|(_, v)| !v.is_finite())
+            {
+                return Err(non_finite(
+                    step,
+                    &format!("{what} of response {i}"),
+                    v as f64,
+                ));
+            }
+        }
+        let beta = self.kl_ctl.value;
+        let scores: Vec<f32> = match self.cfg.score_clip {
+            Some(c) => scores
+                .iter()
+                .map(|s| s.clamp(-c as f32, c as f32))
+                .collect(),
+            None => scores.to_vec(),
+        };
+        let data = self.advantages(rollout, &scores, beta)?;
+
+        // Snapshot so that a non-finite loss or gradient in any mini-batch undoes the whole step.
+        let snapshot: Vec<Tensor> = self
+            .params
+            .values()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?;
+        let adam_snapshot = (self.adam.t, self.adam.state_tensors(&self.params)?);
+        let res = self.epochs(rollout, &data, step);
+        let (mbs, epochs_run) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                for (var, t) in self.params.values().zip(&snapshot) {
+                    var.set(t)?;
+                }
+                self.adam.load_state(adam_snapshot.0, &adam_snapshot.1)?;
+                return Err(e);
+            }
+        };
+
+        let kl = rollout.mean_kl();
+        self.kl_ctl.update(kl, self.cfg.batch_size);
+        self.steps += 1;
+
+        let n_mb = mbs.len().max(1) as f64;
+        let avg = |f: fn(&MbStats) -> f64| mbs.iter().map(f).sum::<f64>() / n_mb;
+        let (ret_mean, ret_var) = masked_mean_var(&data.returns, &data.mask);
+        let score_mean = mean(scores.iter().map(|&s| s as f64));
+        let score_std = mean(scores.iter().map(|&s| (s as f64 - score_mean).powi(2))).sqrt();
+        let tokens = rollout.response_tokens();
+        let train_s = t0.elapsed().as_secs_f64();
+        let total_s = rollout.gen_seconds + rollout.score_seconds + train_s;
+        Ok(StepStats {
+            step,
+            kl,
+            kl_coef: beta,
+            seq_entropy: mean(
+                rollout
+                    .logprobs
+                    .iter()
+                    .map(|l| -l.iter().map(|&x| x as f64).sum::<f64>()),
+            ),
+            non_score_reward: -beta * kl,
+            mean_scores: score_mean,
+            std_scores: score_std,
+            response_len: tokens as f64 / b as f64,
+            policy_loss: avg(|m| m.policy_loss),
+            value_loss: avg(|m| m.value_loss),
+            total_loss: avg(|m| m.total_loss),
+            approxkl: avg(|m| m.approxkl),
+            policykl: avg(|m| m.policykl),
+            clipfrac: avg(|m| m.clipfrac),
+            entropy: avg(|m| m.entropy),
+            value_clipfrac: avg(|m| m.value_clipfrac),
+            returns_mean: ret_mean,
+            returns_var: ret_var,
+            vpred_mean: avg(|m| m.vpred),
+            value_error: avg(|m| m.value_error),
+            advantages_mean: data.raw_adv_mean,
+            ratio_mean: avg(|m| m.ratio),
+            grad_norm: avg(|m| m.grad_norm),
+            epochs_run,
+            minibatches_skipped: mbs.iter().filter(|m| m.skipped).count(),
+            gen_s: rollout.gen_seconds,
+            score_s: rollout.score_seconds,
+            train_s,
+            tokens_per_s: if total_s > 0.0 {
+                tokens as f64 / total_s
+            } else {
+                0.0
+            },
+        })
+    }
+
+    /// Token rewards, GAE, returns and whitened advantages, flattened `[B, R]`.
+    fn advantages(&self, rollout: &Rollout, scores: &[f32], beta: f64) -> Result<BatchData> {
+        let b = rollout.len();
+        let p = rollout.prompts.iter().map(|q| q.len()).max().unwrap_or(1);
+        let r = rollout.responses.iter().map(|y| y.len()).max().unwrap_or(1);
+        let mut mask = vec![0f32; b * r];
+        let mut rewards = vec![0f32; b * r];
+        let mut old_logp = vec![0f32; b * r];
+        let mut old_values = vec![0f32; b * r];
+        for i in 0..b {
+            let n = rollout.responses[i].len();
+            for t in 0..n {
+                let k = i * r + t;
+                mask[k] = 1.0;
+                old_logp[k] = rollout.logprobs[i][t];
+                old_values[k] = rollout.values[i][t];
+                let kl = rollout.logprobs[i][t] as f64 - rollout.ref_logprobs[i][t] as f64;
+                rewards[k] = (-beta * kl) as f32;
+            }
+            rewards[i * r + n - 1] += scores[i];
+        }
+        if self.cfg.whiten_rewards {
+            masked_whiten(&mut rewards, &mask, false);
+        }
+        let (gamma, lam) = (self.cfg.gamma as f32, self.cfg.lam as f32);
+        let mut advantages = vec![0f32; b * r];
+        for i in 0..b {
+            let n = rollout.responses[i].len();
+            let mut last = 0f32;
+            for t in (0..n).rev() {
+                let k = i * r + t;
+                let next = if t + 1 < n { old_values[k + 1] } else { 0.0 };
+                let delta = rewards[k] + gamma * next - old_values[k];
+                last = delta + gamma * lam * last;
+                advantages[k] = last;
+            }
+        }
+        let returns: Vec<f32> = advantages
+            .iter()
+            .zip(&old_values)
+            .zip(&mask)
+            .map(|((a, v), m)| (a + v) * m)
+            .collect();
+        let raw_adv_mean = masked_mean_var(&advantages, &mask).0;
+        masked_whiten(&mut advantages, &mask, true);
+        if let Some(k) = advantages.iter().position(|a| !a.is_finite()) {
+            return Err(non_finite(
+                self.steps,
+                &format!("advantage of response {} token {}", k / r, k % r),
+                advantages[k] as f64,
+            ));
+        }
+        Ok(BatchData {
+            p,
+            r,
+            mask,
+            old_logp,
+            old_values,
+            advantages,
+            returns,
+            raw_adv_mean,
+        })
+    }
+
+    /// The epochs × mini-batches loop; returns each mini-batch's statistics and the epochs run.
+    fn epochs(
+        &mut self,
+        rollout: &Rollout,
+        data: &BatchData,
+        step: u64,
+    ) -> Result<(Vec<MbStats>, usize)> {
+        let b = rollout.len();
+        let mut rng = rng::stream(self.seed, &format!("lm-ppo/minibatches/{step}"));
+        let mut all = Vec::new();
+        let mut epochs_run = 0;
+        let was = self.policy.lora().map(|l| l.is_training());
+        if let Some(l) = self.policy.lora() {
+            l.set_training(true);
+        }
+        let res = (|| -> Result<()> {
+            for epoch in 0..self.cfg.ppo_epochs {
+                let mut perm: Vec<usize> = (0..b).collect();
+                perm.shuffle(&mut rng);
+                let mut last_policykl = 0.0;
+                for (mb, rows) in perm.chunks(self.cfg.mini_batch_size).enumerate() {
+                    let s = self.minibatch(rollout, data, rows, step, epoch, mb)?;
+                    last_policykl = s.policykl;
+                    all.push(s);
+                }
+                epochs_run += 1;
+                if self.cfg.early_stopping && last_policykl > 1.5 * self.cfg.target_kl {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        if let (Some(l), Some(w)) = (self.policy.lora(), was) {
+            l.set_training(w);
+        }
+        res?;
+        Ok((all, epochs_run))
+    }
+
+    fn minibatch(
+        &mut self,
+        rollout: &Rollout,
+        data: &BatchData,
+        rows: &[usize],
+        step: u64,
+        epoch: usize,
+        mb: usize,
+    ) -> Result<MbStats> {
+        let device = self.policy.base().device().clone();
+        let (p, r) = (data.p, data.r);
+        let pk = pack(&rollout.prompts, &rollout.responses, rows, p, r, &device)?;
+        let out = self.policy.forward(&pk.input, None)?;
+        let logits = out.logits.narrow(1, p - 1, r)?;
+        let lp = logprob::token_logprobs(
+            &maxmin_core::device::Device::Cpu,
+            &logits,
+            &pk.targets,
+            None,
+        )?;
+        let logp = lp.logp;
+        let vpred = out.values.narrow(1, p - 1, r)?.to_dtype(DType::F32)?;
+        let m = data.rows(&data.mask, rows, &device)?;
+        let old_logp = data.rows(&data.old_logp, rows, &device)?;
+        let old_v = data.rows(&data.old_values, rows, &device)?;
+        let adv = data.rows(&data.advantages, rows, &device)?;
+        let ret = data.rows(&data.returns, rows, &device)?;
+        let n: f64 = rows
+            .iter()
+            .map(|&i| rollout.responses[i].len() as f64)
+            .sum();
+        let mmean = |x: &Tensor| -> Result<Tensor> { Ok(((x * &m)?.sum_all()? / n)?) };
+
+        let (clip, clip_v) = (self.cfg.cliprange, self.cfg.cliprange_value);
+        let ratio = (&logp - &old_logp)?.exp()?;
+        let pg1 = (adv.neg()? * &ratio)?;
+        let pg2 = (adv.neg()? * ratio.clamp(1.0 - clip, 1.0 + clip)?)?;
+        let pg_loss = mmean(&pg1.maximum(&pg2)?)?;
+        let v_clipped = (&old_v + (&vpred - &old_v)?.clamp(-clip_v, clip_v)?)?;
+        let vf1 = (&vpred - &ret)?.sqr()?;
+        let vf2 = (&v_clipped - &ret)?.sqr()?;
+        let vf_loss = (mmean(&vf1.maximum(&vf2)?)? * 0.5)?;
+        let mut loss = (&pg_loss + (&vf_loss * self.cfg.vf_coef)?)?;
+
+        // Statistics on the host (a few values per token).
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+        let (mv, lpv, olv, rv) = (flat(&m)?, flat(&logp)?, flat(&old_logp)?, flat(&ratio)?);
+        let (pg1v, pg2v, vf1v, vf2v) = (flat(&pg1)?, flat(&pg2)?, flat(&vf1)?, flat(&vf2)?);
+        let (entv, vpv) = (flat(&lp.entropy)?, flat(&vpred)?);
+        let mm = |f: &dyn Fn(usize) -> f64| -> f64 {
+            (0..mv.len()).filter(|&k| mv[k] > 0.0).map(f).sum::<f64>() / n
+        };
+        let ratio_mean = mm(&|k| rv[k] as f64);
+        let skipped = ratio_mean > self.cfg.ratio_threshold;
+        if skipped {
+            loss = (loss * 0.0)?;
+        }
+        let where_ = format!("epoch {epoch} mini-batch {mb}");
+        let pg_v = pg_loss.to_scalar::<f32>()? as f64;
+        let vf_v = vf_loss.to_scalar::<f32>()? as f64;
+        let loss_v = loss.to_scalar::<f32>()? as f64;
+        for (what, v) in [
+            ("policy loss", pg_v),
+            ("value loss", vf_v),
+            ("total loss", loss_v),
+        ] {
+            if !v.is_finite() {
+                return Err(non_finite(step, &format!("{what} ({where_})"), v));
+            }
+        }
+        let grads = loss.backward()?;
+        for (name, var) in &self.params {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let s = g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                if !s.is_finite() {
+                    return Err(non_finite(
+                        step,
+                        &format!("squared norm of the gradient of `{name}` ({where_})"),
+                        s,
+                    ));
+                }
+            }
+        }
+        let grad_norm = self
+            .adam
+            .step(&self.params, &grads, self.cfg.max_grad_norm)?;
+        Ok(MbStats {
+            policy_loss: pg_v,
+            value_loss: vf_v,
+            total_loss: pg_v + self.cfg.vf_coef * vf_v,
+            approxkl: 0.5 * mm(&|k| ((lpv[k] - olv[k]) as f64).powi(2)),
+            policykl: mm(&|k| (olv[k] - lpv[k]) as f64),
+            clipfrac: mm(&|k| (pg2v[k] > pg1v[k]) as u8 as f64),
+            entropy: mm(&|k| entv[k] as f64),
+            value_clipfrac: mm(&|k| (vf2v[k] > vf1v[k]) as u8 as f64),
+            vpred: mm(&|k| vpv[k] as f64),
+            value_error: mm(&|k| vf1v[k] as f64),
+            ratio: ratio_mean,
+            grad_norm,
+            skipped,
+        })
+    }
+
+    /// Everything [`LmPpoTrainer::restore`] needs, as tensors (`param.<name>`, `adam.m.<name>`,
+    /// `adam.v.<name>`) and JSON (step counter, seed, Adam step and learning rate, KL
+    /// controller), for callers that write their own checkpoints.
+    pub fn state(&self) -> Result<(HashMap<String, Tensor>, serde_json::Value)> {
+        let mut tensors = self.adam.state_tensors(&self.params)?;
+        for (name, var) in &self.params {
+            tensors.insert(format!("param.{name}"), var.as_tensor().copy()?);
+        }
+        let json = serde_json::json!({
+            "format": "maxmin-lm-ppo/1",
+            "steps": self.steps,
+            "seed": self.seed,
+            "adam_t": self.adam.t,
+            "learning_rate": self.adam.lr,
+            "kl_controller": self.kl_ctl,
+        });
+        Ok((tensors, json))
+    }
+
+    /// Restore what [`LmPpoTrainer::state`] returned (same model shapes and adapters).
+    pub fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        state: &serde_json::Value,
+    ) -> Result<()> {
+        let bad = |m: String| Error::input(format!("PPO checkpoint: {m}"), None);
+        if state["format"] != "maxmin-lm-ppo/1" {
+            return Err(bad(format!("unknown format {}", state["format"])));
+        }
+        let u = |k: &str| {
+            state[k]
+                .as_u64()
+                .ok_or_else(|| bad(format!("missing `{k}`")))
+        };
+        let (steps, seed, t) = (u("steps")?, u("seed")?, u("adam_t")?);
+        let lr = state["learning_rate"]
+            .as_f64()
+            .ok_or_else(|| bad("missing `learning_rate`".into()))?;
+        let kl: KlController = serde_json::from_value(state["kl_controller"].clone())
+            .map_err(|e| bad(format!("`kl_controller`: {e}")))?;
+        let mut values = Vec::with_capacity(self.params.len());
+        for (name, var) in &self.params {
+            let key = format!("param.{name}");
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| bad(format!("missing tensor `{key}`")))?;
+            if t.dims() != var.dims() {
+                return Err(bad(format!(
+                    "tensor `{key}` has shape {:?}, the policy expects {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            values.push(t.to_dtype(var.dtype())?.to_device(var.device())?);
+        }
+        self.adam.load_state(t, tensors)?;
+        for (var, t) in self.params.values().zip(&values) {
+            var.set(t)?;
+        }
+        self.adam.lr = lr;
+        self.kl_ctl = kl;
+        self.steps = steps;
+        self.seed = seed;
+        Ok(())
+    }
+
+    /// Save the trainer state into `dir` (`lm_ppo.safetensors`, then `lm_ppo.json`, each written
+    /// atomically; the JSON is written last).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let (tensors, json) = self.state()?;
+        let st = dir.join("lm_ppo.safetensors");
+        let tmp = dir.join(format!(".lm_ppo.safetensors.tmp{}", std::process::id()));
+        candle_core::safetensors::save(&tensors, &tmp)
+            .map_err(|e| Error::Internal(format!("cannot write {}: {e}", tmp.display())))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &st).map_err(|e| Error::io(&st, e))?;
+        let text = serde_json::to_vec_pretty(&json)
+            .map_err(|e| Error::Internal(format!("cannot serialise PPO state: {e}")))?;
+        maxmin_core::run::write_atomic(&dir.join("lm_ppo.json"), &text)
+    }
+
+    /// Load what [`LmPpoTrainer::save`] wrote into `dir`.
+    pub fn load(&mut self, dir: &Path) -> Result<()> {
+        let st = dir.join("lm_ppo.safetensors");
+        let tensors = candle_core::safetensors::load(&st, &candle_core::Device::Cpu)
+            .map_err(|e| Error::data(&st, None, format!("not a valid safetensors file: {e}")))?;
+        let js = dir.join("lm_ppo.json");
+        let text = std::fs::read_to_string(&js).map_err(|e| Error::io(&js, e))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::data(&js, None, e.to_string()))?;
+        self.restore(&tensors, &state)
+    }
+}
