@@ -56,452 +56,25 @@
 //! whitening and statistics. Randomness: the mini-batch permutation of step k is the stream
 //! `lm-ppo/minibatches/<k>` of the trainer's seed, so a resumed trainer continues exactly.
 
+mod batch;
+mod config;
+
+pub use batch::{Rollout, StepStats};
+pub use config::LmPpoConfig;
+
 use crate::generate::GenerateOptions;
-use crate::lm::LmInput;
 use crate::policy::LmPolicy;
+use batch::{gae, masked_mean_var, masked_whiten, mean, pack};
 use candle_core::{DType, Tensor};
-use maxmin_core::error::check;
-use maxmin_core::objective::{KlConfig, KlController};
+use maxmin_core::objective::KlController;
 use maxmin_core::ops::logprob;
 use maxmin_core::optim::{Adam, Params};
 use maxmin_core::rng::{self, Rng};
 use maxmin_core::{Error, Result};
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
-
-/// Any id in the vocabulary works for padding: padded positions are masked out.
-const PAD: u32 = 0;
-
-/// `[ppo]` for language models; defaults are TRL's `PPOConfig` except where the module doc says.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct LmPpoConfig {
-    /// Responses per PPO step (the rollout size [`LmPpoTrainer::step`] expects).
-    #[serde(default = "d_batch")]
-    pub batch_size: usize,
-    /// Responses per gradient step; must divide `batch-size`.
-    #[serde(default = "d_batch")]
-    pub mini_batch_size: usize,
-    /// Passes over each batch.
-    #[serde(default = "d_epochs")]
-    pub ppo_epochs: usize,
-    /// Adam learning rate (TRL 1.41e-5, meant for full fine-tuning; LoRA wants more).
-    #[serde(default = "d_lr")]
-    pub learning_rate: f64,
-    /// Adam ε (torch's default).
-    #[serde(default = "d_adam_eps")]
-    pub adam_eps: f64,
-    /// KL penalty to the reference policy: β and its adaptive controller.
-    #[serde(default = "d_kl")]
-    pub kl: KlConfig,
-    /// Policy ratio clip range.
-    #[serde(default = "d_clip")]
-    pub cliprange: f64,
-    /// Value clip range around the old values.
-    #[serde(default = "d_clip")]
-    pub cliprange_value: f64,
-    /// Weight of the value loss.
-    #[serde(default = "d_vf")]
-    pub vf_coef: f64,
-    /// Discount over response tokens.
-    #[serde(default = "d_gamma")]
-    pub gamma: f64,
-    /// GAE λ.
-    #[serde(default = "d_lam")]
-    pub lam: f64,
-    /// Whiten token rewards (without shifting their mean) before GAE.
-    #[serde(default)]
-    pub whiten_rewards: bool,
-    /// Stop the epochs early when the policy KL exceeds 1.5·`target-kl`.
-    #[serde(default = "d_true")]
-    pub early_stopping: bool,
-    /// KL target of early stopping.
-    #[serde(default = "d_target_kl")]
-    pub target_kl: f64,
-    /// Zero a mini-batch's loss when its mean probability ratio exceeds this.
-    #[serde(default = "d_ratio")]
-    pub ratio_threshold: f64,
-    /// Clip the global gradient norm to this; none leaves gradients alone.
-    #[serde(default)]
-    pub max_grad_norm: Option<f64>,
-    /// Clip scores to ±this before they enter the rewards; none leaves them alone.
-    #[serde(default)]
-    pub score_clip: Option<f64>,
-}
-
-fn d_batch() -> usize {
-    128
-}
-fn d_epochs() -> usize {
-    4
-}
-fn d_lr() -> f64 {
-    1.41e-5
-}
-fn d_adam_eps() -> f64 {
-    1e-8
-}
-fn d_kl() -> KlConfig {
-    KlConfig {
-        init: 0.2,
-        target: Some(6.0),
-        horizon: 10_000.0,
-    }
-}
-fn d_clip() -> f64 {
-    0.2
-}
-fn d_vf() -> f64 {
-    0.1
-}
-fn d_gamma() -> f64 {
-    1.0
-}
-fn d_lam() -> f64 {
-    0.95
-}
-fn d_true() -> bool {
-    true
-}
-fn d_target_kl() -> f64 {
-    0.1
-}
-fn d_ratio() -> f64 {
-    10.0
-}
-
-impl Default for LmPpoConfig {
-    fn default() -> Self {
-        LmPpoConfig {
-            batch_size: d_batch(),
-            mini_batch_size: d_batch(),
-            ppo_epochs: d_epochs(),
-            learning_rate: d_lr(),
-            adam_eps: d_adam_eps(),
-            kl: d_kl(),
-            cliprange: d_clip(),
-            cliprange_value: d_clip(),
-            vf_coef: d_vf(),
-            gamma: d_gamma(),
-            lam: d_lam(),
-            whiten_rewards: false,
-            early_stopping: true,
-            target_kl: d_target_kl(),
-            ratio_threshold: d_ratio(),
-            max_grad_norm: None,
-            score_clip: None,
-        }
-    }
-}
-
-impl LmPpoConfig {
-    /// Check values; errors name keys relative to this table.
-    pub fn validate(&self) -> Result<()> {
-        check::positive_usize("batch-size", self.batch_size)?;
-        check::positive_usize("mini-batch-size", self.mini_batch_size)?;
-        if !self.batch_size.is_multiple_of(self.mini_batch_size) {
-            return Err(Error::config(
-                "mini-batch-size",
-                format!(
-                    "{} does not divide batch-size {}",
-                    self.mini_batch_size, self.batch_size
-                ),
-            ));
-        }
-        check::positive_usize("ppo-epochs", self.ppo_epochs)?;
-        check::positive_f64("learning-rate", self.learning_rate)?;
-        check::positive_f64("adam-eps", self.adam_eps)?;
-        self.kl.validate().map_err(|e| e.under("kl"))?;
-        check::positive_f64("cliprange", self.cliprange)?;
-        check::positive_f64("cliprange-value", self.cliprange_value)?;
-        check::non_negative_f64("vf-coef", self.vf_coef)?;
-        check::in_range("gamma", self.gamma, 0.0, 1.0)?;
-        check::in_range("lam", self.lam, 0.0, 1.0)?;
-        check::positive_f64("target-kl", self.target_kl)?;
-        check::positive_f64("ratio-threshold", self.ratio_threshold)?;
-        if let Some(g) = self.max_grad_norm {
-            check::positive_f64("max-grad-norm", g)?;
-        }
-        if let Some(c) = self.score_clip {
-            check::positive_f64("score-clip", c)?;
-        }
-        Ok(())
-    }
-}
-
-/// One batch of responses with what the policy and reference said about them before training.
-/// Per-token vectors have one entry per response token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rollout {
-    /// Prompt tokens (unpadded).
-    pub prompts: Vec<Vec<u32>>,
-    /// Response tokens (unpadded; ending with EOS when generation stopped there).
-    pub responses: Vec<Vec<u32>>,
-    /// Whether each response stopped at EOS (false when cut at `max_new_tokens` or when the
-    /// responses were given, not generated).
-    pub stopped_at_eos: Vec<bool>,
-    /// log π(y_t) under the policy at rollout time (the PPO "old" log-probabilities).
-    pub logprobs: Vec<Vec<f32>>,
-    /// log π_ref(y_t) under the reference (the base without adapters).
-    pub ref_logprobs: Vec<Vec<f32>>,
-    /// Value-head estimates V(s_t) at rollout time.
-    pub values: Vec<Vec<f32>>,
-    /// Σ_t (log π − log π_ref) per response: the sampled KL TRL penalises and logs.
-    pub kl_per_sample: Vec<f32>,
-    /// Wall-clock seconds spent generating.
-    pub gen_seconds: f64,
-    /// Wall-clock seconds spent scoring (policy, reference, values).
-    pub score_seconds: f64,
-}
-
-impl Rollout {
-    /// Number of responses.
-    pub fn len(&self) -> usize {
-        self.responses.len()
-    }
-
-    /// Whether the rollout holds no responses.
-    pub fn is_empty(&self) -> bool {
-        self.responses.is_empty()
-    }
-
-    /// Response tokens in total.
-    pub fn response_tokens(&self) -> usize {
-        self.responses.iter().map(|r| r.len()).sum()
-    }
-
-    /// Mean of [`Rollout::kl_per_sample`] (TRL's `objective/kl`).
-    pub fn mean_kl(&self) -> f64 {
-        mean(self.kl_per_sample.iter().map(|&x| x as f64))
-    }
-
-    fn check(&self) -> Result<()> {
-        let b = self.responses.len();
-        for (name, n) in [
-            ("prompts", self.prompts.len()),
-            ("stopped_at_eos", self.stopped_at_eos.len()),
-            ("logprobs", self.logprobs.len()),
-            ("ref_logprobs", self.ref_logprobs.len()),
-            ("values", self.values.len()),
-            ("kl_per_sample", self.kl_per_sample.len()),
-        ] {
-            if n != b {
-                return Err(Error::input(
-                    format!("rollout: `{name}` has {n} rows, but there are {b} responses"),
-                    None,
-                ));
-            }
-        }
-        for (i, r) in self.responses.iter().enumerate() {
-            for (name, v) in [
-                ("logprobs", &self.logprobs[i]),
-                ("ref_logprobs", &self.ref_logprobs[i]),
-                ("values", &self.values[i]),
-            ] {
-                if v.len() != r.len() {
-                    return Err(Error::input(
-                        format!(
-                            "rollout: `{name}[{i}]` has {} entries, response {i} has {} tokens",
-                            v.len(),
-                            r.len()
-                        ),
-                        None,
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What one PPO step reports (TRL's statistic names, see [`StepStats::fields`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StepStats {
-    /// Step index (0-based) this was.
-    pub step: u64,
-    /// Mean over responses of Σ_t (log π − log π_ref).
-    pub kl: f64,
-    /// β the rewards used (before the controller's update).
-    pub kl_coef: f64,
-    /// Mean over responses of −Σ_t log π(y_t).
-    pub seq_entropy: f64,
-    /// Mean over responses of the summed KL penalty −β·Σ_t kl_t.
-    pub non_score_reward: f64,
-    /// Mean (clipped) score.
-    pub mean_scores: f64,
-    /// Std of the scores.
-    pub std_scores: f64,
-    /// Mean response length in tokens.
-    pub response_len: f64,
-    /// Clipped-surrogate loss (mean over mini-batches).
-    pub policy_loss: f64,
-    /// Value loss.
-    pub value_loss: f64,
-    /// policy loss + vf_coef · value loss.
-    pub total_loss: f64,
-    /// ½·mean (log π − log π_old)².
-    pub approxkl: f64,
-    /// mean (log π_old − log π), the early-stopping statistic.
-    pub policykl: f64,
-    /// Fraction of tokens whose ratio was clipped.
-    pub clipfrac: f64,
-    /// Mean token entropy of the policy's full distribution.
-    pub entropy: f64,
-    /// Fraction of tokens whose value was clipped.
-    pub value_clipfrac: f64,
-    /// Masked mean of the returns.
-    pub returns_mean: f64,
-    /// Masked variance of the returns.
-    pub returns_var: f64,
-    /// Masked mean of the value predictions.
-    pub vpred_mean: f64,
-    /// Masked mean of (V − R)².
-    pub value_error: f64,
-    /// Masked mean of the advantages before whitening.
-    pub advantages_mean: f64,
-    /// Mean probability ratio.
-    pub ratio_mean: f64,
-    /// Global gradient norm before clipping (mean over mini-batches).
-    pub grad_norm: f64,
-    /// Epochs that ran (< `ppo-epochs` after an early stop).
-    pub epochs_run: usize,
-    /// Mini-batches whose loss the ratio threshold zeroed.
-    pub minibatches_skipped: usize,
-    /// Generation seconds of the rollout.
-    pub gen_s: f64,
-    /// Scoring seconds of the rollout.
-    pub score_s: f64,
-    /// Seconds of this update.
-    pub train_s: f64,
-    /// Response tokens / (generation + scoring + update seconds).
-    pub tokens_per_s: f64,
-}
-
-impl StepStats {
-    /// Named values for `metrics.jsonl` (stable keys, TRL's where TRL has one).
-    pub fn fields(&self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("objective/kl", self.kl),
-            ("objective/kl_coef", self.kl_coef),
-            ("objective/entropy", self.seq_entropy),
-            ("ppo/mean_non_score_reward", self.non_score_reward),
-            ("ppo/mean_scores", self.mean_scores),
-            ("ppo/std_scores", self.std_scores),
-            ("tokens/responses_len_mean", self.response_len),
-            ("ppo/loss/policy", self.policy_loss),
-            ("ppo/loss/value", self.value_loss),
-            ("ppo/loss/total", self.total_loss),
-            ("ppo/policy/approxkl", self.approxkl),
-            ("ppo/policy/policykl", self.policykl),
-            ("ppo/policy/clipfrac", self.clipfrac),
-            ("ppo/policy/entropy", self.entropy),
-            ("ppo/policy/advantages_mean", self.advantages_mean),
-            ("ppo/policy/ratio_mean", self.ratio_mean),
-            ("ppo/returns/mean", self.returns_mean),
-            ("ppo/returns/var", self.returns_var),
-            ("ppo/val/vpred", self.vpred_mean),
-            ("ppo/val/error", self.value_error),
-            ("ppo/val/clipfrac", self.value_clipfrac),
-            ("ppo/grad_norm", self.grad_norm),
-            ("ppo/epochs_run", self.epochs_run as f64),
-            ("ppo/minibatches_skipped", self.minibatches_skipped as f64),
-            ("perf/gen_s", self.gen_s),
-            ("perf/score_s", self.score_s),
-            ("perf/train_s", self.train_s),
-            ("perf/tokens_per_s", self.tokens_per_s),
-        ]
-    }
-}
-
-/// Prompts and responses packed as `[b, P + R]`: prompts left-padded to `P`, responses
-/// right-padded to `R`.
-struct Packed {
-    input: LmInput,
-    /// `[b, R]` response ids (padding 0).
-    targets: Tensor,
-}
-
-fn pack(
-    prompts: &[Vec<u32>],
-    responses: &[Vec<u32>],
-    rows: &[usize],
-    p: usize,
-    r: usize,
-    device: &candle_core::Device,
-) -> Result<Packed> {
-    let b = rows.len();
-    let mut ids = Vec::with_capacity(b * (p + r));
-    let mut mask = Vec::with_capacity(b * (p + r));
-    let mut tgt = Vec::with_capacity(b * r);
-    for &i in rows {
-        let (q, y) = (&prompts[i], &responses[i]);
-        ids.extend(std::iter::repeat_n(PAD, p - q.len()));
-        mask.extend(std::iter::repeat_n(0u8, p - q.len()));
-        ids.extend_from_slice(q);
-        ids.extend_from_slice(y);
-        mask.extend(std::iter::repeat_n(1u8, q.len() + y.len()));
-        ids.extend(std::iter::repeat_n(PAD, r - y.len()));
-        mask.extend(std::iter::repeat_n(0u8, r - y.len()));
-        tgt.extend_from_slice(y);
-        tgt.extend(std::iter::repeat_n(PAD, r - y.len()));
-    }
-    Ok(Packed {
-        input: LmInput::new(ids, mask, b, p + r)?,
-        targets: Tensor::from_vec(tgt, (b, r), device)?,
-    })
-}
-
-fn mean(it: impl Iterator<Item = f64>) -> f64 {
-    let (mut s, mut n) = (0.0, 0usize);
-    for x in it {
-        s += x;
-        n += 1;
-    }
-    if n == 0 {
-        0.0
-    } else {
-        s / n as f64
-    }
-}
-
-/// Masked mean and (unbiased when more than one entry) masked variance, TRL's `masked_var`.
-fn masked_mean_var(x: &[f32], m: &[f32]) -> (f64, f64) {
-    let n: f64 = m.iter().map(|&v| v as f64).sum();
-    if n == 0.0 {
-        return (0.0, 0.0);
-    }
-    let mu = x
-        .iter()
-        .zip(m)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum::<f64>()
-        / n;
-    let var = x
-        .iter()
-        .zip(m)
-        .map(|(&a, &b)| (a as f64 - mu).powi(2) * b as f64)
-        .sum::<f64>()
-        / n;
-    let var = if n > 1.0 { var * n / (n - 1.0) } else { var };
-    (mu, var)
-}
-
-/// TRL's `masked_whiten`: (x − mean)/sqrt(var + 1e-8), plus the mean back when `!shift_mean`;
-/// padded entries become 0.
-fn masked_whiten(x: &mut [f32], m: &[f32], shift_mean: bool) {
-    let (mu, var) = masked_mean_var(x, m);
-    let inv = 1.0 / (var + 1e-8).sqrt();
-    for (a, &b) in x.iter_mut().zip(m) {
-        let mut w = (*a as f64 - mu) * inv;
-        if !shift_mean {
-            w += mu;
-        }
-        *a = (w * b as f64) as f32;
-    }
-}
 
 fn non_finite(step: u64, what: &str, value: f64) -> Error {
     Error::Internal(format!(
@@ -578,11 +151,16 @@ impl LmPpoTrainer {
     /// A trainer for `policy`; `seed` drives the mini-batch permutations.
     pub fn new(policy: LmPolicy, cfg: LmPpoConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
+        let Some(l) = policy.lora() else {
+            return Err(Error::input(
+                "PPO needs a policy with LoRA adapters: the base weights are frozen, so without \
+                 adapters only the value head would train",
+                Some("add a `[policy.lora]` table".into()),
+            ));
+        };
         let mut params = Params::new();
-        if let Some(l) = policy.lora() {
-            for ((name, _), var) in l.named_tensors().into_iter().zip(l.vars()) {
-                params.insert(name, var);
-            }
+        for ((name, _), var) in l.named_tensors().into_iter().zip(l.vars()) {
+            params.insert(name, var);
         }
         let vh = policy.value_head().vars();
         for (name, var) in ["v_head.weight", "v_head.bias"].iter().zip(vh) {
@@ -604,6 +182,11 @@ impl LmPpoTrainer {
     /// The policy being trained.
     pub fn policy(&self) -> &LmPolicy {
         &self.policy
+    }
+
+    /// Give the trained policy back.
+    pub fn into_policy(self) -> LmPolicy {
+        self.policy
     }
 
     /// The configuration.
@@ -875,19 +458,15 @@ impl LmPpoTrainer {
         if self.cfg.whiten_rewards {
             masked_whiten(&mut rewards, &mask, false);
         }
-        let (gamma, lam) = (self.cfg.gamma as f32, self.cfg.lam as f32);
-        let mut advantages = vec![0f32; b * r];
-        for i in 0..b {
-            let n = rollout.responses[i].len();
-            let mut last = 0f32;
-            for t in (0..n).rev() {
-                let k = i * r + t;
-                let next = if t + 1 < n { old_values[k + 1] } else { 0.0 };
-                let delta = rewards[k] + gamma * next - old_values[k];
-                last = delta + gamma * lam * last;
-                advantages[k] = last;
-            }
-        }
+        let lens: Vec<usize> = rollout.responses.iter().map(|y| y.len()).collect();
+        let mut advantages = gae(
+            &rewards,
+            &old_values,
+            &lens,
+            r,
+            self.cfg.gamma as f32,
+            self.cfg.lam as f32,
+        );
         let returns: Vec<f32> = advantages
             .iter()
             .zip(&old_values)

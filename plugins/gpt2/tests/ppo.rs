@@ -421,6 +421,11 @@ fn config_validation_names_keys() {
         (0.2, Some(6.0), 0.1, 0.95)
     );
     assert!(toml::from_str::<LmPpoConfig>("batch-sise = 8").is_err());
+    let no_lora = LmPolicy::new(base(), None, 0).unwrap();
+    let e = LmPpoTrainer::new(no_lora, cfg(2), 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("LoRA"), "{e}");
 }
 
 /// A random GPT-2 of about 2M parameters (vocabulary 2048, 4 layers of width 192).
@@ -474,7 +479,9 @@ fn timed_step_on_a_2m_parameter_model() {
                 .collect()
         })
         .collect();
-    for k in 0..2 {
+    // One step in the dev profile (a smoke test); in release the later steps are the timings.
+    let steps = if cfg!(debug_assertions) { 1 } else { 3 };
+    for k in 0..steps {
         let ro = t.rollout(&p, &sampling(24, false), &mut r).unwrap();
         let s = t.step(&ro, &score(&ro.responses)).unwrap();
         eprintln!(
