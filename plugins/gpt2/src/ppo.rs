@@ -29,7 +29,8 @@
 //!    (TRL: "Skipping batch"); the optimiser still steps, as in TRL.
 //! 8. Early stopping (`early_stopping`, `target_kl`), checked at the end of each epoch on the
 //!    last mini-batch's `policykl` = masked mean of (log π_old − log π) (TRL's `_early_stop`):
-//!    stop when it exceeds 1.5·`target_kl`.
+//!    stop when it exceeds 1.5·`target_kl`. PAPER.md calls this approx-KL; TRL's code compares
+//!    `policykl`, not the logged `approxkl`, and so do we.
 //! 9. Adaptive KL controller (Ziegler et al.; TRL `AdaptiveKLController`, init 0.2, target 6,
 //!    horizon 10000) updated after the step with the batch mean of Σ_t (log π − log π_ref) and
 //!    n = `batch_size`; the β logged for a step is the one its rewards used.
@@ -50,6 +51,13 @@
 //!   they were before the step (TRL would apply the update).
 //! - Score scaling / normalisation (`use_score_scaling`, `use_score_norm`) is left to the
 //!   caller's objective.
+//! - Only LoRA adapters and the value head train (the base is frozen and doubles as the
+//!   reference); a policy without adapters is refused.
+//!
+//! As in TRL, log-probabilities are those of the raw logits: sampling with a temperature ≠ 1,
+//! top-k or top-p makes the rollout distribution differ from π (the release scripts sample with
+//! top-k 0, top-p 1; they also ignore EOS, which is `stop_at_eos = false` here). Scoring runs in
+//! chunks of `mini_batch_size` responses to bound the memory of the `[b, T, V]` logits.
 //!
 //! Padding: prompts are left-padded and responses right-padded into one `[B, P + R]` layout that
 //! is kept for every mini-batch; masks remove padded positions from the losses, GAE, KL,

@@ -311,6 +311,13 @@ fn eos_only_responses_and_single_token_batches_work() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("response 1 has no tokens"), "{e}");
+    let mut hand_made = ro.clone();
+    hand_made.responses[2].clear();
+    hand_made.logprobs[2].clear();
+    hand_made.ref_logprobs[2].clear();
+    hand_made.values[2].clear();
+    let e = t.step(&hand_made, &[0.0; 3]).unwrap_err().to_string();
+    assert!(e.contains("response 2 has no tokens"), "{e}");
     let e = t.step(&ro, &[0.0]).unwrap_err().to_string();
     assert!(e.contains("1 scores for 3 responses"), "{e}");
     let ro4 = t

@@ -72,6 +72,14 @@ impl Rollout {
                 ));
             }
         }
+        for (what, seqs) in [("prompt", &self.prompts), ("response", &self.responses)] {
+            if let Some(i) = seqs.iter().position(|s| s.is_empty()) {
+                return Err(Error::input(
+                    format!("rollout: {what} {i} has no tokens"),
+                    None,
+                ));
+            }
+        }
         for (i, r) in self.responses.iter().enumerate() {
             for (name, v) in [
                 ("logprobs", &self.logprobs[i]),
