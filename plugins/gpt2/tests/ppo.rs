@@ -469,9 +469,16 @@ fn timed_step_on_a_2m_parameter_model() {
     let dir = tempfile::tempdir().unwrap();
     medium_model(dir.path());
     let base = base_from(dir.path());
+    // The dev profile runs a small smoke step; release runs 3 steps of 32 × 24 tokens (the
+    // later steps are the timings to quote).
+    let (b, new_tokens, steps) = if cfg!(debug_assertions) {
+        (8, 8, 1)
+    } else {
+        (32, 24, 3)
+    };
     let c = LmPpoConfig {
-        batch_size: 32,
-        mini_batch_size: 8,
+        batch_size: b,
+        mini_batch_size: b / 4,
         learning_rate: 1e-3,
         ..Default::default()
     };
@@ -483,21 +490,19 @@ fn timed_step_on_a_2m_parameter_model() {
     .unwrap();
     let mut r = rng::stream(0, "timed");
     let mut pr = rng::stream(0, "timed-prompts");
-    let p: Vec<Vec<u32>> = (0..32)
+    let p: Vec<Vec<u32>> = (0..b)
         .map(|_| {
             (0..pr.random_range(4..=8))
                 .map(|_| pr.random_range(1..2048u32))
                 .collect()
         })
         .collect();
-    // One step in the dev profile (a smoke test); in release the later steps are the timings.
-    let steps = if cfg!(debug_assertions) { 1 } else { 3 };
     for k in 0..steps {
-        let ro = t.rollout(&p, &sampling(24, false), &mut r).unwrap();
+        let ro = t.rollout(&p, &sampling(new_tokens, false), &mut r).unwrap();
         let s = t.step(&ro, &score(&ro.responses)).unwrap();
         eprintln!(
-            "step {k}: {} response tokens, gen {:.3} s, score {:.3} s, train {:.3} s \
-             ({} epochs × 4 mini-batches), {:.0} tokens/s",
+            "step {k}: {b} responses, {} response tokens, gen {:.3} s, score {:.3} s, \
+             train {:.3} s ({} epochs × 4 mini-batches), {:.0} tokens/s",
             ro.response_tokens(),
             s.gen_s,
             s.score_s,
