@@ -473,7 +473,7 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
                 "command": command,
                 "config": cfg,
                 "report": report,
-                "tokenizer_seconds_plus_training": t0.elapsed().as_secs_f64(),
+                "total_seconds": t0.elapsed().as_secs_f64(),
                 "samples": stats,
             });
             maxmin_core::run::write_json_atomic(&out.join("metrics.json"), &metrics)?;

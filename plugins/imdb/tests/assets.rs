@@ -132,3 +132,37 @@ fn shipped_gpt2_loads_and_ends_sentences() {
     // The experiment needs completions that end by themselves most of the time.
     assert!(stopped >= 10, "only {stopped}/16 samples ended with EOS");
 }
+
+#[test]
+fn from_tensors_rejects_missing_and_misshapen_tensors() {
+    let cfg = PretrainConfig {
+        layers: 1,
+        hidden: 8,
+        heads: 2,
+        context: 4,
+        ..Default::default()
+    };
+    let mc = cfg.model_config(300, 0);
+    let params = maxmin_imdb::pretrain::init_params(&mc, 1, &Device::Cpu).unwrap();
+    let mut map: std::collections::HashMap<String, candle_core::Tensor> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    assert!(Gpt2::from_tensors(mc.clone(), &map, &Device::Cpu).is_ok());
+    map.insert(
+        "h.0.ln_1.weight".into(),
+        candle_core::Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
+    let e = Gpt2::from_tensors(mc.clone(), &map, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("h.0.ln_1.weight") && e.contains("shape"), "{e}");
+    map.remove("h.0.ln_1.weight");
+    let e = Gpt2::from_tensors(mc, &map, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("h.0.ln_1.weight") && e.contains("missing"),
+        "{e}"
+    );
+}
