@@ -467,7 +467,7 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
                 "What a",
                 "This is one of the",
             ];
-            let stats = maxmin_imdb::pretrain::sample_saved(&out, &prompts, 4, 48, seed)?;
+            let stats = maxmin_imdb::card::sample_saved(&out, &prompts, 4, 48, seed)?;
             let command = invocation();
             let metrics = serde_json::json!({
                 "command": command,
@@ -477,7 +477,7 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
                 "samples": stats,
             });
             maxmin_core::run::write_json_atomic(&out.join("metrics.json"), &metrics)?;
-            let readme = maxmin_imdb::pretrain::readme(&command, &cfg, &report, &stats);
+            let readme = maxmin_imdb::card::readme(&command, &cfg, &report, &stats);
             maxmin_core::run::write_atomic(&out.join("README.md"), readme.as_bytes())?;
             println!(
                 "held-out perplexity {:.2} ({} tokens), {} params, train loss {:.3} -> {:.3}, {:.0} s; samples: EOS rate {:.2}, mean {:.1} new tokens",

@@ -87,7 +87,7 @@ fn tiny_pretrain_lowers_loss_and_writes_a_loadable_gpt2() {
         "{nll} vs {}",
         report.heldout_nll
     );
-    let stats = maxmin_imdb::pretrain::sample_saved(&out, &["This movie"], 3, 12, 1).unwrap();
+    let stats = maxmin_imdb::card::sample_saved(&out, &["This movie"], 3, 12, 1).unwrap();
     assert_eq!(stats.samples.len(), 3);
     assert!(stats.samples.iter().all(|s| s.starts_with("This movie")));
     let m: serde_json::Value =
