@@ -47,6 +47,9 @@ pub struct LmExperiment {
     /// `linear-reward`).
     #[serde(default = "d_reward_model")]
     pub reward_model: Box<dyn RewardModelConfig>,
+    /// `[features]`: what the reward heads see of each completion token.
+    #[serde(default)]
+    pub features: FeatureConfig,
     /// `[em]`: the EM mixture of reward models.
     #[serde(default)]
     pub em: EmConfig,
@@ -72,6 +75,24 @@ fn d_reward_model() -> Box<dyn RewardModelConfig> {
             batch_size: 64,
         },
     })
+}
+
+/// `[features]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Append each token's context-free hidden state to its contextual one (a word-identity
+    /// channel; costs one forward pass per vocabulary entry at start-up).
+    #[serde(default = "yes")]
+    pub token_identity: bool,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self {
+            token_identity: true,
+        }
+    }
 }
 
 /// `[generation]`.

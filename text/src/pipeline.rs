@@ -303,35 +303,46 @@ pub struct Prefs {
     pub feats: Features,
 }
 
-/// Text comparisons → feature rows for the BT heads.
-fn encode_comparisons(fz: &Featurizer, ctx: &Ctx, cs: &[Comparison]) -> Result<Vec<Comparison>> {
-    let mut prompts = Vec::with_capacity(cs.len() * 2);
-    let mut comps = Vec::with_capacity(cs.len() * 2);
+/// Text comparisons → per-token feature rows for the BT heads. `ids_of(context, text)` gives
+/// the prompt and completion token ids; each distinct (context, completion) is encoded once.
+fn encode_comparisons(
+    fz: &Featurizer,
+    cs: &[Comparison],
+    ids_of: &dyn Fn(&str, &str) -> Result<(Vec<u32>, Vec<u32>)>,
+) -> Result<Vec<Comparison>> {
+    let mut index: std::collections::HashMap<(String, String), usize> = Default::default();
+    let (mut prompts, mut comps) = (Vec::new(), Vec::new());
+    let mut sides = Vec::with_capacity(cs.len());
     for c in cs {
-        let p = ctx.tok.encode(c.context.as_str().unwrap_or_default())?;
-        for s in [&c.chosen, &c.rejected] {
-            let Segment::Text(t) = s else {
+        let ctx = c.context.as_str().unwrap_or_default().to_string();
+        let mut pair = [0usize; 2];
+        for (k, seg) in [&c.chosen, &c.rejected].into_iter().enumerate() {
+            let Segment::Text(t) = seg else {
                 return Err(Error::Internal("text comparison expected".into()));
             };
-            let mut ids = ctx.tok.encode(t)?;
-            if ids.is_empty() {
-                // An EOS-only completion decodes to "": score it as EOS.
-                ids.push(ctx.pad_id);
-            }
-            prompts.push(p.clone());
-            comps.push(ids);
+            let key = (ctx.clone(), t.clone());
+            pair[k] = match index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let (p, ids) = ids_of(&ctx, t)?;
+                    prompts.push(p);
+                    comps.push(ids);
+                    index.insert(key, comps.len() - 1);
+                    comps.len() - 1
+                }
+            };
         }
+        sides.push(pair);
     }
-    let d = fz.dim();
-    let x = fz.encode(&prompts, &comps)?;
+    let rows = fz.token_rows(&prompts, &comps)?;
     Ok(cs
         .iter()
-        .enumerate()
-        .map(|(i, c)| Comparison {
+        .zip(&sides)
+        .map(|(c, [w, l])| Comparison {
             user: c.user.clone(),
             context: serde_json::Value::Null,
-            chosen: Segment::Rows(vec![x[(2 * i) * d..(2 * i + 1) * d].to_vec()]),
-            rejected: Segment::Rows(vec![x[(2 * i + 1) * d..(2 * i + 2) * d].to_vec()]),
+            chosen: Segment::Rows(rows[*w].clone()),
+            rejected: Segment::Rows(rows[*l].clone()),
             group: c.group.clone(),
         })
         .collect())
@@ -371,7 +382,7 @@ fn simulate(
     pop: &TextPopulation,
     dir: &RunDir,
     progress: &mut dyn Progress,
-) -> Result<(Vec<Comparison>, Vec<Comparison>, Value)> {
+) -> Result<SimOut> {
     let p = &ctx.exp.preferences;
     let mut rng = stream(ctx.exp.seed, "preferences");
     let pool: Vec<usize> = {
@@ -437,7 +448,28 @@ fn simulate(
         "reference_mean_tokens": scored.iter().map(|c| c.tokens as f64).sum::<f64>() / scored.len() as f64,
         "reference_eos_rate": resp.iter().filter(|r| content_len(ctx, r) < r.len()).count() as f64 / resp.len() as f64,
     });
-    Ok((train, held, pool_stats))
+    let mut ids = std::collections::HashMap::new();
+    for (j, &i) in pool.iter().enumerate() {
+        for k in 0..2 {
+            ids.entry((ctx.train[i].0.clone(), scored[2 * j + k].text.clone()))
+                .or_insert_with(|| (ctx.train[i].1.clone(), resp[2 * j + k].clone()));
+        }
+    }
+    Ok(SimOut {
+        train,
+        held,
+        stats: pool_stats,
+        ids,
+    })
+}
+
+/// What the simulation produced.
+struct SimOut {
+    train: Vec<Comparison>,
+    held: Vec<Comparison>,
+    stats: Value,
+    /// (prompt, completion text) → (prompt ids, completion ids with EOS where generation stopped).
+    ids: std::collections::HashMap<(String, String), (Vec<u32>, Vec<u32>)>,
 }
 
 use serde_json::Value;
@@ -635,26 +667,36 @@ fn summarise(ctx: &Ctx, objective: &str, seed: u64, cs: &[Completion]) -> LmResu
     }
 }
 
-/// Completions of the evaluation prompts (same sampling seed for every policy).
-fn evaluate(ctx: &Ctx, policy: Option<&LmPolicy>) -> Result<Vec<Completion>> {
+/// Completions of the evaluation prompts (same sampling seed for every policy), with their ids.
+fn evaluate(ctx: &Ctx, policy: Option<&LmPolicy>) -> Result<(Vec<Completion>, Vec<Vec<u32>>)> {
     let ids: Vec<Vec<u32>> = ctx.eval.iter().map(|p| p.1.clone()).collect();
     let mut rng = stream(ctx.exp.seed, "evaluation");
     let resp = complete(ctx, policy, &ids, &mut rng)?;
-    ctx.eval
+    let cs = ctx
+        .eval
         .iter()
         .zip(&resp)
         .map(|((p, _), r)| score_truth(ctx, p, r))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((cs, resp))
 }
 
-/// Rewards `[K][B]` of the mixture and `[B]` of the single model for feature rows `x`.
-fn learned_rewards(l: &Learned, x: &[f32]) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
-    let g = l
-        .mixture
-        .iter()
-        .map(|m| m.reward_batch(x, &[]))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((g, l.single.reward_batch(x, &[])?))
+/// Sequence rewards `[K][B]` of the mixture and `[B]` of the single model: each model's
+/// per-token reward summed over a completion's token rows.
+fn learned_rewards(l: &Learned, rows: &[Vec<Vec<f32>>]) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+    let flat: Vec<f32> = rows.iter().flatten().flatten().copied().collect();
+    let sum = |m: &RewardModel| -> Result<Vec<f32>> {
+        let r = m.reward_batch(&flat, &[])?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut at = 0;
+        for s in rows {
+            out.push(r[at..at + s.len()].iter().sum());
+            at += s.len();
+        }
+        Ok(out)
+    };
+    let g = l.mixture.iter().map(sum).collect::<Result<Vec<_>>>()?;
+    Ok((g, sum(&l.single)?))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -771,7 +813,7 @@ fn train_policy(
         let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| ctx.train[i].1.clone()).collect();
         let gen = gen_options(ctx, &mut state.rng);
         let rollout = trainer.rollout(&prompts, &gen, &mut state.rng)?;
-        let x = fz.encode(&prompts, &rollout.responses)?;
+        let x = fz.token_rows(&prompts, &rollout.responses)?;
         let (mut g, single) = learned_rewards(learned, &x)?;
         let raw_means: Vec<f64> = g
             .iter()
@@ -858,24 +900,11 @@ fn train_policy(
     }
     progress.finish();
     let train_seconds = t0.elapsed().as_secs_f64();
-    let cs = evaluate(ctx, Some(trainer.policy()))?;
+    let (cs, resp) = evaluate(ctx, Some(trainer.policy()))?;
     let mut r = summarise(ctx, &label, seed, &cs);
     r.train_seconds = train_seconds;
-    let x = {
-        let p: Vec<Vec<u32>> = ctx.eval.iter().map(|p| p.1.clone()).collect();
-        let c: Vec<Vec<u32>> = cs
-            .iter()
-            .map(|c| {
-                let mut ids = ctx.tok.encode(&c.text).unwrap_or_default();
-                if ids.is_empty() {
-                    ids.push(ctx.pad_id);
-                }
-                ids
-            })
-            .collect();
-        fz.encode(&p, &c)?
-    };
-    let (g, _) = learned_rewards(learned, &x)?;
+    let p: Vec<Vec<u32>> = ctx.eval.iter().map(|p| p.1.clone()).collect();
+    let (g, _) = learned_rewards(learned, &fz.token_rows(&p, &resp)?)?;
     r.learned = ctx
         .names
         .iter()
@@ -928,21 +957,41 @@ pub fn run_with(
         ctx.eval.len(),
         ctx.names
     );
-    let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8));
+    let mut fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8));
+    if exp.features.token_identity {
+        fz = fz.with_token_identity()?;
+    }
     let feats = fz.reward_features();
     // 1. Preferences.
-    let (train_c, held_c, pref_stats) = match &exp.population {
+    let sim = match &exp.population {
         Some(pop) => simulate(&ctx, pop, &run, progress)?,
         None => {
             let split = psoups_split(exp);
             let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &split)?;
-            let stats = serde_json::to_value(&d.stats).unwrap_or(Value::Null);
-            (d.train, d.held_out, stats)
+            SimOut {
+                stats: serde_json::to_value(&d.stats).unwrap_or(Value::Null),
+                train: d.train,
+                held: d.held_out,
+                ids: Default::default(),
+            }
         }
     };
+    let (train_c, held_c, pref_stats) = (&sim.train, &sim.held, sim.stats.clone());
+    // Recorded text is tokenised; a finished answer ends with EOS, as generated ones do.
+    let ids_of = |c: &str, t: &str| -> Result<(Vec<u32>, Vec<u32>)> {
+        if let Some(v) = sim.ids.get(&(c.to_string(), t.to_string())) {
+            return Ok(v.clone());
+        }
+        let mut ids = ctx.tok.encode(t)?;
+        ids.extend(ctx.base.eos_token_id());
+        if ids.is_empty() {
+            ids.push(ctx.pad_id);
+        }
+        Ok((ctx.tok.encode(c)?, ids))
+    };
     let t_feat = Instant::now();
-    let train_rows = encode_comparisons(&fz, &ctx, &train_c)?;
-    let held_rows = encode_comparisons(&fz, &ctx, &held_c)?;
+    let train_rows = encode_comparisons(&fz, train_c, &ids_of)?;
+    let held_rows = encode_comparisons(&fz, held_c, &ids_of)?;
     tracing::info!(
         "encoded {} + {} comparisons in {:.1}s",
         train_c.len(),
@@ -980,14 +1029,12 @@ pub fn run_with(
         .map(|_| ctx.train[crng.random_range(0..ctx.train.len())].1.clone())
         .collect();
     let cal_resp = complete(&ctx, None, &cal_prompts, &mut crng)?;
-    let (g, s) = learned_rewards(&learned, &fz.encode(&cal_prompts, &cal_resp)?)?;
+    let (g, s) = learned_rewards(&learned, &fz.token_rows(&cal_prompts, &cal_resp)?)?;
     let (cal, cal_single) = (Calibration::fit(&g), Calibration::fit(&[s]));
     // 3–4. Policies and evaluation.
-    let reference = summarise(&ctx, "reference", 0, &evaluate(&ctx, None)?);
-    let ref_samples: Vec<Completion> = evaluate(&ctx, None)?
-        .into_iter()
-        .take(exp.compare.samples)
-        .collect();
+    let (ref_cs, _) = evaluate(&ctx, None)?;
+    let reference = summarise(&ctx, "reference", 0, &ref_cs);
+    let ref_samples: Vec<Completion> = ref_cs.into_iter().take(exp.compare.samples).collect();
     let mut results = vec![];
     for o in &exp.compare.objectives {
         for &seed in &exp.compare.seeds {
@@ -1006,6 +1053,7 @@ pub fn run_with(
     }
     let summary = serde_json::json!({
         "name": exp.name,
+        "groups": ctx.names,
         "seconds": t0.elapsed().as_secs_f64(),
         "preferences": pref_stats,
         "comparisons": { "train": train_c.len(), "held_out": held_c.len() },
@@ -1174,8 +1222,9 @@ mod tests {
         assert_eq!((c.text.as_str(), c.tokens), ("", 0));
         assert_eq!(c.scores, vec![1.0, 1.0]);
         let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, 4);
-        let x = fz.encode(&[vec![5, 6]], &[vec![eos]]).unwrap();
-        assert_eq!(x.len(), fz.dim());
-        assert!(x.iter().all(|v| v.is_finite()));
+        let x = fz.token_rows(&[vec![5, 6]], &[vec![eos]]).unwrap();
+        assert_eq!((x.len(), x[0].len(), x[0][0].len()), (1, 1, fz.dim()));
+        assert!(x[0][0].iter().all(|v| v.is_finite()));
+        assert!(fz.token_rows(&[vec![5]], &[vec![]]).is_err());
     }
 }

@@ -117,11 +117,18 @@ pub fn write(dir: &Path) -> Result<()> {
          untuned model.\n"
     );
     let tab = table(&results);
-    let groups: Vec<String> = results
-        .first()
-        .or(reference.as_ref())
-        .map(|r| r.groups.keys().cloned().collect())
-        .unwrap_or_default();
+    // Groups in the config's order (summary.json), falling back to the results' keys.
+    let groups: Vec<String> = match summary["groups"].as_array() {
+        Some(a) if reference.as_ref().is_some_and(|r| !r.groups.is_empty()) => a
+            .iter()
+            .filter_map(|g| g.as_str().map(String::from))
+            .collect(),
+        _ => results
+            .first()
+            .or(reference.as_ref())
+            .map(|r| r.groups.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
     let mut header = "| policy |".to_string();
     let mut rule = "|---|".to_string();
     for g in &groups {
