@@ -21,12 +21,15 @@ fn every_config_checks() {
             continue;
         }
         if name.starts_with("gpt2-imdb-full") {
-            // Needs the real GPT-2 weights: checked on the fixture GPT-2 with the HF layout.
+            // Needs the real GPT-2 weights: checked on the fixture GPT-2 with the HF layout
+            // (64 positions and a byte-level toy vocabulary: a shorter budget fits the prompts).
             let o = run(&[
                 "check",
                 f.to_str().unwrap(),
                 "--set",
                 "model.model=tests/data/lm/gpt2-prefix",
+                "--set",
+                "generation.max-new-tokens=16",
             ]);
             let (out, err) = text(&o);
             assert!(o.status.success(), "{}: {out}{err}", f.display());

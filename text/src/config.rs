@@ -342,6 +342,12 @@ impl Validate for LmExperiment {
             ));
         }
         self.model.validate().map_err(|e| e.under("model"))?;
+        if self.model.lora.is_none() {
+            return Err(Error::config(
+                "model.lora",
+                "the policy trains LoRA adapters on the frozen model: add a [model.lora] table (e.g. rank = 8)",
+            ));
+        }
         self.prompts.validate().map_err(|e| e.under("prompts"))?;
         self.generation
             .validate()
@@ -431,4 +437,54 @@ pub fn is_lm_experiment(text: &str) -> bool {
         .ok()
         .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(|s| s == KIND)))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = "kind = \"lm-rlhf\"\nname = \"t\"\n[model]\nmodel = \"m\"\n[model.lora]\nrank = 4\n\
+        [prompts]\npath = \"p.txt\"\n[population]\n[[population.groups]]\nname = \"a\"\nshare = 1\n\
+        reward = { type = \"conciseness\" }\n[compare]\n[[compare.objectives]]\ntype = \"maxmin\"\n";
+
+    fn load(text: &str, sets: &[&str]) -> Result<LmExperiment> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Ok(maxmin_core::config::load_str::<LmExperiment>(text, Path::new("x.toml"), &sets)?.value)
+    }
+
+    #[test]
+    fn defaults_load_and_detection_works() {
+        let e = load(BASE, &[]).unwrap();
+        assert_eq!(e.generation.max_new_tokens, 32);
+        assert!(e.features.token_identity);
+        assert!(is_lm_experiment(BASE));
+        assert!(!is_lm_experiment(
+            "name = \"x\"\n[env]\ntype = \"cartpole\"\n"
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (set, key) in [
+            ("kind=\"rlhf\"", "kind"),
+            ("generation.max-new-tokens=0", "generation.max-new-tokens"),
+            ("generation.min-new-tokens=4", "generation.min-new-tokens"),
+            ("generation.top-p=0", "generation.top-p"),
+            ("preferences.temperature=0", "preferences.temperature"),
+            ("compare.steps=0", "compare.steps"),
+            ("compare.seeds=[]", "compare.seeds"),
+            ("population.groups.0.share=-1", "population.groups.0.share"),
+            ("prompts.eval=0", "prompts.eval"),
+        ] {
+            let e = load(BASE, &[set]).unwrap_err().to_string();
+            assert!(e.contains(key), "{set}: {e}");
+        }
+        let no_lora = BASE.replace("[model.lora]\nrank = 4\n", "");
+        let e = load(&no_lora, &[]).unwrap_err().to_string();
+        assert!(e.contains("model.lora"), "{e}");
+        let none = BASE.replace("[population]\n[[population.groups]]\nname = \"a\"\nshare = 1\nreward = { type = \"conciseness\" }\n", "");
+        let e = load(&none, &[]).unwrap_err().to_string();
+        assert!(e.contains("population"), "{e}");
+    }
 }

@@ -303,12 +303,15 @@ pub struct Prefs {
     pub feats: Features,
 }
 
+/// `(context, completion text)` → (prompt ids, completion ids).
+type IdsOf<'a> = dyn Fn(&str, &str) -> Result<(Vec<u32>, Vec<u32>)> + 'a;
+
 /// Text comparisons → per-token feature rows for the BT heads. `ids_of(context, text)` gives
 /// the prompt and completion token ids; each distinct (context, completion) is encoded once.
 fn encode_comparisons(
     fz: &Featurizer,
     cs: &[Comparison],
-    ids_of: &dyn Fn(&str, &str) -> Result<(Vec<u32>, Vec<u32>)>,
+    ids_of: &IdsOf,
 ) -> Result<Vec<Comparison>> {
     let mut index: std::collections::HashMap<(String, String), usize> = Default::default();
     let (mut prompts, mut comps) = (Vec::new(), Vec::new());
@@ -892,7 +895,7 @@ fn train_policy(
                 combined.rewards.iter().map(|r| *r as f64).sum::<f64>() / bs as f64
             }),
         );
-        if state.step % exp.compare.checkpoint_every == 0 || state.step == steps {
+        if state.step.is_multiple_of(exp.compare.checkpoint_every) || state.step == steps {
             state.metrics_bytes = metrics.sync()?;
             let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
             write_json_atomic(&ck.join("objective.json"), &objective.state())?;
@@ -1068,8 +1071,11 @@ pub fn run_with(
     Ok(run.path.clone())
 }
 
+/// Per objective (in first-seen order): column → (mean, 95 % half-width).
+pub type Table = Vec<(String, BTreeMap<String, (f64, f64)>)>;
+
 /// Mean ± 95 % interval per objective of each group's score (for the report).
-pub fn table(results: &[LmResult]) -> Vec<(String, BTreeMap<String, (f64, f64)>)> {
+pub fn table(results: &[LmResult]) -> Table {
     let mut order: Vec<String> = Vec::new();
     for r in results {
         if !order.contains(&r.objective) {
