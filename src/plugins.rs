@@ -3,6 +3,6 @@
 
 use maxmin_envs as _;
 use maxmin_gpt2 as _;
-use maxmin_llama as _;
 use maxmin_imdb as _;
+use maxmin_llama as _;
 use maxmin_text as _;
