@@ -58,3 +58,41 @@ pub fn metrics_without_sps(run_dir: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// Start `maxmin run CONFIG --out OUT`, wait until `ready` holds for the text of `watched`
+/// (polling), send SIGINT, and return the interrupted process's output.
+pub fn run_and_interrupt(
+    config: &Path,
+    out: &Path,
+    watched: &Path,
+    ready: impl Fn(&str) -> bool,
+) -> Output {
+    let child = maxmin()
+        .args([
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !ready(&std::fs::read_to_string(watched).unwrap_or_default()) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(300),
+            "{} never reached the interrupt point",
+            watched.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    child.wait_with_output().unwrap()
+}

@@ -2,9 +2,8 @@
 //! `summary.json`, the report and its plots, `maxmin report` rebuilding the report from files,
 //! resume after SIGINT in the middle of the policy trainings, and `maxmin bandit`.
 
-use crate::common::{maxmin, root, run, text};
+use crate::common::{run, run_and_interrupt, text};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn tiny(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("tiny_maxmin.toml");
@@ -131,40 +130,11 @@ fn compare_stage_resumes_after_sigint() {
     assert!(o.status.success(), "{}", text(&o).1);
 
     let part = dir.path().join("part");
-    let child = maxmin()
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            part.to_str().unwrap(),
-        ])
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Interrupt during the second policy's training.
-    let t0 = Instant::now();
     let watched = part.join("policies/single__seed2/metrics.jsonl");
-    loop {
-        let m = std::fs::read_to_string(&watched).unwrap_or_default();
-        if m.matches("losses/approx_kl").count() >= 3 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "second training never started"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let o = child.wait_with_output().unwrap();
+    let o = run_and_interrupt(&cfg, &part, &watched, |m| {
+        m.matches("losses/approx_kl").count() >= 3
+    });
     assert_eq!(
         o.status.code(),
         Some(130),

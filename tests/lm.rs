@@ -2,9 +2,8 @@
 //! run directory contents and report, determinism, exact resume after SIGINT, and bad input
 //! (empty prompt file, prompts longer than the context window, a missing model).
 
-use crate::common::{maxmin, root, run, text};
+use crate::common::{root, run, run_and_interrupt, text};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 /// A tiny LM experiment in `dir` (fixture GPT-2 with 64 positions, conciseness + sentiment).
 fn tiny(dir: &Path, steps: usize, prompts: Option<&str>) -> PathBuf {
@@ -208,39 +207,9 @@ fn lm_pipeline_resumes_after_sigint() {
     assert!(o.status.success(), "{}", text(&o).1);
 
     let part = dir.path().join("part");
-    let child = maxmin()
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            part.to_str().unwrap(),
-        ])
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Interrupt during the second policy, after its first checkpoint.
-    let t0 = Instant::now();
     let watched = part.join("policies/single__seed2/metrics.jsonl");
-    loop {
-        let m = std::fs::read_to_string(&watched).unwrap_or_default();
-        if m.lines().count() >= 3 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "second policy never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let o = child.wait_with_output().unwrap();
+    let o = run_and_interrupt(&cfg, &part, &watched, |m| m.lines().count() >= 3);
     assert_eq!(
         o.status.code(),
         Some(130),

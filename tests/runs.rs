@@ -1,8 +1,7 @@
 //! Runs end to end: run directory contents, determinism, and exact resume after SIGINT.
 
-use crate::common::{maxmin, metrics_without_sps, root, run, small_cartpole, text};
+use crate::common::{metrics_without_sps, run, run_and_interrupt, small_cartpole, text};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 fn run_to(cfg: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
@@ -89,36 +88,10 @@ fn resume_after_sigint_reproduces_the_uninterrupted_run() {
     run_to(&cfg, &full, &[]);
 
     let part = dir.path().join("part");
-    let child = maxmin()
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            part.to_str().unwrap(),
-        ])
-        .current_dir(root())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Interrupt once a few updates are logged (well before the 128th and last).
-    let t0 = Instant::now();
-    loop {
-        let m = std::fs::read_to_string(part.join("metrics.jsonl")).unwrap_or_default();
-        if m.matches("losses/approx_kl").count() >= 5 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "run did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let o = child.wait_with_output().unwrap();
+    let o = run_and_interrupt(&cfg, &part, &part.join("metrics.jsonl"), |m| {
+        m.matches("losses/approx_kl").count() >= 5
+    });
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         o.status.code(),

@@ -519,18 +519,7 @@ fn learn(
                 s.restart, s.iteration, s.log_likelihood
             ),
         );
-        let mut f = vec![
-            ("em/log_likelihood", s.log_likelihood),
-            ("em/assignment_changes", s.assignment_changes as f64),
-            ("em/restart", s.restart as f64),
-        ];
-        if let Some(p) = s.purity {
-            f.push(("em/purity", p));
-        }
-        if let Some(a) = s.ari {
-            f.push(("em/ari", a));
-        }
-        metrics.log(step, &f)
+        metrics.log_value(&s.metrics_line(step))
     };
     let fit = fit_mixture(
         &prefs.train,

@@ -254,6 +254,18 @@ pub struct IterStats {
     pub ari: Option<f64>,
 }
 
+impl IterStats {
+    /// The `metrics.jsonl` line of this iteration at `global_step`.
+    pub fn metrics_line(&self, global_step: u64) -> serde_json::Value {
+        serde_json::json!({
+            "global_step": global_step, "em/k": self.k, "em/restart": self.restart,
+            "em/iteration": self.iteration, "em/log_likelihood": self.log_likelihood,
+            "em/assignment_changes": self.assignment_changes, "em/group_sizes": self.group_sizes,
+            "em/empty_clusters": self.empty_clusters, "em/purity": self.purity, "em/ari": self.ari,
+        })
+    }
+}
+
 /// A fitted mixture.
 #[derive(Debug)]
 pub struct MixtureFit {

@@ -361,12 +361,7 @@ pub fn run_once(
                 ),
             );
             if let Some(m) = log.as_deref_mut() {
-                m.log_value(&json!({
-                    "global_step": step, "em/k": s.k, "em/restart": s.restart, "em/iteration": s.iteration,
-                    "em/log_likelihood": s.log_likelihood, "em/assignment_changes": s.assignment_changes,
-                    "em/group_sizes": s.group_sizes, "em/empty_clusters": s.empty_clusters,
-                    "em/purity": s.purity, "em/ari": s.ari,
-                }))?;
+                m.log_value(&s.metrics_line(step))?;
             }
             if crate::run::interrupted() {
                 return Err(Error::Interrupted(interrupt_dir.to_path_buf()));
