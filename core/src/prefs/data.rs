@@ -91,7 +91,7 @@ impl Comparison {
             Some(other) => {
                 return Err(format!(
                     "field `user`: expected a string, found {}",
-                    kind(&other)
+                    json_kind(&other)
                 ))
             }
             None => return Err("missing field `user`".into()),
@@ -118,7 +118,7 @@ impl Comparison {
             Some(other) => {
                 return Err(format!(
                     "field `group`: expected a string, found {}",
-                    kind(&other)
+                    json_kind(&other)
                 ))
             }
         };
@@ -132,7 +132,8 @@ impl Comparison {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// "a string", "an array", … — what a JSON value is, for error messages.
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -160,7 +161,7 @@ fn segment(
                 let Value::Array(xs) = r else {
                     return Err(format!(
                         "field `{name}` row {i}: expected an array of numbers, found {}",
-                        kind(&r)
+                        json_kind(&r)
                     ));
                 };
                 let mut row = Vec::with_capacity(xs.len());
@@ -170,7 +171,7 @@ fn segment(
                         None => {
                             return Err(format!(
                                 "field `{name}` row {i}: expected numbers, found {}",
-                                kind(&x)
+                                json_kind(&x)
                             ))
                         }
                     }
@@ -189,7 +190,7 @@ fn segment(
         }
         Some(other) => Err(format!(
             "field `{name}`: expected an array of rows or a string, found {}",
-            kind(&other)
+            json_kind(&other)
         )),
     }
 }

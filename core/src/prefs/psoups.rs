@@ -27,7 +27,7 @@
 //!
 //! Every bad input is an [`Error`] naming the file and the line, array element or field.
 
-use super::data::{Comparison, Segment};
+use super::data::{json_kind as kind, Comparison, Segment};
 use crate::error::{check, Error, Result};
 use crate::rng;
 use rand::seq::SliceRandom;
@@ -305,17 +305,6 @@ fn record(v: Value) -> std::result::Result<Record, String> {
         completion_a: field("completion_a")?,
         completion_b: field("completion_b")?,
     })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The prompt without P-Soups preference instructions.
