@@ -27,7 +27,7 @@ use maxmin_core::prefs::diagnostics::{ari, match_groups, purity};
 use maxmin_core::prefs::em::{fit_mixture, fit_model, IterStats, UserData};
 use maxmin_core::prefs::population::sample_users;
 use maxmin_core::prefs::reward_model::{accuracy, Encoded, Features, RewardModel, RewardSpec};
-use maxmin_core::prefs::simulate::sigmoid;
+use maxmin_core::prefs::simulate::bt_prefers_first;
 use maxmin_core::rng::{stream, Rng};
 use maxmin_core::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
 use maxmin_core::{Error, Result};
@@ -422,11 +422,12 @@ fn simulate(
             for _ in 0..pop.comparisons_per_user {
                 let j = rng.random_range(0..pool.len());
                 let (a, b) = (&scored[2 * j], &scored[2 * j + 1]);
-                let d = (a.scores[u.group] - b.scores[u.group]) / p.temperature;
-                let mut a_wins = rng.random::<f64>() < sigmoid(d);
-                if p.label_noise > 0.0 && rng.random::<f64>() < p.label_noise {
-                    a_wins = !a_wins;
-                }
+                let a_wins = bt_prefers_first(
+                    a.scores[u.group] - b.scores[u.group],
+                    p.temperature,
+                    p.label_noise,
+                    &mut rng,
+                );
                 let (w, l) = if a_wins { (a, b) } else { (b, a) };
                 out.push(Comparison {
                     user: u.id.clone(),

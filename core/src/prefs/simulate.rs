@@ -191,6 +191,17 @@ pub fn sigmoid(x: f64) -> f64 {
     }
 }
 
+/// One simulated Bradley–Terry label: whether a user prefers the first of two items whose
+/// true rewards differ by `diff`, P = σ(diff / temperature), then flipped with probability
+/// `label_noise` (no draw is made for the flip when it is 0).
+pub fn bt_prefers_first(diff: f64, temperature: f64, label_noise: f64, rng: &mut Rng) -> bool {
+    let mut first = rng.random::<f64>() < sigmoid(diff / temperature);
+    if label_noise > 0.0 && rng.random::<f64>() < label_noise {
+        first = !first;
+    }
+    first
+}
+
 /// Each user labels `per_user` random pairs of `segs` with their group's BT model.
 #[allow(clippy::too_many_arguments)]
 pub fn label(
@@ -217,11 +228,12 @@ pub fn label(
             if b >= a {
                 b += 1;
             }
-            let d = (returns[u.group][a] - returns[u.group][b]) / cfg.temperature;
-            let mut a_wins = rng.random::<f64>() < sigmoid(d);
-            if cfg.label_noise > 0.0 && rng.random::<f64>() < cfg.label_noise {
-                a_wins = !a_wins;
-            }
+            let a_wins = bt_prefers_first(
+                returns[u.group][a] - returns[u.group][b],
+                cfg.temperature,
+                cfg.label_noise,
+                rng,
+            );
             let (w, l) = if a_wins { (a, b) } else { (b, a) };
             out.push(Comparison {
                 user: u.id.clone(),
