@@ -63,20 +63,7 @@ fn d_policy() -> Box<dyn PolicyConfig> {
 
 impl Validate for Experiment {
     fn validate(&self) -> Result<()> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(Error::config(
-                "name",
-                format!(
-                    "expected a non-empty name of letters, digits, '-', '_' or '.', found {:?}",
-                    self.name
-                ),
-            ));
-        }
+        crate::run::check_run_name(&self.name)?;
         self.env.validate().map_err(|e| e.under("env"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
         self.mlp_policy()?;

@@ -149,6 +149,24 @@ impl Progress for NoProgress {
     fn finish(&mut self) {}
 }
 
+/// The experiment `name` names run directories (`runs/<name>__<timestamp>`): a non-empty name of
+/// ASCII letters, digits, '-', '_' or '.'; the error names the key `name`.
+pub fn check_run_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(Error::config(
+            "name",
+            format!(
+                "expected a non-empty name of letters, digits, '-', '_' or '.', found {name:?}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An open run directory.
 pub struct RunDir {
     /// Its path.

@@ -8,6 +8,7 @@ use maxmin_core::config::Validate;
 use maxmin_core::error::check;
 use maxmin_core::objective::ObjectiveConfig;
 use maxmin_core::policy::RewardModelConfig;
+use maxmin_core::prefs::population::{check_groups, normalised};
 use maxmin_core::prefs::psoups::{PsoupsFile, PsoupsSplit};
 use maxmin_core::prefs::EmConfig;
 use maxmin_core::{Error, Result};
@@ -215,27 +216,12 @@ fn d_per_user() -> usize {
 impl TextPopulation {
     /// Normalised shares.
     pub fn shares(&self) -> Vec<f64> {
-        let t: f64 = self.groups.iter().map(|g| g.share).sum();
-        self.groups.iter().map(|g| g.share / t).collect()
+        normalised(self.groups.iter().map(|g| g.share))
     }
 
     fn validate(&self) -> Result<()> {
-        if self.groups.is_empty() {
-            return Err(Error::config("groups", "expected at least one group"));
-        }
+        check_groups(self.groups.iter().map(|g| (g.name.as_str(), g.share)))?;
         for (i, g) in self.groups.iter().enumerate() {
-            if g.name.is_empty() || g.name.contains(|c: char| c.is_whitespace() || c == '/') {
-                return Err(Error::config(
-                    format!("groups.{i}.name"),
-                    "expected a non-empty name without spaces or '/'",
-                ));
-            }
-            if !(g.share.is_finite() && g.share > 0.0) {
-                return Err(Error::config(
-                    format!("groups.{i}.share"),
-                    format!("expected a share > 0, found {}", g.share),
-                ));
-            }
             g.reward
                 .validate()
                 .map_err(|e| e.under(&format!("groups.{i}.reward")))?;
@@ -330,17 +316,7 @@ impl Validate for LmExperiment {
                 format!("expected \"{KIND}\", found {:?}", self.kind),
             ));
         }
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(Error::config(
-                "name",
-                "expected a non-empty name of letters, digits, '-', '_' or '.'",
-            ));
-        }
+        maxmin_core::run::check_run_name(&self.name)?;
         self.model.validate().map_err(|e| e.under("model"))?;
         if self.model.lora.is_none() {
             return Err(Error::config(
@@ -468,6 +444,7 @@ mod tests {
     fn bad_values_name_their_key() {
         for (set, key) in [
             ("kind=\"rlhf\"", "kind"),
+            ("name=\"a b\"", "name"),
             ("generation.max-new-tokens=0", "generation.max-new-tokens"),
             ("generation.min-new-tokens=4", "generation.min-new-tokens"),
             ("generation.top-p=0", "generation.top-p"),
@@ -475,6 +452,10 @@ mod tests {
             ("compare.steps=0", "compare.steps"),
             ("compare.seeds=[]", "compare.seeds"),
             ("population.groups.0.share=-1", "population.groups.0.share"),
+            (
+                "population.groups.0.name=\"a/b\"",
+                "population.groups.0.name",
+            ),
             ("prompts.eval=0", "prompts.eval"),
         ] {
             let e = load(BASE, &[set]).unwrap_err().to_string();

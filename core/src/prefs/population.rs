@@ -52,26 +52,8 @@ fn d_comparisons() -> usize {
 impl PopulationConfig {
     /// Check values; keys relative to `[population]`.
     pub fn validate(&self) -> Result<()> {
-        if self.groups.is_empty() {
-            return Err(Error::config("groups", "expected at least one group"));
-        }
+        check_groups(self.groups.iter().map(|g| (g.name.as_str(), g.share)))?;
         for (i, g) in self.groups.iter().enumerate() {
-            if g.name.is_empty() || g.name.contains(char::is_whitespace) {
-                return Err(Error::config(
-                    format!("groups.{i}.name"),
-                    format!(
-                        "expected a non-empty name without spaces, found {:?}",
-                        g.name
-                    ),
-                ));
-            }
-            if self.groups[..i].iter().any(|o| o.name == g.name) {
-                return Err(Error::config(
-                    format!("groups.{i}.name"),
-                    format!("group name {:?} is used twice", g.name),
-                ));
-            }
-            check::positive_f64(&format!("groups.{i}.share"), g.share)?;
             g.reward
                 .validate()
                 .map_err(|e| e.under(&format!("groups.{i}.reward")))?;
@@ -83,9 +65,42 @@ impl PopulationConfig {
 
     /// Normalised shares η(u).
     pub fn shares(&self) -> Vec<f64> {
-        let total: f64 = self.groups.iter().map(|g| g.share).sum();
-        self.groups.iter().map(|g| g.share / total).collect()
+        normalised(self.groups.iter().map(|g| g.share))
     }
+}
+
+/// The checks every population's `(name, share)` list gets, whatever its groups' reward type
+/// (control or text): at least one group; names non-empty, without spaces or '/' (they become
+/// metric keys `group/<name>/…` and folder names), each used once; shares finite and > 0. Keys
+/// are `groups.<i>.…`, relative to `[population]`.
+pub fn check_groups<'a>(groups: impl IntoIterator<Item = (&'a str, f64)>) -> Result<()> {
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, (name, share)) in groups.into_iter().enumerate() {
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(Error::config(
+                format!("groups.{i}.name"),
+                format!("expected a non-empty name without spaces or '/', found {name:?}"),
+            ));
+        }
+        if seen.contains(&name) {
+            return Err(Error::config(
+                format!("groups.{i}.name"),
+                format!("group name {name:?} is used twice"),
+            ));
+        }
+        seen.push(name);
+        check::positive_f64(&format!("groups.{i}.share"), share)?;
+    }
+    if seen.is_empty() {
+        return Err(Error::config("groups", "expected at least one group"));
+    }
+    Ok(())
+}
+
+/// Shares normalised to sum to 1.
+pub fn normalised(shares: impl Iterator<Item = f64> + Clone) -> Vec<f64> {
+    let total: f64 = shares.clone().sum();
+    shares.map(|s| s / total).collect()
 }
 
 /// One user.
@@ -151,5 +166,22 @@ mod tests {
         let u = sample_users(10, &[0.5, 0.5], "u", &mut rng);
         assert_eq!(u.iter().filter(|u| u.group == 1).count(), 5);
         assert_eq!(u[3].id, "u003");
+    }
+
+    #[test]
+    fn group_checks_name_the_key() {
+        assert!(check_groups([("a", 4.0), ("b", 1.0)]).is_ok());
+        assert_eq!(normalised([4.0, 1.0].into_iter()), vec![0.8, 0.2]);
+        for (groups, key) in [
+            (vec![], "groups"),
+            (vec![("a b", 1.0)], "groups.0.name"),
+            (vec![("a", 1.0), ("x/y", 1.0)], "groups.1.name"),
+            (vec![("a", 1.0), ("a", 1.0)], "groups.1.name"),
+            (vec![("a", 0.0)], "groups.0.share"),
+            (vec![("a", f64::NAN)], "groups.0.share"),
+        ] {
+            let e = check_groups(groups.clone()).unwrap_err().to_string();
+            assert!(e.contains(key), "{groups:?}: {e}");
+        }
     }
 }
