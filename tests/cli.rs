@@ -53,6 +53,18 @@ const BROKEN: &[(&str, &str, &[&str], &[&str])] = &[
         &["policy.hidden.1", "positive"],
     ),
     (
+        "policy too large for memory",
+        "name = \"x\"\n[env]\ntype = \"cartpole\"\n[policy]\ntype = \"mlp\"\nhidden = [64]\n",
+        &["--set", "policy.hidden=[100000,100000]"],
+        &["policy.hidden", "needs at least", "GiB", "parameters"],
+    ),
+    (
+        "rollout too large for memory",
+        "name = \"x\"\n[env]\ntype = \"cartpole\"\n[ppo]\nnum-envs = 100000000000\n",
+        &[],
+        &["ppo.num-envs", "needs at least", "steps"],
+    ),
+    (
         "unreadable TOML",
         "name = \"x\"\n[env\ntype = \"cartpole\"\n",
         &[],

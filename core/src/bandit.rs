@@ -1,4 +1,4 @@
-//! The impossibility result in numbers (PAPER.md, "Impossibility result"): a K-armed bandit with
+//! The impossibility result in numbers (docs/algorithms.md, "Impossibility result"): a K-armed bandit with
 //! two groups whose rewards are linear in arm features, where every KL-regularised optimum is
 //! closed form, π ∝ π_ref·exp(r/β). No sampling and no training noise: the pooled Bradley–Terry
 //! reward is the exact population maximum-likelihood fit (Newton's method on the expected

@@ -1,10 +1,10 @@
-//! The comparison stage (DESIGN.md stages 4–5): after the preference stage has learned the
+//! The comparison stage (docs/architecture.md stages 4–5): after the preference stage has learned the
 //! pooled reward model and the EM mixture, train one PPO policy per objective and seed on the
 //! same learned rewards, evaluate every policy with the groups' ground-truth rewards, and
 //! summarise per objective: each group's true utility, the worst group, the best − worst gap,
 //! each with a 95 % interval over seeds.
 //!
-//! Training reward of a step (PAPER.md "MaxMin alignment", adapted to control):
+//! Training reward of a step (docs/algorithms.md "MaxMin alignment", adapted to control):
 //! `env-reward-weight · r_env + objective(calibrated learned rewards) − β·(log π − log π_ref)`.
 //! The environment's own reward is kept (weight 1 by default) because Bradley–Terry rewards
 //! learned from equal-length segments are blind to a per-step constant, so alone they cannot

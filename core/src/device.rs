@@ -1,7 +1,7 @@
 //! Device selection: the CPU (default) or one CUDA GPU driven through cudarc 0.19.
 //!
 //! `device = "cuda"` in a config (or `--device cuda`) selects the custom kernels of
-//! [`crate::ops`]; there is no silent CPU fallback (STYLE.md): when no GPU can be used the
+//! [`crate::ops`]; there is no silent CPU fallback (docs/architecture.md ("Conventions")): when no GPU can be used the
 //! request fails with [`Error::Input`] and a `hint:`. cudarc loads `libcuda` and `libnvrtc` at
 //! run time (feature `dynamic-loading`) and panics when they are missing, so both libraries are
 //! probed before any cudarc call ([`cuda_driver_present`], [`nvrtc_present`]).

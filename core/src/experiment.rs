@@ -1,4 +1,4 @@
-//! The experiment file's top level and the pipeline it drives. DESIGN.md's data flow: a config
+//! The experiment file's top level and the pipeline it drives. docs/architecture.md's data flow: a config
 //! names an environment, a policy and a trainer; `run` creates the run directory, writes the
 //! resolved config, trains, and writes `summary.json`. `check` builds everything without
 //! training.
@@ -34,7 +34,7 @@ pub struct Experiment {
     /// PPO hyper-parameters (default: CleanRL's).
     #[serde(default)]
     pub ppo: PpoConfig,
-    /// `[population]`: when present, the run is the preference + EM stage (PAPER.md
+    /// `[population]`: when present, the run is the preference + EM stage (docs/algorithms.md
     /// Algorithm 2; see [`crate::prefs`]) instead of PPO on the environment's reward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub population: Option<PopulationConfig>,

@@ -1,10 +1,11 @@
 //! maxmin-core: the plugin traits, config loading, and the algorithms of MaxMin-RLHF
-//! (Chakraborty et al., ICML 2024; see `../shared/PAPER.md`).
+//! (Chakraborty et al., ICML 2024; see `docs/algorithms.md`).
 //!
 //! Library code returns [`error::Error`]; only the `maxmin` binary uses `anyhow`.
 #![warn(missing_docs)]
 
 pub mod bandit;
+pub mod budget;
 pub mod checkpoint;
 pub mod compare;
 pub mod compare_report;

@@ -46,7 +46,14 @@ impl crate::policy::PolicyConfig for MlpPolicyConfig {
         for (i, h) in self.hidden.iter().enumerate() {
             check::positive_usize(&format!("hidden.{i}"), *h)?;
         }
-        Ok(())
+        // Actor and critic each hold the hidden-to-hidden layers (input and output layers come
+        // on top), trained with Adam.
+        let params = crate::budget::mlp_params(&self.hidden).saturating_mul(2);
+        crate::budget::check(
+            "hidden",
+            &format!("an actor-critic with hidden layers {:?} ({params} parameters at least, with gradients and Adam moments)", self.hidden),
+            crate::budget::adam_training_bytes(params),
+        )
     }
     fn as_any(&self) -> &dyn Any {
         self

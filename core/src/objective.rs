@@ -1,5 +1,5 @@
 //! Objectives: how the K learned group rewards become the one reward a PPO step maximises
-//! (PAPER.md, "MaxMin alignment"). Each objective sees, per rollout batch, every group's reward
+//! (docs/algorithms.md, "MaxMin alignment"). Each objective sees, per rollout batch, every group's reward
 //! for every sample (`[K][B]`, already calibrated where configured), the pooled model's reward
 //! (for `single`), and the per-sample KL penalty, and returns the training reward per sample.
 //!
@@ -13,7 +13,7 @@
 //! | `dro` | Σ_u λ_u r_u(i), λ_u ← λ_u exp(−η F̂_u), normalised, kept across batches | group DRO |
 //!
 //! The KL term is the same for every group, so it never changes which group is worst; it is
-//! still part of F̂_u so that logged utilities mean what PAPER.md defines.
+//! still part of F̂_u so that logged utilities mean what docs/algorithms.md defines.
 
 use crate::error::{check, Error, Result};
 use serde::{Deserialize, Serialize};

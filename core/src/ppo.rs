@@ -167,6 +167,14 @@ impl PpoConfig {
         check::positive_usize("num-steps", self.num_steps)?;
         check::positive_usize("num-minibatches", self.num_minibatches)?;
         check::positive_usize("update-epochs", self.update_epochs)?;
+        // Each rollout step keeps at least an observation, action, log-prob, reward, done flag
+        // and value (6 × 4 bytes), and each environment at least 4 state floats.
+        let steps = (self.num_envs as u128).saturating_mul(self.num_steps as u128);
+        crate::budget::check(
+            "num-envs",
+            &format!("a rollout of num-envs × num-steps = {steps} steps"),
+            steps.saturating_mul(24) + (self.num_envs as u128).saturating_mul(16),
+        )?;
         if self.checkpoint_every == 0 {
             return Err(Error::config(
                 "checkpoint-every",

@@ -3,7 +3,7 @@
 //! bandwidth and its share of the device's memory bandwidth.
 //!
 //! - **Time**: median of the timed iterations after one warm-up; each iteration ends with a
-//!   stream synchronisation on the GPU before the clock is read (STYLE.md).
+//!   stream synchronisation on the GPU before the clock is read (docs/architecture.md ("Conventions")).
 //! - **GB/s**: the *minimum* bytes the fused kernel must move (each input read once, each
 //!   output written once) divided by the time; the baseline is charged the same bytes, so the
 //!   two GB/s columns compare like with like ("effective bandwidth").

@@ -1,5 +1,6 @@
-//! Branch-free `exp` for the CPU kernels: the standard library's `f32::exp` is a libm call the
-//! compiler cannot vectorise, and the log-prob kernels spend most of their time in `exp`.
+//! Branch-free `exp` for the CPU kernels and the GPT-2 pretraining loop: the standard library's
+//! `f32::exp` is a libm call the compiler cannot vectorise, and the log-prob kernels spend most
+//! of their time in `exp`.
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 // ln 2 split so n * LN2_HI is exact for |n| < 2^10 (Cody–Waite reduction).
@@ -13,7 +14,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// `e^x` for `x <= 0` (and `-inf`, which gives 0), within about 2 ulp of `f32::exp`; returns 0
 /// where `e^x` would be subnormal. Written without branches so loops over it vectorise.
 #[inline(always)]
-pub(crate) fn exp_nonpos(x: f32) -> f32 {
+pub fn exp_nonpos(x: f32) -> f32 {
     let xc = x.clamp(MIN_ARG, 0.0);
     let n = (xc * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
     let r = (xc - n * LN2_HI) - n * LN2_LO;

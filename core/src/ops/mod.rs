@@ -7,13 +7,15 @@
 //!   forward and backward, also as a candle op that autograd differentiates through (PPO).
 //! - [`bt_estep`]: the E-step of the Bradley–Terry mixture, a [users, K] log-likelihood matrix.
 //! - [`gae`]: generalised advantage estimation over [T, N] rollouts.
+//! - [`fastmath`]: a branch-free, vectorisable `exp` shared by the CPU kernels and the GPT-2
+//!   pretraining loop.
 
 pub mod bench;
 pub mod bt_estep;
 pub mod gae;
 pub mod logprob;
 
-pub(crate) mod fastmath;
+pub mod fastmath;
 
 #[cfg(test)]
 mod gpu_tests;

@@ -1,7 +1,7 @@
 //! Preference data on disk: JSONL, one comparison per line,
 //! `{"user": "...", "context": ..., "chosen": ..., "rejected": ..., "group": "..."?}`, where a
 //! segment is an array of rows (`obs ++ action`, one per step; control) or a string (text).
-//! This is the (x, y_w, y_l, h) data of PAPER.md's EM section with the user id h.
+//! This is the (x, y_w, y_l, h) data of docs/algorithms.md's EM section with the user id h.
 //!
 //! Reader and writer stream. A malformed line (bad JSON, a missing or unknown field, a wrong
 //! type, ragged or empty segments, a row width other than expected) is an [`Error::Data`]

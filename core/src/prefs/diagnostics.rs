@@ -1,4 +1,4 @@
-//! Clustering diagnostics for the EM mixture (PAPER.md, "our additions"): purity and the
+//! Clustering diagnostics for the EM mixture (docs/algorithms.md, "our additions"): purity and the
 //! adjusted Rand index (Hubert & Arabie 1985) of the recovered user assignment against the true
 //! groups, and the cluster → group matching used to compare each mixture model with its group.
 

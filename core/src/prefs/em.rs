@@ -1,5 +1,5 @@
 //! The single pooled reward model (the RLHF baseline) and the EM mixture of K Bradley–Terry
-//! reward models (PAPER.md "EM for a mixture of reward models", the paper's Algorithm 2).
+//! reward models (docs/algorithms.md "EM for a mixture of reward models", the paper's Algorithm 2).
 //!
 //! As in the paper: users (not comparisons) are clustered; the hard E-step assigns user h to
 //! `argmax_u Σ_{pairs of h} log σ(r_u(y_w) − r_u(y_l))` (no mixing weights), the M-step trains

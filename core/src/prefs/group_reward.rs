@@ -1,5 +1,5 @@
-//! Ground-truth rewards of simulated groups (`GroupRewardConfig`, DESIGN.md "Plugins"): each
-//! group of the population (PAPER.md "Setup": groups u with rewards r_u) scores a step
+//! Ground-truth rewards of simulated groups (`GroupRewardConfig`, docs/architecture.md "Plugins"): each
+//! group of the population (docs/algorithms.md "Setup": groups u with rewards r_u) scores a step
 //! `(obs, action)`; a segment's return is the sum over its steps, and users label pairs of
 //! segments with their group's Bradley–Terry model of that return (Christiano et al. 2017).
 //!

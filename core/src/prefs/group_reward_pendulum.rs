@@ -1,5 +1,5 @@
-//! Ground-truth group rewards for Pendulum-v1 (`GroupRewardConfig`, DESIGN.md "Plugins";
-//! PAPER.md "Setup": groups u with rewards r_u, and "Experiments to reproduce" item 3, the
+//! Ground-truth group rewards for Pendulum-v1 (`GroupRewardConfig`, docs/architecture.md "Plugins";
+//! docs/algorithms.md "Setup": groups u with rewards r_u, and "Experiments to reproduce" item 3, the
 //! continuous task). Two groups that disagree on *how* to act:
 //!
 //! - `pendulum-upright`: r = (1 + cos θ)/2 ∈ [0, 1] — wants the pendulum up;

@@ -1,5 +1,5 @@
 //! Preferences from a population of users, Bradley–Terry reward models and the EM reward
-//! mixture (PAPER.md "Setup" and "EM for a mixture of reward models"; DESIGN.md stages 1–3).
+//! mixture (docs/algorithms.md "Setup" and "EM for a mixture of reward models"; docs/architecture.md stages 1–3).
 //!
 //! - [`population`]: `[population]`, K groups with shares and ground-truth rewards, users;
 //! - [`group_reward`]: the `GroupRewardConfig` plugin point (ground-truth scorers);

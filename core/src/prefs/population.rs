@@ -1,4 +1,4 @@
-//! The population of users (`[population]`, PAPER.md "EM for a mixture of reward models"): K
+//! The population of users (`[population]`, docs/algorithms.md "EM for a mixture of reward models"): K
 //! groups, each with a name, a share η(u) and a ground-truth reward; U users, each belonging to
 //! exactly one group (users, not pairs, belong to groups, as in the paper), plus held-out users
 //! drawn the same way and never seen by training (the held-out split is by user).

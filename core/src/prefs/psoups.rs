@@ -1,5 +1,5 @@
 //! P-Soups preference files (Jang et al. 2023, "Personalized Soups", repository
-//! `joeljang/RLPHF`, `data/rm_training/P1A.json` …) turned into users for PAPER.md
+//! `joeljang/RLPHF`, `data/rm_training/P1A.json` …) turned into users for docs/algorithms.md
 //! "Experiments to reproduce" item 2 (Tulu2-7B, P-Soups).
 //!
 //! A file is a JSON array of objects or JSON lines; each record has `user_input` (the prompt),

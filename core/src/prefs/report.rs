@@ -1,7 +1,7 @@
-//! `report.md` and SVG plots of the preference stage (DESIGN.md "Outputs"): recovery of the
+//! `report.md` and SVG plots of the preference stage (docs/architecture.md "Outputs"): recovery of the
 //! groups (ARI, purity), each model's held-out accuracy per true group (single pooled vs EM
 //! mixture vs oracle), the EM log-likelihood per iteration, and the majority:minority ratio
-//! sweep (the paper's Tulu2-7B experiment, PAPER.md "Experiments to reproduce" 2, on control).
+//! sweep (the paper's Tulu2-7B experiment, docs/algorithms.md "Experiments to reproduce" 2, on control).
 
 use super::stage::{Outcome, SweepRow};
 use crate::error::{Error, Result};

@@ -1,4 +1,4 @@
-//! Bradley–Terry reward models for control (`[reward-model]`, PAPER.md "Setup"): a per-step
+//! Bradley–Terry reward models for control (`[reward-model]`, docs/algorithms.md "Setup"): a per-step
 //! reward r(obs, action), summed over a segment, trained to minimise
 //! −E[log σ(r(y_w) − r(y_l))] with a stable log-sigmoid (softplus(−d) = max(−d, 0) +
 //! log(1 + e^(−|d|)); never log(e^a / (e^a + e^b)), which overflows as the released scripts do).

@@ -1,6 +1,6 @@
 //! Simulated preference labels for control (`[preferences]`), Christiano et al. 2017 style:
 //! trajectory segments of length L from a behaviour policy, paired at random, and labelled by
-//! each user with their group's Bradley–Terry model of the segment return (PAPER.md "Setup":
+//! each user with their group's Bradley–Terry model of the segment return (docs/algorithms.md "Setup":
 //! P(a ≻ b) = σ((R_u(a) − R_u(b)) / temperature)), optionally followed by uniform label noise.
 //! Seeded from the run's root seed and reproducible.
 

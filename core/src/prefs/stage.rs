@@ -1,5 +1,5 @@
-//! The preference stage of a run (DESIGN.md stages 1–3): build the population, simulate (or
-//! read) comparisons, train the single pooled model, run EM (PAPER.md Algorithm 2 plus our
+//! The preference stage of a run (docs/architecture.md stages 1–3): build the population, simulate (or
+//! read) comparisons, train the single pooled model, run EM (docs/algorithms.md Algorithm 2 plus our
 //! additions), train the oracle on the true split, evaluate every model's held-out accuracy per
 //! true group, and write metrics, `preferences/*.jsonl`, `reward_models.safetensors`, the
 //! summary's `em` object and `report.md`. With `[em] ratio-sweep`, the stage is rerun per

@@ -262,12 +262,39 @@ impl Checkpoint {
                 ))
             }
         };
+        if let Some(at) = first_non_finite(view.data(), stored) {
+            return Err(Error::data(
+                file,
+                None,
+                format!(
+                    "tensor `{name}` holds a non-finite value (NaN or ±inf) at flat index {at}; \
+                     the checkpoint is corrupt or was saved from a diverged run"
+                ),
+            ));
+        }
         let t = view
             .load(&self.device)
             .map_err(|e| Error::data(file, None, format!("cannot read tensor `{name}`: {e}")))?
             .to_dtype(self.dtype)?;
         self.accounting.add(t.elem_count(), stored, self.dtype);
         Ok(t)
+    }
+}
+
+/// Index of the first NaN or ±inf in little-endian `data` of `dtype` (F32, F16 or BF16), read
+/// from the stored bits: an all-ones exponent is non-finite in each of the three formats.
+fn first_non_finite(data: &[u8], dtype: DType) -> Option<usize> {
+    match dtype {
+        DType::F32 => data.chunks_exact(4).position(|b| {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7F80_0000 == 0x7F80_0000
+        }),
+        DType::F16 => data
+            .chunks_exact(2)
+            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7C00 == 0x7C00),
+        DType::BF16 => data
+            .chunks_exact(2)
+            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7F80 == 0x7F80),
+        _ => None,
     }
 }
 

@@ -61,6 +61,41 @@ fn wrong_shape_names_tensor_expected_and_found() {
 }
 
 #[test]
+fn non_finite_weights_are_refused_with_the_tensor_name() {
+    for (dtype, bad) in [
+        (DType::F32, f32::NAN),
+        (DType::F16, f32::INFINITY),
+        (DType::BF16, f32::NEG_INFINITY),
+    ] {
+        let d = broken(|t| {
+            let name = "transformer.h.1.attn.c_proj.weight";
+            let mut v: Vec<f32> = t[name].flatten_all().unwrap().to_vec1().unwrap();
+            v[37] = bad;
+            let w = Tensor::from_vec(v, (32, 32), &Device::Cpu).unwrap();
+            t.insert(name.into(), w.to_dtype(dtype).unwrap());
+        });
+        let e = load_err(d.path());
+        assert_eq!(e.exit_code(), 2);
+        let e = e.to_string();
+        assert!(
+            e.contains("transformer.h.1.attn.c_proj.weight")
+                && e.contains("non-finite")
+                && e.contains("index 37"),
+            "{dtype:?}: {e}"
+        );
+    }
+    // A finite checkpoint in each dtype still loads.
+    for dtype in [DType::F16, DType::BF16] {
+        let d = broken(|t| {
+            for v in t.values_mut() {
+                *v = v.to_dtype(dtype).unwrap();
+            }
+        });
+        Gpt2::load(d.path(), DType::F32, &Device::Cpu).unwrap();
+    }
+}
+
+#[test]
 fn unsupported_dtype_is_named() {
     let d = broken(|t| {
         t.insert(

@@ -81,7 +81,7 @@ pub fn readme(
     s.push_str(
         "A small GPT-2 (HF `GPT2LMHeadModel` layout, f32, tied `lm_head`) pretrained from scratch \
          by maxmin on IMDB review sentences: the SFT / reference policy of the small-scale LM \
-         experiment (PAPER.md, experiment 1), standing in for the paper's GPT-2. Loads with \
+         experiment (docs/algorithms.md, experiment 1), standing in for the paper's GPT-2. Loads with \
          `maxmin_gpt2::Gpt2::load(dir, DType::F32, &Device::Cpu)`.\n\n",
     );
     s.push_str(&format!(

@@ -1,5 +1,5 @@
 //! Pretraining a small GPT-2 from scratch on IMDB review sentences: the SFT / reference policy of
-//! the small-scale LM experiment (PAPER.md, experiment 1), standing in for the paper's GPT-2
+//! the small-scale LM experiment (docs/algorithms.md, experiment 1), standing in for the paper's GPT-2
 //! (no pretrained weights can be downloaded here).
 //!
 //! Data shape (chosen for the RLHF experiment, whose conciseness reward 1 − length/max must be
@@ -19,9 +19,10 @@
 
 use crate::bpe::EOS_TOKEN;
 use crate::data::{split_sentences, Review};
+use crate::trainer::Gpt2Trainer;
 use candle_core::{Device, Tensor, Var};
 use maxmin_core::error::check;
-use maxmin_core::optim::{Adam, Params};
+use maxmin_core::optim::Params;
 use maxmin_core::{Error, Result};
 use maxmin_gpt2::lm::{CausalLm, LmInput};
 use maxmin_gpt2::{Gpt2, Gpt2ModelConfig};
@@ -62,6 +63,32 @@ pub struct PretrainConfig {
     pub eval_windows: usize,
     /// Root seed (init and window sampling).
     pub seed: u64,
+    /// How `model.safetensors` stores the weights: `f32`, or `f16` (half the size; held-out
+    /// perplexity is measured on the stored, rounded weights).
+    #[serde(default)]
+    pub storage: Storage,
+}
+
+/// Storage precision of the written weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// 32-bit floats, as trained.
+    #[default]
+    F32,
+    /// IEEE half precision (the loader converts back to the compute dtype).
+    F16,
+}
+
+impl std::str::FromStr for Storage {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Storage::F32),
+            "f16" => Ok(Storage::F16),
+            other => Err(format!("unknown storage `{other}` (expected f32 or f16)")),
+        }
+    }
 }
 
 impl Default for PretrainConfig {
@@ -80,6 +107,7 @@ impl Default for PretrainConfig {
             max_sentence_tokens: 40,
             eval_windows: 256,
             seed: 1,
+            storage: Storage::F32,
         }
     }
 }
@@ -208,11 +236,11 @@ fn window(units: &[Vec<u32>], mut start: usize, len: usize) -> Vec<u32> {
     w
 }
 
-/// Fresh GPT-2 parameters for `mc`, initialised as GPT-2 from `seed`.
-pub fn init_params(mc: &Gpt2ModelConfig, seed: u64, device: &Device) -> Result<Params> {
+/// Fresh GPT-2 parameters for `mc` by name (row-major data), initialised as GPT-2 from `seed`.
+pub fn init_named(mc: &Gpt2ModelConfig, seed: u64) -> Result<HashMap<String, Vec<f32>>> {
     let mut rng = maxmin_core::rng::stream(seed, "imdb/pretrain/init");
     let resid_std = 0.02 / (2.0 * mc.n_layer as f64).sqrt();
-    let mut params = Params::new();
+    let mut out = HashMap::new();
     for (name, shape) in mc.tensor_shapes() {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = if name.ends_with(".bias") {
@@ -229,13 +257,35 @@ pub fn init_params(mc: &Gpt2ModelConfig, seed: u64, device: &Device) -> Result<P
                 .map_err(|e| Error::Internal(format!("normal init: {e}")))?;
             (0..n).map(|_| d.sample(&mut rng)).collect()
         };
+        out.insert(name, data);
+    }
+    Ok(out)
+}
+
+/// Fresh GPT-2 parameters for `mc` as candle `Var`s (see [`init_named`]).
+pub fn init_params(mc: &Gpt2ModelConfig, seed: u64, device: &Device) -> Result<Params> {
+    let named = init_named(mc, seed)?;
+    params_of(mc, named.into_iter().map(|(k, v)| (k, v)).collect(), device)
+}
+
+/// Candle `Var`s from named row-major data, shaped as `mc` lists them.
+pub(crate) fn params_of(
+    mc: &Gpt2ModelConfig,
+    mut named: HashMap<String, Vec<f32>>,
+    device: &Device,
+) -> Result<Params> {
+    let mut params = Params::new();
+    for (name, shape) in mc.tensor_shapes() {
+        let data = named
+            .remove(&name)
+            .ok_or_else(|| Error::Internal(format!("no data for {name}")))?;
         let t = Tensor::from_vec(data, shape.as_slice(), device)?;
         params.insert(name, Var::from_tensor(&t)?);
     }
     Ok(params)
 }
 
-fn model_of(mc: &Gpt2ModelConfig, params: &Params, device: &Device) -> Result<Gpt2> {
+pub(crate) fn model_of(mc: &Gpt2ModelConfig, params: &Params, device: &Device) -> Result<Gpt2> {
     let map: HashMap<String, Tensor> = params
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
@@ -244,7 +294,7 @@ fn model_of(mc: &Gpt2ModelConfig, params: &Params, device: &Device) -> Result<Gp
 }
 
 /// Mean next-token cross-entropy over `windows` (each `t + 1` tokens) and the graph for backprop.
-fn batch_loss(model: &Gpt2, windows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+pub(crate) fn batch_loss(model: &Gpt2, windows: &[Vec<u32>], device: &Device) -> Result<Tensor> {
     let b = windows.len();
     let t = windows[0].len() - 1;
     let mut ids = Vec::with_capacity(b * t);
@@ -296,18 +346,29 @@ pub fn heldout_nll(
     Ok((total / windows.len() as f64, windows.len() * context))
 }
 
-/// Serialise `params` as `model.safetensors` bytes (f32, HF GPT-2 names without prefix).
-pub fn safetensors_bytes(params: &Params) -> Result<Vec<u8>> {
+/// Serialise `params` as `model.safetensors` bytes (HF GPT-2 names without prefix) in `storage`
+/// precision.
+pub fn safetensors_bytes(params: &Params, storage: Storage) -> Result<Vec<u8>> {
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, var) in params {
         let v = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes: Vec<u8> = match storage {
+            Storage::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Storage::F16 => v
+                .iter()
+                .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+        };
         data.push((name.clone(), var.dims().to_vec(), bytes));
     }
+    let dtype = match storage {
+        Storage::F32 => safetensors::Dtype::F32,
+        Storage::F16 => safetensors::Dtype::F16,
+    };
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
         .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| Error::Internal(format!("tensor view {n}: {e}")))
         })
@@ -318,8 +379,16 @@ pub fn safetensors_bytes(params: &Params) -> Result<Vec<u8>> {
         .map_err(|e| Error::Internal(format!("serialising safetensors: {e}")))
 }
 
+/// `x` as `storage` would round it.
+fn stored_value(x: f32, storage: Storage) -> f32 {
+    match storage {
+        Storage::F32 => x,
+        Storage::F16 => half::f16::from_f32(x).to_f32(),
+    }
+}
+
 /// `config.json` of the trained model, as HF transformers writes a GPT-2's.
-pub fn config_json(mc: &Gpt2ModelConfig) -> serde_json::Value {
+pub fn config_json(mc: &Gpt2ModelConfig, storage: Storage) -> serde_json::Value {
     let eos = mc.eos_token_id.unwrap_or(0);
     serde_json::json!({
         "architectures": ["GPT2LMHeadModel"],
@@ -340,7 +409,10 @@ pub fn config_json(mc: &Gpt2ModelConfig) -> serde_json::Value {
         "bos_token_id": eos,
         "eos_token_id": eos,
         "tie_word_embeddings": true,
-        "torch_dtype": "float32"
+        "torch_dtype": match storage {
+            Storage::F32 => "float32",
+            Storage::F16 => "float16",
+        }
     })
 }
 
@@ -353,6 +425,7 @@ pub fn pretrain(
     tok_path: &Path,
     cfg: &PretrainConfig,
     out: &Path,
+    progress: &mut dyn maxmin_core::run::Progress,
 ) -> Result<PretrainReport> {
     cfg.validate()?;
     let device = Device::Cpu;
@@ -378,57 +451,63 @@ pub fn pretrain(
         "tokenised sentence units"
     );
     let mc = cfg.model_config(vocab, eos);
-    let params = init_params(&mc, cfg.seed, &device)?;
-    let n_params: usize = params.values().map(|v| v.elem_count()).sum();
-    tracing::info!(params = n_params, vocab, "initialised GPT-2");
-    let mut adam = Adam::new(&params, cfg.lr, 1e-8);
+    let mut trainer = Gpt2Trainer::new(mc.clone(), &init_named(&mc, cfg.seed)?)?;
+    let n_params = trainer.num_params();
+    tracing::info!(
+        params = n_params,
+        vocab,
+        threads = rayon::current_num_threads(),
+        "initialised GPT-2"
+    );
     let mut rng = maxmin_core::rng::stream(cfg.seed, "imdb/pretrain/windows");
-    let (mut first, mut last) = (Vec::new(), Vec::new());
+    let (mut first, mut last) = (Vec::new(), std::collections::VecDeque::new());
     let train_start = Instant::now();
-    let mut last_log = Instant::now();
+    progress.start("pretrain", cfg.steps as u64, 0);
     for step in 0..cfg.steps {
         if maxmin_core::run::interrupted() {
             return Err(Error::Internal(
                 "interrupted before the end of pretraining".into(),
             ));
         }
-        adam.lr = cfg.lr_at(step);
         let windows: Vec<Vec<u32>> = (0..cfg.batch)
             .map(|_| window(&units, rng.random_range(0..units.len()), cfg.context + 1))
             .collect();
-        let model = model_of(&mc, &params, &device)?;
-        let loss = batch_loss(&model, &windows, &device)?;
-        let l = loss.to_scalar::<f32>()? as f64;
+        let l = trainer.loss_and_grads(&windows)?;
         if !l.is_finite() {
             return Err(Error::Internal(format!("loss is {l} at step {step}")));
         }
-        let grads = loss.backward()?;
-        let gnorm = adam.step(&params, &grads, Some(1.0))?;
+        let gnorm = trainer
+            .adam_step(cfg.lr_at(step), 1.0)
+            .map_err(|e| Error::Internal(format!("pretraining step {step}: {e}")))?;
         if step < 10 {
             first.push(l);
         }
-        last.push(l);
+        last.push_back(l);
         if last.len() > 10 {
-            last.remove(0);
+            last.pop_front();
         }
-        if last_log.elapsed().as_secs_f64() > 5.0 || step + 1 == cfg.steps {
-            let secs = train_start.elapsed().as_secs_f64();
-            tracing::info!(
-                step = step + 1,
-                steps = cfg.steps,
-                loss = format!("{l:.4}"),
-                lr = format!("{:.2e}", adam.lr),
-                grad_norm = format!("{gnorm:.3}"),
-                tokens_per_s = format!(
-                    "{:.0}",
-                    ((step + 1) * cfg.batch * cfg.context) as f64 / secs
-                ),
-                "pretrain"
-            );
-            last_log = Instant::now();
-        }
+        let secs = train_start.elapsed().as_secs_f64();
+        let tok_s = ((step + 1) * cfg.batch * cfg.context) as f64 / secs;
+        progress.update(
+            step as u64 + 1,
+            &format!("loss {l:.3} grad-norm {gnorm:.2} {tok_s:.0} tok/s"),
+        );
     }
+    progress.finish();
     let wall = train_start.elapsed().as_secs_f64();
+    let stored: HashMap<String, Vec<f32>> = trainer
+        .named_params()
+        .into_iter()
+        .map(|(n, _, v)| {
+            (
+                n,
+                v.into_iter()
+                    .map(|x| stored_value(x, cfg.storage))
+                    .collect(),
+            )
+        })
+        .collect();
+    let params = params_of(&mc, stored, &device)?;
     let model = model_of(&mc, &params, &device)?;
     let (nll, ntok) = heldout_nll(&model, &held, cfg.context, cfg.eval_windows, &device)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -438,7 +517,7 @@ pub fn pretrain(
         heldout_sentences: held.len(),
         train_tokens_seen: cfg.steps * cfg.batch * cfg.context,
         first_loss: mean(&first),
-        last_loss: mean(&last),
+        last_loss: mean(last.make_contiguous()),
         heldout_nll: nll,
         heldout_perplexity: nll.exp(),
         heldout_tokens: ntok,
@@ -449,10 +528,13 @@ pub fn pretrain(
         wall_s = wall,
         "pretraining done"
     );
-    let cfg_json = serde_json::to_string_pretty(&config_json(&mc))
+    let cfg_json = serde_json::to_string_pretty(&config_json(&mc, cfg.storage))
         .map_err(|e| Error::Internal(e.to_string()))?;
     maxmin_core::run::write_atomic(&out.join("config.json"), cfg_json.as_bytes())?;
-    maxmin_core::run::write_atomic(&out.join("model.safetensors"), &safetensors_bytes(&params)?)?;
+    maxmin_core::run::write_atomic(
+        &out.join("model.safetensors"),
+        &safetensors_bytes(&params, cfg.storage)?,
+    )?;
     maxmin_core::run::write_json_atomic(
         &out.join("metrics.json"),
         &serde_json::json!({ "config": cfg, "report": report }),

@@ -1,4 +1,4 @@
-//! Prompts of the small-scale LM experiment (PAPER.md, experiment 1: "the first 2–8 tokens of
+//! Prompts of the small-scale LM experiment (docs/algorithms.md, experiment 1: "the first 2–8 tokens of
 //! IMDB reviews"): from held-out reviews, the first n tokens (n uniform in `[min, max]`) under
 //! the experiment's tokenizer, decoded back to text.
 

@@ -1,4 +1,4 @@
-//! The sentiment scorer of the small-scale LM experiment (PAPER.md, experiment 1): the paper
+//! The sentiment scorer of the small-scale LM experiment (docs/algorithms.md, experiment 1): the paper
 //! scores completions with a DistilBERT classifier fine-tuned on IMDB; no such weights can be
 //! downloaded here, so the project trains its own — L2-regularised logistic regression on binary
 //! unigram + bigram presence features (lower-cased words, `!` and `?` kept as words) with a

@@ -2,6 +2,7 @@
 //! directory, and the shipped models under `models/` (scorer and GPT-2) loading and behaving.
 
 use candle_core::{DType, Device};
+use maxmin_core::run::NoProgress;
 use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
 use maxmin_gpt2::lm::{CausalLm, LmInput};
 use maxmin_gpt2::tokenizer::Tokenizer;
@@ -59,7 +60,7 @@ fn tiny_pretrain_lowers_loss_and_writes_a_loadable_gpt2() {
         eval_windows: 4,
         ..Default::default()
     };
-    let report = pretrain(&train, &held, &tok_path, &cfg, &out).unwrap();
+    let report = pretrain(&train, &held, &tok_path, &cfg, &out, &mut NoProgress).unwrap();
     assert!(
         report.last_loss < report.first_loss - 1.0,
         "loss {} -> {}",
@@ -198,6 +199,7 @@ fn tokenizer_and_pretraining_are_deterministic_from_the_seed() {
                 ..cfg.clone()
             },
             &out,
+            &mut NoProgress,
         )
         .unwrap();
         let read = |f: &str| std::fs::read(out.join(f)).unwrap();

@@ -1,4 +1,4 @@
-//! E-step of the Bradley–Terry mixture (PAPER.md, the EM algorithm over K preference groups):
+//! E-step of the Bradley–Terry mixture (docs/algorithms.md, the EM algorithm over K preference groups):
 //! the per-user, per-group log-likelihood
 //!
 //! `ll[u, k] = Σ_{i : user(i) = u} log σ(r_k(chosen_i) − r_k(rejected_i))`

@@ -1,5 +1,5 @@
 //! Fused per-token log-probabilities, entropy and KL from logits — the quantities PPO's loss
-//! needs at every generated token (DESIGN.md "Language models"; PAPER.md's PPO objective with a
+//! needs at every generated token (docs/architecture.md "Language models"; docs/algorithms.md's PPO objective with a
 //! KL penalty to the reference policy).
 //!
 //! From logits z [N, V], target ids t [N] and optionally reference logits w [N, V], one pass

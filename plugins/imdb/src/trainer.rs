@@ -1,0 +1,973 @@
+//! Full-parameter GPT-2 training on the CPU with the forward and backward passes written out:
+//! the fast path of [`crate::pretrain`] (docs/imdb.md, "Pretraining").
+//!
+//! Why it is fast: an autograd engine on the CPU allocates a tensor per op and walks a graph per
+//! step; at widths of a few hundred, that bookkeeping and the element-wise ops (GELU, layer norm,
+//! softmax) cost more than the matrix products. Here every activation buffer is allocated once
+//! for the batch shape, every matrix product is one large `gemm` call (both cores, operands
+//! transposed through strides, accumulating weight gradients in place), and the element-wise
+//! loops are plain slices the compiler vectorises, with the branch-free
+//! [`maxmin_core::ops::fastmath::exp_nonpos`] for the exponentials of GELU's tanh, attention's
+//! softmax and the cross-entropy. Row-parallel loops split the batch into fixed chunks and every
+//! reduction over rows runs in row order, so results do not depend on the thread count.
+//!
+//! The model is GPT-2 exactly as `maxmin_gpt2::Gpt2` computes it (pre-norm blocks, fused q|k|v,
+//! `gelu_new`, learned positions, tied `lm_head`, Conv1D `[in, out]` weights); a test checks the
+//! loss and every gradient against candle's autograd through that model. Optimiser: Adam with
+//! bias correction and global gradient-norm clipping, as `maxmin_core::optim::Adam` (no weight
+//! decay). Training windows are full (no padding), as pretraining packs sentence units.
+
+use maxmin_core::ops::fastmath::exp_nonpos;
+use maxmin_core::{Error, Result};
+use maxmin_gpt2::Gpt2ModelConfig;
+use rayon::prelude::*;
+use std::collections::HashMap;
+
+/// Rows per parallel chunk in row-wise loops (fixed, so chunking never depends on threads).
+const ROW_CHUNK: usize = 64;
+
+/// Where each named parameter lives in the flat parameter buffer.
+#[derive(Debug, Clone)]
+struct Layout {
+    /// (name, offset, shape) in [`Gpt2ModelConfig::tensor_shapes`] order.
+    entries: Vec<(String, usize, Vec<usize>)>,
+    index: HashMap<String, usize>,
+    total: usize,
+}
+
+impl Layout {
+    fn new(mc: &Gpt2ModelConfig) -> Self {
+        let mut entries = Vec::new();
+        let mut index = HashMap::new();
+        let mut off = 0;
+        for (name, shape) in mc.tensor_shapes() {
+            index.insert(name.clone(), entries.len());
+            let n: usize = shape.iter().product();
+            entries.push((name, off, shape));
+            off += n;
+        }
+        Layout {
+            entries,
+            index,
+            total: off,
+        }
+    }
+
+    fn range(&self, name: &str) -> std::ops::Range<usize> {
+        let (_, off, shape) = &self.entries[self.index[name]];
+        *off..*off + shape.iter().product::<usize>()
+    }
+}
+
+/// Activations of one block, kept for the backward pass.
+#[derive(Debug, Clone)]
+struct BlockActs {
+    x: Vec<f32>,
+    ln1: Vec<f32>,
+    ln1_stats: Vec<(f32, f32)>,
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    atty: Vec<f32>,
+    res2: Vec<f32>,
+    ln2: Vec<f32>,
+    ln2_stats: Vec<(f32, f32)>,
+    fch: Vec<f32>,
+    fcg: Vec<f32>,
+}
+
+/// A GPT-2 being trained: parameters, gradients, Adam moments and activation buffers.
+#[derive(Debug, Clone)]
+pub struct Gpt2Trainer {
+    mc: Gpt2ModelConfig,
+    layout: Layout,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    adam_t: i32,
+}
+
+/// Shapes of one forward pass.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+    v: usize,
+}
+
+impl Dims {
+    fn n(&self) -> usize {
+        self.b * self.t
+    }
+    fn hd(&self) -> usize {
+        self.c / self.nh
+    }
+}
+
+/// `out[m×n] (+)= A[m×k] · B[k×n]`, with `A` stored transposed (`[k×m]`) when `at`, `B` stored
+/// transposed (`[n×k]`) when `bt`; adds to `out` when `acc`, else overwrites it.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    at: bool,
+    bt: bool,
+    acc: bool,
+) {
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let (a_rs, a_cs) = if at { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if bt { (1, k as isize) } else { (n as isize, 1) };
+    let par = match rayon::current_num_threads() {
+        1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
+    // SAFETY: the asserts above bound every index the strides reach: A is m×k (or k×m), B is
+    // k×n (or n×k), out is m×n row-major, and `out` does not alias `a` or `b` (&mut vs &).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `y = x·W + b` for `x` `[n×cin]`, `W` `[cin×cout]` (Conv1D layout).
+fn linear(y: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], n: usize, cin: usize, cout: usize) {
+    y.par_chunks_mut(cout * ROW_CHUNK).for_each(|rows| {
+        for r in rows.chunks_mut(cout) {
+            r.copy_from_slice(bias);
+        }
+    });
+    matmul(y, x, w, (n, cin, cout), false, false, true);
+}
+
+/// Backward of [`linear`]: `dx = dy·Wᵀ` (overwritten), `dW += xᵀ·dy`, `db += Σ_rows dy`.
+#[allow(clippy::too_many_arguments)]
+fn linear_back(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+) {
+    matmul(dx, dy, w, (n, cout, cin), false, true, false);
+    matmul(dw, x, dy, (cin, n, cout), true, false, true);
+    for row in dy.chunks(cout) {
+        for (d, g) in db.iter_mut().zip(row) {
+            *d += g;
+        }
+    }
+}
+
+/// Layer norm over rows of width `c`; returns per-row (mean, 1/std).
+fn layer_norm(y: &mut [f32], stats: &mut [(f32, f32)], x: &[f32], w: &[f32], b: &[f32], c: usize) {
+    let eps = 1e-5f32;
+    y.par_chunks_mut(c * ROW_CHUNK)
+        .zip(stats.par_chunks_mut(ROW_CHUNK))
+        .zip(x.par_chunks(c * ROW_CHUNK))
+        .for_each(|((yc, sc), xc)| {
+            for ((yr, s), xr) in yc.chunks_mut(c).zip(sc.iter_mut()).zip(xc.chunks(c)) {
+                let mean = xr.iter().sum::<f32>() / c as f32;
+                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+                let rstd = 1.0 / (var + eps).sqrt();
+                for i in 0..c {
+                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+                }
+                *s = (mean, rstd);
+            }
+        });
+}
+
+/// Backward of [`layer_norm`]: `dx += …`, `dw += Σ dy·x̂`, `db += Σ dy`.
+#[allow(clippy::too_many_arguments)]
+fn layer_norm_back(
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    stats: &[(f32, f32)],
+    w: &[f32],
+    c: usize,
+) {
+    dx.par_chunks_mut(c * ROW_CHUNK)
+        .zip(dy.par_chunks(c * ROW_CHUNK))
+        .zip(x.par_chunks(c * ROW_CHUNK))
+        .zip(stats.par_chunks(ROW_CHUNK))
+        .for_each(|(((dxc, dyc), xc), sc)| {
+            for (((dxr, dyr), xr), &(mean, rstd)) in dxc
+                .chunks_mut(c)
+                .zip(dyc.chunks(c))
+                .zip(xc.chunks(c))
+                .zip(sc)
+            {
+                let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                for i in 0..c {
+                    let xhat = (xr[i] - mean) * rstd;
+                    let dxhat = dyr[i] * w[i];
+                    m1 += dxhat;
+                    m2 += dxhat * xhat;
+                }
+                m1 /= c as f32;
+                m2 /= c as f32;
+                for i in 0..c {
+                    let xhat = (xr[i] - mean) * rstd;
+                    dxr[i] += rstd * (dyr[i] * w[i] - m1 - xhat * m2);
+                }
+            }
+        });
+    for ((dyr, xr), &(mean, rstd)) in dy.chunks(c).zip(x.chunks(c)).zip(stats) {
+        for i in 0..c {
+            dw[i] += dyr[i] * (xr[i] - mean) * rstd;
+            db[i] += dyr[i];
+        }
+    }
+}
+
+const GELU_K: f32 = 0.797_884_6; // sqrt(2/pi)
+const GELU_A: f32 = 0.044_715;
+
+/// tanh through the branch-free exp: tanh(u) = sign(u)·(1 − e^{−2|u|}) / (1 + e^{−2|u|}).
+#[inline(always)]
+fn tanh_fast(u: f32) -> f32 {
+    let e = exp_nonpos(-2.0 * u.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(u)
+}
+
+/// `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+fn gelu(y: &mut [f32], x: &[f32]) {
+    y.par_chunks_mut(4096)
+        .zip(x.par_chunks(4096))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                let th = tanh_fast(GELU_K * (v + GELU_A * v * v * v));
+                *o = 0.5 * v * (1.0 + th);
+            }
+        });
+}
+
+/// `dx = dy · gelu'(x)` (overwritten).
+fn gelu_back(dx: &mut [f32], dy: &[f32], x: &[f32]) {
+    dx.par_chunks_mut(4096)
+        .zip(dy.par_chunks(4096))
+        .zip(x.par_chunks(4096))
+        .for_each(|((dc, gc), xc)| {
+            for ((d, &g), &v) in dc.iter_mut().zip(gc).zip(xc) {
+                let th = tanh_fast(GELU_K * (v + GELU_A * v * v * v));
+                let sech2 = 1.0 - th * th;
+                let grad =
+                    0.5 * (1.0 + th) + 0.5 * v * sech2 * GELU_K * (1.0 + 3.0 * GELU_A * v * v);
+                *d = g * grad;
+            }
+        });
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Causal self-attention from `qkv` `[b·t × 3c]` into `y` `[b·t × c]`, keeping the softmax
+/// probabilities `att` `[b × nh × t × t]` (zero above the diagonal).
+fn attention(y: &mut [f32], att: &mut [f32], qkv: &[f32], d: Dims) {
+    let (t, c, nh, hd) = (d.t, d.c, d.nh, d.hd());
+    let scale = 1.0 / (hd as f32).sqrt();
+    y.par_chunks_mut(t * c)
+        .zip(att.par_chunks_mut(nh * t * t))
+        .zip(qkv.par_chunks(t * 3 * c))
+        .for_each(|((yb, ab), qb)| {
+            for h in 0..nh {
+                for i in 0..t {
+                    let q = &qb[i * 3 * c + h * hd..][..hd];
+                    let row = &mut ab[(h * t + i) * t..][..t];
+                    let mut mx = f32::NEG_INFINITY;
+                    for (j, r) in row.iter_mut().enumerate().take(i + 1) {
+                        *r = dot(q, &qb[j * 3 * c + c + h * hd..][..hd]) * scale;
+                        mx = mx.max(*r);
+                    }
+                    let mut sum = 0.0;
+                    for r in row.iter_mut().take(i + 1) {
+                        *r = exp_nonpos(*r - mx);
+                        sum += *r;
+                    }
+                    let inv = 1.0 / sum;
+                    for r in row.iter_mut().take(i + 1) {
+                        *r *= inv;
+                    }
+                    row[i + 1..].fill(0.0);
+                    let out = &mut yb[i * c + h * hd..][..hd];
+                    out.fill(0.0);
+                    for (j, &p) in row.iter().enumerate().take(i + 1) {
+                        let vj = &qb[j * 3 * c + 2 * c + h * hd..][..hd];
+                        for (o, &vv) in out.iter_mut().zip(vj) {
+                            *o += p * vv;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Backward of [`attention`]: `dqkv` (overwritten) from `dy`.
+fn attention_back(dqkv: &mut [f32], dy: &[f32], qkv: &[f32], att: &[f32], d: Dims) {
+    let (t, c, nh, hd) = (d.t, d.c, d.nh, d.hd());
+    let scale = 1.0 / (hd as f32).sqrt();
+    dqkv.par_chunks_mut(t * 3 * c)
+        .zip(dy.par_chunks(t * c))
+        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(att.par_chunks(nh * t * t))
+        .for_each(|(((dqb, dyb), qb), ab)| {
+            dqb.fill(0.0);
+            let mut ds = vec![0.0f32; t];
+            for h in 0..nh {
+                for i in 0..t {
+                    let p = &ab[(h * t + i) * t..][..t];
+                    let dyi = &dyb[i * c + h * hd..][..hd];
+                    // dP_ij = dy_i·v_j ; dv_j += p_ij·dy_i
+                    let mut pdp = 0.0;
+                    for j in 0..=i {
+                        let vj = &qb[j * 3 * c + 2 * c + h * hd..][..hd];
+                        ds[j] = dot(dyi, vj);
+                        pdp += p[j] * ds[j];
+                        let dvj = &mut dqb[j * 3 * c + 2 * c + h * hd..][..hd];
+                        for (dv, &g) in dvj.iter_mut().zip(dyi) {
+                            *dv += p[j] * g;
+                        }
+                    }
+                    // dS_ij = p_ij (dP_ij − Σ_j p dP); dq_i += dS·k·s ; dk_j += dS·q_i·s
+                    for j in 0..=i {
+                        let dsj = p[j] * (ds[j] - pdp) * scale;
+                        let (kj, qi) = (
+                            &qb[j * 3 * c + c + h * hd..][..hd],
+                            &qb[i * 3 * c + h * hd..][..hd],
+                        );
+                        let dq = &mut dqb[i * 3 * c + h * hd..][..hd];
+                        for (a, &kk) in dq.iter_mut().zip(kj) {
+                            *a += dsj * kk;
+                        }
+                        let dk = &mut dqb[j * 3 * c + c + h * hd..][..hd];
+                        for (a, &qq) in dk.iter_mut().zip(qi) {
+                            *a += dsj * qq;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Mean cross-entropy of `logits` `[n × v]` against `targets`; overwrites `logits` with
+/// d(mean loss)/d(logits).
+fn cross_entropy(logits: &mut [f32], targets: &[u32], v: usize) -> f64 {
+    let n = targets.len();
+    let inv_n = 1.0 / n as f32;
+    let mut losses = vec![0.0f64; n];
+    logits
+        .par_chunks_mut(v * ROW_CHUNK)
+        .zip(losses.par_chunks_mut(ROW_CHUNK))
+        .zip(targets.par_chunks(ROW_CHUNK))
+        .for_each(|((lc, oc), tc)| {
+            for ((row, loss), &tg) in lc.chunks_mut(v).zip(oc.iter_mut()).zip(tc) {
+                let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = exp_nonpos(*x - mx);
+                    sum += *x;
+                }
+                let p_t = row[tg as usize] / sum;
+                *loss = -(p_t.max(f32::MIN_POSITIVE) as f64).ln();
+                let s = inv_n / sum;
+                for x in row.iter_mut() {
+                    *x *= s;
+                }
+                row[tg as usize] -= inv_n;
+            }
+        });
+    losses.iter().sum::<f64>() / n as f64
+}
+
+impl Gpt2Trainer {
+    /// A trainer over `named` parameters (every name of [`Gpt2ModelConfig::tensor_shapes`],
+    /// row-major f32 data of that shape).
+    pub fn new(mc: Gpt2ModelConfig, named: &HashMap<String, Vec<f32>>) -> Result<Self> {
+        let layout = Layout::new(&mc);
+        let mut params = vec![0.0f32; layout.total];
+        for (name, off, shape) in &layout.entries {
+            let data = named
+                .get(name)
+                .ok_or_else(|| Error::input(format!("parameter `{name}` is missing"), None))?;
+            let n: usize = shape.iter().product();
+            if data.len() != n {
+                return Err(Error::input(
+                    format!("parameter `{name}` has {} values, expected {n}", data.len()),
+                    None,
+                ));
+            }
+            params[*off..off + n].copy_from_slice(data);
+        }
+        let total = layout.total;
+        Ok(Gpt2Trainer {
+            mc,
+            layout,
+            params,
+            grads: vec![0.0; total],
+            m: vec![0.0; total],
+            v: vec![0.0; total],
+            adam_t: 0,
+        })
+    }
+
+    /// The parameters by name (row-major data with its shape).
+    pub fn named_params(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        self.layout
+            .entries
+            .iter()
+            .map(|(name, off, shape)| {
+                let n: usize = shape.iter().product();
+                (
+                    name.clone(),
+                    shape.clone(),
+                    self.params[*off..off + n].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// The gradient of one parameter after [`Gpt2Trainer::loss_and_grads`].
+    pub fn grad(&self, name: &str) -> &[f32] {
+        &self.grads[self.layout.range(name)]
+    }
+
+    /// Number of parameters (tied embedding counted once).
+    pub fn num_params(&self) -> usize {
+        self.layout.total
+    }
+
+    fn p(&self, name: &str) -> &[f32] {
+        &self.params[self.layout.range(name)]
+    }
+
+    fn dims(&self, windows: &[Vec<u32>]) -> Result<Dims> {
+        let b = windows.len();
+        let t = windows.first().map_or(0, |w| w.len().saturating_sub(1));
+        if b == 0 || t == 0 || windows.iter().any(|w| w.len() != t + 1) {
+            return Err(Error::input(
+                "training windows must be non-empty and of one length ≥ 2",
+                None,
+            ));
+        }
+        if t > self.mc.n_positions {
+            return Err(Error::input(
+                format!(
+                    "window of {t} positions exceeds n_positions {}",
+                    self.mc.n_positions
+                ),
+                None,
+            ));
+        }
+        if let Some(bad) = windows
+            .iter()
+            .flatten()
+            .find(|&&x| x as usize >= self.mc.vocab_size)
+        {
+            return Err(Error::input(
+                format!("token id {bad} outside the vocabulary"),
+                None,
+            ));
+        }
+        Ok(Dims {
+            b,
+            t,
+            c: self.mc.n_embd,
+            nh: self.mc.n_head,
+            v: self.mc.vocab_size,
+        })
+    }
+
+    /// Mean next-token cross-entropy over `windows` (each `t + 1` tokens, all one length) without
+    /// gradients.
+    pub fn loss(&self, windows: &[Vec<u32>]) -> Result<f64> {
+        let d = self.dims(windows)?;
+        let (ids, targets) = split_windows(windows, d.t);
+        let (_, _, mut logits) = self.forward(&ids, d);
+        Ok(cross_entropy(&mut logits, &targets, d.v))
+    }
+
+    /// Mean next-token cross-entropy over `windows` and its gradient (stored, see
+    /// [`Gpt2Trainer::grad`]).
+    pub fn loss_and_grads(&mut self, windows: &[Vec<u32>]) -> Result<f64> {
+        let d = self.dims(windows)?;
+        let (ids, targets) = split_windows(windows, d.t);
+        let (acts, lnf, mut logits) = self.forward(&ids, d);
+        let loss = cross_entropy(&mut logits, &targets, d.v);
+        self.grads.fill(0.0);
+        self.backward(&ids, d, &acts, &lnf, &logits);
+        Ok(loss)
+    }
+
+    /// Forward pass: per-block activations, the final layer norm (output, stats, input) and the
+    /// logits.
+    #[allow(clippy::type_complexity)]
+    fn forward(
+        &self,
+        ids: &[u32],
+        d: Dims,
+    ) -> (
+        Vec<BlockActs>,
+        (Vec<f32>, Vec<(f32, f32)>, Vec<f32>),
+        Vec<f32>,
+    ) {
+        let (n, c) = (d.n(), d.c);
+        let (wte, wpe) = (self.p("wte.weight"), self.p("wpe.weight"));
+        let mut x = vec![0.0f32; n * c];
+        for (r, (row, &id)) in x.chunks_mut(c).zip(ids).enumerate() {
+            let pos = r % d.t;
+            let (e, p) = (&wte[id as usize * c..][..c], &wpe[pos * c..][..c]);
+            for i in 0..c {
+                row[i] = e[i] + p[i];
+            }
+        }
+        let mut acts = Vec::with_capacity(self.mc.n_layer);
+        for l in 0..self.mc.n_layer {
+            let (a, out) = self.block_forward(l, &x, d);
+            acts.push(a);
+            x = out;
+        }
+        let mut lnf = vec![0.0f32; n * c];
+        let mut stats = vec![(0.0, 0.0); n];
+        layer_norm(
+            &mut lnf,
+            &mut stats,
+            &x,
+            self.p("ln_f.weight"),
+            self.p("ln_f.bias"),
+            c,
+        );
+        let mut logits = vec![0.0f32; n * d.v];
+        matmul(&mut logits, &lnf, wte, (n, c, d.v), false, true, false);
+        (acts, (lnf, stats, x), logits)
+    }
+
+    /// One block's forward from its input `x`; returns its activations and its output.
+    fn block_forward(&self, l: usize, x: &[f32], d: Dims) -> (BlockActs, Vec<f32>) {
+        let (n, c) = (d.n(), d.c);
+        let f = self.mc.inner();
+        let p = |s: &str| self.p(&format!("h.{l}.{s}"));
+        let mut a = BlockActs {
+            x: x.to_vec(),
+            ln1: vec![0.0; n * c],
+            ln1_stats: vec![(0.0, 0.0); n],
+            qkv: vec![0.0; n * 3 * c],
+            att: vec![0.0; d.b * d.nh * d.t * d.t],
+            atty: vec![0.0; n * c],
+            res2: vec![0.0; n * c],
+            ln2: vec![0.0; n * c],
+            ln2_stats: vec![(0.0, 0.0); n],
+            fch: vec![0.0; n * f],
+            fcg: vec![0.0; n * f],
+        };
+        layer_norm(
+            &mut a.ln1,
+            &mut a.ln1_stats,
+            x,
+            p("ln_1.weight"),
+            p("ln_1.bias"),
+            c,
+        );
+        let (w, b) = (p("attn.c_attn.weight"), p("attn.c_attn.bias"));
+        linear(&mut a.qkv, &a.ln1, w, b, n, c, 3 * c);
+        attention(&mut a.atty, &mut a.att, &a.qkv, d);
+        let (w, b) = (p("attn.c_proj.weight"), p("attn.c_proj.bias"));
+        linear(&mut a.res2, &a.atty, w, b, n, c, c);
+        add_in_place(&mut a.res2, x);
+        layer_norm(
+            &mut a.ln2,
+            &mut a.ln2_stats,
+            &a.res2,
+            p("ln_2.weight"),
+            p("ln_2.bias"),
+            c,
+        );
+        let (w, b) = (p("mlp.c_fc.weight"), p("mlp.c_fc.bias"));
+        linear(&mut a.fch, &a.ln2, w, b, n, c, f);
+        gelu(&mut a.fcg, &a.fch);
+        let mut out = vec![0.0f32; n * c];
+        let (w, b) = (p("mlp.c_proj.weight"), p("mlp.c_proj.bias"));
+        linear(&mut out, &a.fcg, w, b, n, f, c);
+        add_in_place(&mut out, &a.res2);
+        (a, out)
+    }
+
+    /// Backward pass from d(loss)/d(logits) into `self.grads` (which must be zeroed).
+    #[allow(clippy::type_complexity)]
+    fn backward(
+        &mut self,
+        ids: &[u32],
+        d: Dims,
+        acts: &[BlockActs],
+        lnf: &(Vec<f32>, Vec<(f32, f32)>, Vec<f32>),
+        dlogits: &[f32],
+    ) {
+        let (n, c) = (d.n(), d.c);
+        let wte_r = self.layout.range("wte.weight");
+        let mut dlnf = vec![0.0f32; n * c];
+        matmul(
+            &mut dlnf,
+            dlogits,
+            &self.params[wte_r.clone()],
+            (n, d.v, c),
+            false,
+            false,
+            false,
+        );
+        matmul(
+            &mut self.grads[wte_r],
+            dlogits,
+            &lnf.0,
+            (d.v, n, c),
+            true,
+            false,
+            true,
+        );
+        let mut dx = vec![0.0f32; n * c];
+        {
+            let (w, dw, db) = self.ln_parts("ln_f");
+            layer_norm_back(&mut dx, dw, db, &dlnf, &lnf.2, &lnf.1, &w, c);
+        }
+        let mut scratch = Scratch::new(d, self.mc.inner());
+        for l in (0..self.mc.n_layer).rev() {
+            self.block_backward(l, &mut dx, &acts[l], d, &mut scratch);
+        }
+        // Embeddings: dwte[id] += dx, dwpe[pos] += dx.
+        let (wte_r, wpe_r) = (
+            self.layout.range("wte.weight"),
+            self.layout.range("wpe.weight"),
+        );
+        for (r, (row, &id)) in dx.chunks(c).zip(ids).enumerate() {
+            let pos = r % d.t;
+            let e = &mut self.grads[wte_r.start + id as usize * c..][..c];
+            for (g, v) in e.iter_mut().zip(row) {
+                *g += v;
+            }
+            let p = &mut self.grads[wpe_r.start + pos * c..][..c];
+            for (g, v) in p.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+    }
+
+    /// The weight of layer norm `prefix` and mutable views of its weight and bias gradients.
+    fn ln_parts(&mut self, prefix: &str) -> (Vec<f32>, &mut [f32], &mut [f32]) {
+        let w = self.p(&format!("{prefix}.weight")).to_vec();
+        let (rw, rb) = (
+            self.layout.range(&format!("{prefix}.weight")),
+            self.layout.range(&format!("{prefix}.bias")),
+        );
+        let (dw, db) = two_mut(&mut self.grads, rw, rb);
+        (w, dw, db)
+    }
+
+    /// Mutable views of a linear layer's weight and bias gradients, and its weight.
+    fn lin_parts(&mut self, prefix: &str) -> (&[f32], &mut [f32], &mut [f32]) {
+        let (rw, rb) = (
+            self.layout.range(&format!("{prefix}.weight")),
+            self.layout.range(&format!("{prefix}.bias")),
+        );
+        let (dw, db) = two_mut(&mut self.grads, rw.clone(), rb);
+        (&self.params[rw], dw, db)
+    }
+
+    /// One block's backward: `dx` holds d(loss)/d(block output) on entry and d(loss)/d(block
+    /// input) on exit (the residual path passes it through; the branches add to it).
+    fn block_backward(
+        &mut self,
+        l: usize,
+        dx: &mut [f32],
+        a: &BlockActs,
+        d: Dims,
+        s: &mut Scratch,
+    ) {
+        let (n, c, f) = (d.n(), d.c, self.mc.inner());
+        let pre = format!("h.{l}");
+        // MLP: out = res2 + fcg·W2 + b2.
+        {
+            let (w, dw, db) = self.lin_parts(&format!("{pre}.mlp.c_proj"));
+            linear_back(&mut s.dfcg, dw, db, dx, &a.fcg, w, n, f, c);
+        }
+        gelu_back(&mut s.dfch, &s.dfcg, &a.fch);
+        {
+            let (w, dw, db) = self.lin_parts(&format!("{pre}.mlp.c_fc"));
+            linear_back(&mut s.dln, dw, db, &s.dfch, &a.ln2, w, n, c, f);
+        }
+        // dres2 = dx + LN2'(dln)
+        {
+            let (w, dw, db) = self.ln_parts(&format!("{pre}.ln_2"));
+            layer_norm_back(dx, dw, db, &s.dln, &a.res2, &a.ln2_stats, &w, c);
+        }
+        // Attention: res2 = x + atty·Wp + bp.
+        {
+            let (w, dw, db) = self.lin_parts(&format!("{pre}.attn.c_proj"));
+            linear_back(&mut s.datty, dw, db, dx, &a.atty, w, n, c, c);
+        }
+        attention_back(&mut s.dqkv, &s.datty, &a.qkv, &a.att, d);
+        {
+            let (w, dw, db) = self.lin_parts(&format!("{pre}.attn.c_attn"));
+            linear_back(&mut s.dln, dw, db, &s.dqkv, &a.ln1, w, n, c, 3 * c);
+        }
+        let (w, dw, db) = self.ln_parts(&format!("{pre}.ln_1"));
+        layer_norm_back(dx, dw, db, &s.dln, &a.x, &a.ln1_stats, &w, c);
+    }
+
+    /// One Adam step with learning rate `lr` after gradient-norm clipping at `max_norm`; returns
+    /// the gradient norm before clipping. Errors (and leaves the parameters alone) when the
+    /// gradient is not finite.
+    pub fn adam_step(&mut self, lr: f64, max_norm: f64) -> Result<f64> {
+        let norm = self
+            .grads
+            .iter()
+            .map(|&g| (g as f64) * (g as f64))
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() {
+            return Err(Error::Internal(format!("gradient norm is {norm}")));
+        }
+        let scale = if norm > max_norm {
+            (max_norm / (norm + 1e-6)) as f32
+        } else {
+            1.0
+        };
+        self.adam_t += 1;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f32);
+        let bc1 = 1.0 - b1.powi(self.adam_t);
+        let bc2_sqrt = (1.0 - b2.powi(self.adam_t)).sqrt() as f32;
+        let step = (lr / bc1) as f32;
+        let (b1, b2) = (b1 as f32, b2 as f32);
+        self.params
+            .par_chunks_mut(1 << 16)
+            .zip(self.grads.par_chunks(1 << 16))
+            .zip(self.m.par_chunks_mut(1 << 16))
+            .zip(self.v.par_chunks_mut(1 << 16))
+            .for_each(|(((p, g), m), v)| {
+                for i in 0..p.len() {
+                    let gi = g[i] * scale;
+                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    p[i] -= step * m[i] / (v[i].sqrt() / bc2_sqrt + eps);
+                }
+            });
+        Ok(norm)
+    }
+}
+
+/// Backward scratch buffers, allocated once per step.
+struct Scratch {
+    dfcg: Vec<f32>,
+    dfch: Vec<f32>,
+    dln: Vec<f32>,
+    datty: Vec<f32>,
+    dqkv: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(d: Dims, f: usize) -> Self {
+        let (n, c) = (d.n(), d.c);
+        Scratch {
+            dfcg: vec![0.0; n * f],
+            dfch: vec![0.0; n * f],
+            dln: vec![0.0; n * c],
+            datty: vec![0.0; n * c],
+            dqkv: vec![0.0; n * 3 * c],
+        }
+    }
+}
+
+fn add_in_place(y: &mut [f32], x: &[f32]) {
+    for (a, b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// Two disjoint mutable ranges of one buffer.
+fn two_mut(
+    buf: &mut [f32],
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+) -> (&mut [f32], &mut [f32]) {
+    assert!(a.end <= b.start || b.end <= a.start, "overlapping ranges");
+    if a.start < b.start {
+        let (lo, hi) = buf.split_at_mut(b.start);
+        (&mut lo[a], &mut hi[..b.end - b.start])
+    } else {
+        let (lo, hi) = buf.split_at_mut(a.start);
+        let blen = b.end - b.start;
+        (&mut hi[..a.end - a.start], &mut lo[b.start..b.start + blen])
+    }
+}
+
+/// Inputs (first `t` tokens) and targets (last `t`) of each window, flattened.
+fn split_windows(windows: &[Vec<u32>], t: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut ids = Vec::with_capacity(windows.len() * t);
+    let mut targets = Vec::with_capacity(windows.len() * t);
+    for w in windows {
+        ids.extend_from_slice(&w[..t]);
+        targets.extend_from_slice(&w[1..]);
+    }
+    (ids, targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pretrain::{batch_loss, init_named, model_of, params_of, PretrainConfig};
+    use candle_core::Device;
+    use rand::Rng as _;
+
+    fn setup(
+        layers: usize,
+        hidden: usize,
+        heads: usize,
+        context: usize,
+        vocab: usize,
+        batch: usize,
+    ) -> (Gpt2ModelConfig, HashMap<String, Vec<f32>>, Vec<Vec<u32>>) {
+        let cfg = PretrainConfig {
+            layers,
+            hidden,
+            heads,
+            context,
+            ..Default::default()
+        };
+        let mc = cfg.model_config(vocab, 0);
+        let mut named = init_named(&mc, 7).unwrap();
+        // Non-trivial layer norms and biases, so their gradients are exercised too.
+        let mut rng = maxmin_core::rng::stream(3, "trainer-test");
+        for (name, v) in named.iter_mut() {
+            if name.ends_with(".bias") || name.contains("ln_") {
+                for x in v.iter_mut() {
+                    *x += rng.random_range(-0.3f32..0.3);
+                }
+            }
+        }
+        let windows = (0..batch)
+            .map(|_| {
+                (0..=context)
+                    .map(|_| rng.random_range(0..vocab as u32))
+                    .collect()
+            })
+            .collect();
+        (mc, named, windows)
+    }
+
+    #[test]
+    fn loss_and_every_gradient_match_candle_autograd() {
+        let (mc, named, windows) = setup(2, 16, 2, 6, 50, 3);
+        let mut tr = Gpt2Trainer::new(mc.clone(), &named).unwrap();
+        let ours = tr.loss_and_grads(&windows).unwrap();
+        let params = params_of(&mc, named, &Device::Cpu).unwrap();
+        let model = model_of(&mc, &params, &Device::Cpu).unwrap();
+        let loss = batch_loss(&model, &windows, &Device::Cpu).unwrap();
+        let theirs = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!(
+            (ours - theirs).abs() < 1e-5,
+            "loss {ours} vs candle {theirs}"
+        );
+        assert!((tr.loss(&windows).unwrap() - ours).abs() < 1e-9);
+        let grads = loss.backward().unwrap();
+        for (name, var) in &params {
+            let want: Vec<f32> = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got = tr.grad(name);
+            let scale = want.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err / scale < 1e-4,
+                "{name}: max error {err} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn training_steps_are_bit_identical_on_one_and_two_threads() {
+        let (mc, named, windows) = setup(2, 64, 4, 16, 300, 8);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut tr = Gpt2Trainer::new(mc.clone(), &named).unwrap();
+                let mut losses = Vec::new();
+                for _ in 0..3 {
+                    losses.push(tr.loss_and_grads(&windows).unwrap());
+                    tr.adam_step(1e-2, 1.0).unwrap();
+                }
+                (losses, tr.named_params())
+            })
+        };
+        let (a, b) = (run(1), run(2));
+        assert_eq!(a.0, b.0, "losses differ between 1 and 2 threads");
+        for ((name, _, x), (_, _, y)) in a.1.iter().zip(&b.1) {
+            assert!(
+                x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{name} differs between 1 and 2 threads"
+            );
+        }
+        assert!(a.0[2] < a.0[0], "loss did not fall: {:?}", a.0);
+    }
+
+    #[test]
+    fn a_non_finite_gradient_is_an_error_and_leaves_the_weights() {
+        let (mc, named, windows) = setup(1, 16, 2, 4, 40, 2);
+        let mut tr = Gpt2Trainer::new(mc, &named).unwrap();
+        tr.loss_and_grads(&windows).unwrap();
+        tr.grads[5] = f32::NAN;
+        let before = tr.named_params();
+        let e = tr.adam_step(1e-2, 1.0).unwrap_err().to_string();
+        assert!(e.contains("gradient norm"), "{e}");
+        assert_eq!(before, tr.named_params());
+    }
+
+    #[test]
+    fn bad_windows_are_refused() {
+        let (mc, named, _) = setup(1, 16, 2, 4, 40, 2);
+        let tr = Gpt2Trainer::new(mc, &named).unwrap();
+        assert!(tr.loss(&[]).is_err());
+        assert!(tr.loss(&[vec![1, 2, 3], vec![1, 2]]).is_err());
+        let e = tr.loss(&[vec![1, 99, 3]]).unwrap_err().to_string();
+        assert!(e.contains("99"), "{e}");
+        let e = tr.loss(&[vec![1; 9]]).unwrap_err().to_string();
+        assert!(e.contains("n_positions"), "{e}");
+    }
+}
