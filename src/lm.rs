@@ -495,7 +495,11 @@ fn run_imdb(cmd: LmCmd) -> anyhow::Result<()> {
                 "samples": stats,
             });
             maxmin_core::run::write_json_atomic(&out.join("metrics.json"), &metrics)?;
-            let readme = maxmin_imdb::card::readme(&command, &cfg, &report, &stats);
+            let name = out
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            let readme = maxmin_imdb::card::readme(&name, &command, &cfg, &report, &stats);
             maxmin_core::run::write_atomic(&out.join("README.md"), readme.as_bytes())?;
             println!(
                 "held-out perplexity {:.2} ({} tokens), {} params, train loss {:.3} -> {:.3}, {:.0} s; samples: EOS rate {:.2}, mean {:.1} new tokens",

@@ -71,19 +71,24 @@ pub fn sample_saved(
 
 /// The model directory's README: command, seed, data, size, metrics and samples.
 pub fn readme(
+    name: &str,
     command: &str,
     cfg: &PretrainConfig,
     report: &PretrainReport,
     stats: &SampleStats,
 ) -> String {
     let mut s = String::new();
-    s.push_str("# gpt2-imdb-tiny\n\n");
-    s.push_str(
-        "A small GPT-2 (HF `GPT2LMHeadModel` layout, f32, tied `lm_head`) pretrained from scratch \
-         by maxmin on IMDB review sentences: the SFT / reference policy of the small-scale LM \
-         experiment (docs/algorithms.md, experiment 1), standing in for the paper's GPT-2. Loads with \
-         `maxmin_gpt2::Gpt2::load(dir, DType::F32, &Device::Cpu)`.\n\n",
-    );
+    s.push_str(&format!("# {name}\n\n"));
+    let stored = match cfg.storage {
+        crate::pretrain::Storage::F32 => "f32",
+        crate::pretrain::Storage::F16 => "stored in f16",
+    };
+    s.push_str(&format!(
+        "A small GPT-2 (HF `GPT2LMHeadModel` layout, {stored}, tied `lm_head`) pretrained from \
+         scratch by maxmin on IMDB review sentences: the SFT / reference policy of the small-scale \
+         LM experiment (docs/algorithms.md, experiment 1), standing in for the paper's GPT-2. \
+         Loads with `maxmin_gpt2::Gpt2::load(dir, DType::F32, &Device::Cpu)`.\n\n",
+    ));
     s.push_str(&format!(
         "Command (seed {}):\n\n```\n{command}\n```\n\n",
         cfg.seed
