@@ -19,6 +19,8 @@
 //! - [`policy`]: [`policy::LmPolicy`] (adapters + value head, reference = base without
 //!   adapters) and [`policy::LmRewardModel`] (adapters + reward head), sharing one base.
 //! - [`model`]: GPT-2 itself; [`config`]: the `type = "gpt2"` plugin config.
+//! - [`ops`]: fused CPU ops with LoRA-only backward passes (frozen linear, tanh-GELU, layer norm,
+//!   softmax), the fast path of training and generation.
 #![warn(missing_docs)]
 // `maxmin_core::Error` is the project-wide error type; its size is core's decision, not ours.
 #![allow(clippy::result_large_err)]
@@ -31,6 +33,7 @@ pub mod hub;
 pub mod lm;
 pub mod lora;
 pub mod model;
+pub mod ops;
 pub mod policy;
 pub mod ppo;
 pub mod tokenizer;
