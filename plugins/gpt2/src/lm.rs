@@ -380,17 +380,11 @@ pub fn adapted_linear(
     lora: Option<&Lora>,
     grad: bool,
 ) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (i, o) = w.dims2()?;
-    let n: usize = dims[..dims.len() - 1].iter().product();
-    let x2 = x.reshape((n, i))?;
-    let mut y = ops::frozen_linear(&x2, w, b)?;
-    if let Some(l) = lora {
-        y = l.apply_with(name, &x2, y, grad)?;
-    }
-    let mut out = dims;
-    *out.last_mut().unwrap_or(&mut 0) = o;
-    Ok(y.reshape(out)?)
+    let y = ops::frozen_linear(x, w, b)?;
+    Ok(match lora {
+        Some(l) => l.apply_with(name, x, y, grad)?,
+        None => y,
+    })
 }
 
 /// `x @ wᵀ` for a `[out, in]` weight (PyTorch `nn.Linear` layout, Llama), plus the LoRA update.
@@ -404,9 +398,11 @@ pub struct ForwardOpts {
     /// Keep the graph so gradients reach the adapters (training). Off: adapters enter as
     /// constants and the outputs are detached (generation, scoring, the reference policy).
     pub grad: bool,
-    /// First position whose logits are computed; the logits then hold positions
-    /// `logits_from..t` (generation needs only the last, PPO only the response's).
+    /// First position whose logits are computed (generation needs only the last, PPO only the
+    /// response's).
     pub logits_from: usize,
+    /// How many positions from `logits_from` on get logits; `None`: up to the last.
+    pub logits_len: Option<usize>,
 }
 
 impl Default for ForwardOpts {
@@ -415,31 +411,35 @@ impl Default for ForwardOpts {
         ForwardOpts {
             grad: true,
             logits_from: 0,
+            logits_len: None,
         }
     }
 }
 
 impl ForwardOpts {
-    /// No graph, logits from `logits_from` on.
+    /// No graph, logits from `logits_from` to the end.
     pub fn inference(logits_from: usize) -> Self {
         ForwardOpts {
             grad: false,
             logits_from,
+            logits_len: None,
         }
     }
 
-    /// Check `logits_from` against `t` new positions.
-    pub fn check(&self, t: usize) -> Result<()> {
-        if self.logits_from >= t {
+    /// The positions `(from, len)` that get logits in a forward over `t` new positions, checked.
+    pub fn logit_span(&self, t: usize) -> Result<(usize, usize)> {
+        let from = self.logits_from;
+        let len = self.logits_len.unwrap_or(t.saturating_sub(from));
+        if from >= t || len == 0 || from + len > t {
             return Err(Error::input(
                 format!(
-                    "logits from position {} asked of a forward over {t} positions",
-                    self.logits_from
+                    "logits of positions {from}..{} asked of a forward over {t} positions",
+                    from + len
                 ),
                 None,
             ));
         }
-        Ok(())
+        Ok((from, len))
     }
 }
 
@@ -464,12 +464,9 @@ pub trait CausalLm: Send + Sync {
         lora: Option<&Lora>,
         opts: ForwardOpts,
     ) -> Result<LmOutput> {
-        opts.check(input.seq_len)?;
+        let (from, len) = opts.logit_span(input.seq_len)?;
         let out = self.forward(input, cache, lora)?;
-        let t = out.logits.dim(1)?;
-        let logits = out
-            .logits
-            .narrow(1, opts.logits_from, t - opts.logits_from)?;
+        let logits = out.logits.narrow(1, from, len)?;
         Ok(if opts.grad {
             LmOutput {
                 logits,

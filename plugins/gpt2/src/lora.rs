@@ -201,7 +201,7 @@ impl Lora {
     }
 
     /// `base + scale · (dropout(x) Aᵀ) Bᵀ` for module `name` (unchanged when not adapted);
-    /// `x` is `(n, in)`, `base` is `(n, out)`.
+    /// `x` is `(…, in)`, `base` is `(…, out)`.
     pub fn apply(&self, name: &str, x: &Tensor, base: Tensor) -> Result<Tensor> {
         self.apply_with(name, x, base, true)
     }
@@ -237,8 +237,9 @@ impl Lora {
             let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
             x = (x * mask)?;
         }
-        // Scaled at rank width (n × r), not at output width.
-        let delta = (x.matmul(&a.t()?)? * self.scale)?.matmul(&b.t()?)?;
+        // Scaled at rank width (… × r), not at output width; batched (broadcast) products, so
+        // no reshape of the output-wide tensors.
+        let delta = (x.broadcast_matmul(&a.t()?)? * self.scale)?.broadcast_matmul(&b.t()?)?;
         Ok((base + delta.to_dtype(dtype)?)?)
     }
 

@@ -332,7 +332,7 @@ impl CausalLm for Gpt2 {
         opts: ForwardOpts,
     ) -> Result<LmOutput> {
         input.check_vocab(self.cfg.vocab_size)?;
-        opts.check(input.seq_len)?;
+        let (from, tl) = opts.logit_span(input.seq_len)?;
         let (b, t) = (input.batch, input.seq_len);
         let grad = opts.grad && (lora.is_some() || self.differentiable);
         let ctx = AttnCtx::new(input, cache.as_deref(), &self.device)?;
@@ -381,19 +381,8 @@ impl CausalLm for Gpt2 {
         }
         ctx.commit(cache, b);
         let hidden = lm::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps, grad)?;
-        let from = opts.logits_from;
-        let tl = t - from;
-        let last = if from == 0 {
-            hidden.reshape((b * t, h))?
-        } else {
-            hidden
-                .narrow(1, from, tl)?
-                .contiguous()?
-                .reshape((b * tl, h))?
-        };
-        let logits = ops::frozen_linear(&last, &self.lm_head.t()?, None)?
-            .to_dtype(DType::F32)?
-            .reshape((b, tl, self.cfg.vocab_size))?;
+        let logits = ops::frozen_linear(&hidden.narrow(1, from, tl)?, &self.lm_head.t()?, None)?
+            .to_dtype(DType::F32)?;
         Ok(if opts.grad {
             LmOutput { logits, hidden }
         } else {

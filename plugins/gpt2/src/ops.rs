@@ -147,17 +147,23 @@ impl CustomOp1 for FrozenLinear {
         "frozen-linear"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (n, k) = l.shape().dims2()?;
+        let dims = l.dims();
+        let k = dims.last().copied().unwrap_or(0);
+        let n = l.shape().elem_count() / k.max(1);
         let (k2, m) = self.w.dims2()?;
         if k != k2 {
             bail!("frozen-linear: input width {k}, weight rows {k2}");
         }
+        let Some((start, _)) = l.contiguous_offsets() else {
+            bail!("frozen-linear: the input must be contiguous")
+        };
+        let l2 = Layout::contiguous_with_offset((n, k), start);
         let mut y = {
             let (ws, wl) = self.w.storage_and_layout();
             let Storage::Cpu(ws) = &*ws else {
                 bail!("frozen-linear: the weight is not on the CPU")
             };
-            s.matmul(ws, (1, n, m, k), l, wl)?
+            s.matmul(ws, (1, n, m, k), &l2, wl)?
         };
         if let Some(b) = &self.b {
             let (bs, bl) = b.storage_and_layout();
@@ -172,23 +178,31 @@ impl CustomOp1 for FrozenLinear {
                 row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
             }
         }
-        Ok((y, Shape::from((n, m))))
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = m;
+        }
+        Ok((y, Shape::from(out)))
     }
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> CResult<Option<Tensor>> {
-        Ok(Some(g.matmul(&self.w.t()?)?))
+    fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> CResult<Option<Tensor>> {
+        let m = g.dims().last().copied().unwrap_or(0);
+        let g2 = g.reshape((g.elem_count() / m.max(1), m))?;
+        Ok(Some(g2.matmul(&self.w.t()?)?.reshape(x.shape())?))
     }
 }
 
-/// `x w + b` for `x` `(n, in)`, `w` `(in, out)` (any strides, e.g. a transposed `[out, in]`
-/// weight), `b` `(out,)`. Frozen `w` and `b` on f32 CPU: one op whose backward gives only `dx`.
+/// `x w + b` for `x` `(…, in)`, `w` `(in, out)` (any strides, e.g. a transposed `[out, in]`
+/// weight), `b` `(out,)`, giving `(…, out)`. Frozen `w` and `b` on f32 CPU: one op whose backward
+/// gives only `dx`, with no reshape nodes around it (each graph node costs the backward a
+/// zero-filled buffer and an add of its gradient's size).
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
     if cpu_f32(x) && frozen(w) && b.is_none_or(frozen) {
-        return x.apply_op1(FrozenLinear {
+        return x.contiguous()?.apply_op1(FrozenLinear {
             w: w.clone(),
             b: b.cloned(),
         });
     }
-    let y = x.matmul(w)?;
+    let y = x.broadcast_matmul(w)?;
     match b {
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
@@ -492,6 +506,13 @@ mod tests {
         let c = rand_t(&[9, 24], 1.0, 6);
         let (y0, d0) = value_and_grad(&x, &c, &|t| t.matmul(&w)?.broadcast_add(&b));
         let (y1, d1) = value_and_grad(&x, &c, &|t| frozen_linear(t, &w, Some(&b)));
+        assert!(max_diff(&y0, &y1) < 1e-5 && max_diff(&d0, &d1) < 1e-5);
+        // A 3-d input, no reshape around the op.
+        let x3 = rand_t(&[3, 3, 16], 1.0, 14);
+        let c3 = rand_t(&[3, 3, 24], 1.0, 15);
+        let (y0, d0) = value_and_grad(&x3, &c3, &|t| t.broadcast_matmul(&w)?.broadcast_add(&b));
+        let (y1, d1) = value_and_grad(&x3, &c3, &|t| frozen_linear(t, &w, Some(&b)));
+        assert_eq!(y1.dims(), &[3, 3, 24]);
         assert!(max_diff(&y0, &y1) < 1e-5 && max_diff(&d0, &d1) < 1e-5);
         // A transposed [out, in] weight (lm_head, Llama's nn.Linear layout).
         let wt = rand_t(&[24, 16], 0.5, 7);

@@ -284,11 +284,13 @@ impl LmPpoTrainer {
             let r = rows.iter().map(|&i| responses[i].len()).max().unwrap_or(1);
             let pk = pack(prompts, responses, rows, p, r, &device)?;
             // Logits of the response positions only, no graph: nothing here is trained through.
-            let opts = ForwardOpts::inference(p - 1);
+            let opts = ForwardOpts {
+                logits_len: Some(r),
+                ..ForwardOpts::inference(p - 1)
+            };
             let out = self.policy.forward_with(&pk.input, None, opts)?;
             let reference = self.policy.reference_forward_with(&pk.input, None, opts)?;
-            let logits = out.logits.narrow(1, 0, r)?;
-            let ref_logits = reference.logits.narrow(1, 0, r)?;
+            let (logits, ref_logits) = (out.logits, reference.logits);
             let lp = logprob::token_logprobs(
                 &maxmin_core::device::Device::Cpu,
                 &logits,
@@ -567,9 +569,10 @@ impl LmPpoTrainer {
         let opts = ForwardOpts {
             grad: true,
             logits_from: p - 1,
+            logits_len: Some(r),
         };
         let out = self.policy.forward_with(&pk.input, None, opts)?;
-        let logits = out.logits.narrow(1, 0, r)?;
+        let logits = out.logits;
         let lp = logprob::token_logprobs(
             &maxmin_core::device::Device::Cpu,
             &logits,
