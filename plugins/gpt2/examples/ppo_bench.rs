@@ -28,6 +28,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `maxmin` binary does.
+    maxmin_gpt2::alloc::keep_freed_memory();
     let a: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(a.first().map_or("models/gpt2-imdb-tiny", |s| s.as_str()));
     let prompts_file = PathBuf::from(a.get(1).map_or("data/imdb/prompts.jsonl", |s| s.as_str()));

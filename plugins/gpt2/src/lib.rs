@@ -8,6 +8,7 @@
 //! a reference policy) needs from a language model.
 //!
 //! Layout:
+//! - [`alloc`]: allocator settings that spare training processes page faults (binaries call it).
 //! - [`hub`]: a model directory or hub id → a local directory (HF cache lookup, offline error).
 //! - [`checkpoint`]: memory-mapped safetensors (single file or sharded), shape / dtype checks,
 //!   memory accounting.
@@ -25,6 +26,7 @@
 // `maxmin_core::Error` is the project-wide error type; its size is core's decision, not ours.
 #![allow(clippy::result_large_err)]
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;

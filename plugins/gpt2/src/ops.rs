@@ -95,7 +95,7 @@ struct GeluNew;
 
 impl CustomOp1 for GeluNew {
     fn name(&self) -> &'static str {
-        "gelu-new-rational"
+        "gelu-new"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
@@ -111,7 +111,7 @@ struct GeluBwd;
 
 impl CustomOp2 for GeluBwd {
     fn name(&self) -> &'static str {
-        "gelu-new-rational-bwd"
+        "gelu-new-bwd"
     }
     fn cpu_fwd(
         &self,
@@ -318,7 +318,7 @@ struct Softmax;
 
 impl CustomOp1 for Softmax {
     fn name(&self) -> &'static str {
-        "softmax-last-dim-bwd"
+        "softmax-last-dim"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
