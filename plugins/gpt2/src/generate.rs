@@ -3,7 +3,7 @@
 //! with or without the external KV cache (both give the same tokens; the cache is the fast path).
 //! Stopping at the end-of-sequence token is a named option; nothing is encoded as a magic id.
 
-use crate::lm::{CausalLm, KvCache, LmInput};
+use crate::lm::{CausalLm, ForwardOpts, KvCache, LmInput};
 use crate::lora::Lora;
 use candle_core::{IndexOp, Tensor};
 use maxmin_core::{rng::Rng, Error, Result};
@@ -117,37 +117,107 @@ pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Resul
         return Ok(argmax(logits));
     };
     let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
-    let mut order: Vec<usize> = (0..scaled.len()).collect();
-    order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+    // Candidates in descending order of logit, ties by index. Only as much of the order as the
+    // draw walks is sorted (most of the mass sits in the first few dozen tokens); the order is a
+    // total one, so the walk sees exactly the sequence a full sort gives.
+    let mut order = LazyOrder::new(&scaled);
     if let Some(k) = top_k {
         order.truncate((*k).max(1));
     }
-    let max = scaled[order[0]];
-    let mut probs: Vec<f64> = order.iter().map(|&i| (scaled[i] - max).exp()).collect();
-    let sum: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= sum);
-    if let Some(p) = top_p {
-        let mut acc = 0.0;
-        let mut keep = probs.len();
-        for (n, q) in probs.iter().enumerate() {
-            acc += q;
-            if acc >= *p {
-                keep = n + 1;
-                break;
+    let max = scaled[order.get(0)];
+    let sum: f64 = order
+        .members()
+        .iter()
+        .map(|&i| (scaled[i] - max).exp())
+        .sum();
+    let prob = |i: usize| (scaled[i] - max).exp() / sum;
+    let kept = match top_p {
+        Some(p) => {
+            let (mut acc, mut keep) = (0.0, order.len());
+            for n in 0..order.len() {
+                acc += prob(order.get(n));
+                if acc >= *p {
+                    keep = n + 1;
+                    break;
+                }
             }
+            keep
         }
-        probs.truncate(keep);
-        order.truncate(keep);
-    }
-    let total: f64 = probs.iter().sum();
+        None => order.len(),
+    };
+    let total: f64 = if kept == order.len() {
+        order.members().iter().map(|&i| prob(i)).sum()
+    } else {
+        (0..kept).map(|n| prob(order.get(n))).sum()
+    };
     let mut u = rng.random::<f64>() * total;
-    for (q, &i) in probs.iter().zip(order.iter()) {
-        if u < *q {
+    for n in 0..kept {
+        let i = order.get(n);
+        let q = prob(i);
+        if u < q {
             return Ok(i as u32);
         }
         u -= q;
     }
-    Ok(order[order.len() - 1] as u32)
+    Ok(order.get(kept - 1) as u32)
+}
+
+/// Token ids in descending order of score (ties: lower id first), sorted lazily in growing
+/// blocks: `get(n)` sorts only up to `n`, each block found by a linear-time selection.
+struct LazyOrder<'a> {
+    scores: &'a [f64],
+    ids: Vec<usize>,
+    sorted: usize,
+}
+
+impl<'a> LazyOrder<'a> {
+    fn new(scores: &'a [f64]) -> Self {
+        LazyOrder {
+            scores,
+            ids: (0..scores.len()).collect(),
+            sorted: 0,
+        }
+    }
+
+    fn cmp(scores: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
+        scores[b].total_cmp(&scores[a]).then(a.cmp(&b))
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Keep the `k` first (all when `k` ≥ len).
+    fn truncate(&mut self, k: usize) {
+        if k < self.ids.len() {
+            let s = self.scores;
+            self.ids
+                .select_nth_unstable_by(k - 1, |&a, &b| Self::cmp(s, a, b));
+            self.ids.truncate(k);
+            self.sorted = 0;
+        }
+    }
+
+    /// The members in no particular order.
+    fn members(&self) -> &[usize] {
+        &self.ids
+    }
+
+    /// The `n`-th member in order.
+    fn get(&mut self, n: usize) -> usize {
+        while n >= self.sorted && self.sorted < self.ids.len() {
+            let s = self.scores;
+            let end = (self.sorted + self.sorted.max(32)).min(self.ids.len());
+            let rest = &mut self.ids[self.sorted..];
+            let block = end - self.sorted;
+            if block < rest.len() {
+                rest.select_nth_unstable_by(block - 1, |&a, &b| Self::cmp(s, a, b));
+            }
+            rest[..block].sort_unstable_by(|&a, &b| Self::cmp(s, a, b));
+            self.sorted = end;
+        }
+        self.ids[n]
+    }
 }
 
 /// Continue each prompt; `rng` drives sampling (untouched by greedy decoding).
@@ -180,42 +250,64 @@ pub fn generate(
     let b = prompts.len();
     let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
-    let mut done = vec![false; b];
     let mut stopped = vec![false; b];
+    // Rows still generating, in batch order; finished rows leave the batch (and the cache), so
+    // no compute is spent on tokens that are thrown away. Rows sample in the same order as
+    // with the full batch, so the draws are the same.
+    let mut active: Vec<usize> = (0..b).collect();
     let mut cache = model.new_cache();
     let mut next_input = LmInput::left_padded(prompts, opts.pad_id)?;
     next_input.check_vocab(model.vocab_size())?;
     for _ in 0..opts.max_new_tokens {
         let logits = if opts.use_cache {
-            model.forward(&next_input, Some(&mut cache), lora)?.logits
+            let last = next_input.seq_len - 1;
+            model
+                .forward_with(
+                    &next_input,
+                    Some(&mut cache),
+                    lora,
+                    ForwardOpts::inference(last),
+                )?
+                .logits
         } else {
-            let input = LmInput::left_padded(&seqs, opts.pad_id)?;
-            model.forward(&input, None::<&mut KvCache>, lora)?.logits
+            let rows: Vec<Vec<u32>> = active.iter().map(|&r| seqs[r].clone()).collect();
+            let input = LmInput::left_padded(&rows, opts.pad_id)?;
+            let last = input.seq_len - 1;
+            model
+                .forward_with(
+                    &input,
+                    None::<&mut KvCache>,
+                    lora,
+                    ForwardOpts::inference(last),
+                )?
+                .logits
         };
         let t = logits.dim(1)?;
         let last: Vec<Vec<f32>> = logits.i((.., t - 1, ..))?.to_vec2()?;
-        let mut step = Vec::with_capacity(b);
-        for r in 0..b {
-            // Finished rows keep a token so the batch stays rectangular; it is discarded.
-            let tok = if done[r] {
-                opts.pad_id
-            } else {
-                sample_token(&last[r], &opts.sampling, rng)?
-            };
-            if !done[r] {
-                out[r].push(tok);
-                if opts.stop_at_eos && Some(tok) == model.eos_token_id() {
-                    done[r] = true;
-                    stopped[r] = true;
-                }
-            }
+        let mut keep = Vec::with_capacity(active.len());
+        let mut step = Vec::with_capacity(active.len());
+        for (k, &r) in active.iter().enumerate() {
+            let tok = sample_token(&last[k], &opts.sampling, rng)?;
+            out[r].push(tok);
             seqs[r].push(tok);
-            step.push(tok);
+            if opts.stop_at_eos && Some(tok) == model.eos_token_id() {
+                stopped[r] = true;
+            } else {
+                keep.push(k);
+                step.push(tok);
+            }
         }
-        if done.iter().all(|d| *d) {
+        if keep.is_empty() {
             break;
         }
-        next_input = LmInput::new(step, vec![1; b], b, 1)?;
+        if keep.len() < active.len() {
+            if opts.use_cache {
+                cache.select_rows(&keep)?;
+            }
+            active = keep.iter().map(|&k| active[k]).collect();
+        }
+        let n = active.len();
+        next_input = LmInput::new(step, vec![1; n], n, 1)?;
     }
     Ok(Generation {
         tokens: out,
@@ -303,6 +395,76 @@ mod tests {
                 .collect()
         };
         assert_eq!(a, b);
+    }
+
+    /// The draw as a full sort computes it (the implementation before lazy ordering).
+    fn sample_sorted(
+        logits: &[f32],
+        temperature: f64,
+        top_k: Option<usize>,
+        top_p: Option<f64>,
+        rng: &mut Rng,
+    ) -> u32 {
+        let scaled: Vec<f64> = logits.iter().map(|&x| x as f64 / temperature).collect();
+        let mut order: Vec<usize> = (0..scaled.len()).collect();
+        order.sort_by(|&a, &b| scaled[b].total_cmp(&scaled[a]).then(a.cmp(&b)));
+        if let Some(k) = top_k {
+            order.truncate(k.max(1));
+        }
+        let max = scaled[order[0]];
+        let mut probs: Vec<f64> = order.iter().map(|&i| (scaled[i] - max).exp()).collect();
+        let sum: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= sum);
+        if let Some(p) = top_p {
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (n, q) in probs.iter().enumerate() {
+                acc += q;
+                if acc >= p {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            order.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut u = rng.random::<f64>() * total;
+        for (q, &i) in probs.iter().zip(order.iter()) {
+            if u < *q {
+                return i as u32;
+            }
+            u -= q;
+        }
+        order[order.len() - 1] as u32
+    }
+
+    #[test]
+    fn lazy_order_draws_what_a_full_sort_draws() {
+        let mut data = rng::stream(3, "logits");
+        for (temperature, top_k, top_p) in [
+            (1.0, None, None),
+            (0.7, Some(50), None),
+            (1.3, None, Some(0.9)),
+            (1.0, Some(3), Some(0.5)),
+            (1.0, Some(5000), None),
+        ] {
+            let s = Sampling::Sample {
+                temperature,
+                top_k,
+                top_p,
+            };
+            let (mut a, mut b) = (rng::stream(9, "draw"), rng::stream(9, "draw"));
+            for row in 0..300 {
+                // Ties on purpose (coarse logits) and a spread like a small LM's.
+                let logits: Vec<f32> = (0..4096)
+                    .map(|_| (data.random_range(-4.0f32..4.0) * 4.0).round() / 4.0)
+                    .collect();
+                let got = sample_token(&logits, &s, &mut a).unwrap();
+                let want = sample_sorted(&logits, temperature, top_k, top_p, &mut b);
+                assert_eq!(got, want, "row {row}, {s:?}");
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! a reference policy) needs from a language model.
 //!
 //! Layout:
+//! - [`alloc`]: allocator settings that spare training processes page faults (binaries call it).
 //! - [`hub`]: a model directory or hub id → a local directory (HF cache lookup, offline error).
 //! - [`checkpoint`]: memory-mapped safetensors (single file or sharded), shape / dtype checks,
 //!   memory accounting.
@@ -19,10 +20,13 @@
 //! - [`policy`]: [`policy::LmPolicy`] (adapters + value head, reference = base without
 //!   adapters) and [`policy::LmRewardModel`] (adapters + reward head), sharing one base.
 //! - [`model`]: GPT-2 itself; [`config`]: the `type = "gpt2"` plugin config.
+//! - [`ops`]: fused CPU ops with LoRA-only backward passes (frozen linear, tanh-GELU, layer norm,
+//!   softmax), the fast path of training and generation.
 #![warn(missing_docs)]
 // `maxmin_core::Error` is the project-wide error type; its size is core's decision, not ours.
 #![allow(clippy::result_large_err)]
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
@@ -31,6 +35,7 @@ pub mod hub;
 pub mod lm;
 pub mod lora;
 pub mod model;
+pub mod ops;
 pub mod policy;
 pub mod ppo;
 pub mod tokenizer;

@@ -5,9 +5,13 @@
 //!
 //! Two execution paths: the fast one uses candle's fused CPU/GPU kernels (softmax, layer/RMS norm,
 //! RoPE), which have no backward pass; the differentiable one composes elementary ops. A forward
-//! with LoRA adapters takes the differentiable path so gradients reach every adapter.
+//! with LoRA adapters takes the differentiable path so gradients reach every adapter. On f32 CPU
+//! tensors both use the fused ops of [`crate::ops`] where they apply (linear layers with frozen
+//! weights, softmax, GPT-2's layer norm), which have the backward pass LoRA training needs and no
+//! more. [`ForwardOpts`] lets generation and scoring skip the graph and the logits they ignore.
 
 use crate::lora::{Lora, LoraTarget};
+use crate::ops;
 use candle_core::{DType, Device, Tensor, D};
 use maxmin_core::{Error, Result};
 
@@ -147,6 +151,30 @@ impl KvCache {
         *self = KvCache::new(n);
     }
 
+    /// Keep only rows `rows` (in that order) of every layer's keys and values and of the mask:
+    /// generation drops the sequences that have finished.
+    pub fn select_rows(&mut self, rows: &[usize]) -> Result<()> {
+        let len = self.len();
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch) {
+            return Err(Error::Internal(format!(
+                "KV cache has {} rows; row {bad} asked",
+                self.batch
+            )));
+        }
+        let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let idx = Tensor::from_slice(&ids, ids.len(), k.device())?;
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        self.mask = rows
+            .iter()
+            .flat_map(|&r| self.mask[r * len..(r + 1) * len].iter().copied())
+            .collect();
+        self.batch = rows.len();
+        Ok(())
+    }
+
     /// Layer `i`'s cached `(k, v)`, each `(batch, kv_heads, len, head_dim)`.
     pub fn layer(&self, i: usize) -> Option<&(Tensor, Tensor)> {
         self.layers.get(i).and_then(|l| l.as_ref())
@@ -274,7 +302,9 @@ pub fn attention(
     let scale = 1.0 / (d as f64).sqrt();
     let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
     let scores = scores.broadcast_add(bias)?;
-    let probs = if differentiable {
+    let probs = if scores.device().is_cpu() {
+        ops::softmax_last_dim(&scores)?
+    } else if differentiable {
         candle_nn::ops::softmax(&scores, D::Minus1)?
     } else {
         candle_nn::ops::softmax_last_dim(&scores)?
@@ -290,7 +320,9 @@ fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
         .reshape((b, kvh * n, t, d))?)
 }
 
-/// Layer norm over the last dim (GPT-2). The differentiable path computes in f32 like the fused one.
+/// Layer norm over the last dim (GPT-2). Frozen f32 weights on the CPU: the fused op of
+/// [`crate::ops::layer_norm`] (with a backward pass). Otherwise the differentiable path composes
+/// elementary ops in f32 like the fused kernel does.
 pub fn layer_norm(
     x: &Tensor,
     w: &Tensor,
@@ -298,6 +330,9 @@ pub fn layer_norm(
     eps: f64,
     differentiable: bool,
 ) -> Result<Tensor> {
+    if let Some(y) = ops::layer_norm(x, w, b, eps)? {
+        return Ok(y);
+    }
     if !differentiable {
         return Ok(candle_nn::ops::layer_norm(x, w, b, eps as f32)?);
     }
@@ -331,35 +366,81 @@ pub fn linear_in_out(
     name: &str,
     lora: Option<&Lora>,
 ) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (i, o) = w.dims2()?;
-    let n: usize = dims[..dims.len() - 1].iter().product();
-    let x2 = x.reshape((n, i))?;
-    let mut y = x2.matmul(w)?;
-    if let Some(b) = b {
-        y = y.broadcast_add(b)?;
-    }
-    if let Some(l) = lora {
-        y = l.apply(name, &x2, y)?;
-    }
-    let mut out = dims;
-    *out.last_mut().unwrap_or(&mut 0) = o;
-    Ok(y.reshape(out)?)
+    adapted_linear(x, w, b, name, lora, true)
+}
+
+/// [`linear_in_out`] for a `w` of any strides (`[in, out]` or a transposed `[out, in]`), with
+/// `grad = false` applying the adapters as constants (no graph for a backward pass). The frozen
+/// product is [`crate::ops::frozen_linear`]: its backward computes no gradient for `w` or `b`.
+pub fn adapted_linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    name: &str,
+    lora: Option<&Lora>,
+    grad: bool,
+) -> Result<Tensor> {
+    let y = ops::frozen_linear(x, w, b)?;
+    Ok(match lora {
+        Some(l) => l.apply_with(name, x, y, grad)?,
+        None => y,
+    })
 }
 
 /// `x @ wᵀ` for a `[out, in]` weight (PyTorch `nn.Linear` layout, Llama), plus the LoRA update.
 pub fn linear_out_in(x: &Tensor, w: &Tensor, name: &str, lora: Option<&Lora>) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (o, i) = w.dims2()?;
-    let n: usize = dims[..dims.len() - 1].iter().product();
-    let x2 = x.reshape((n, i))?;
-    let mut y = x2.matmul(&w.t()?)?;
-    if let Some(l) = lora {
-        y = l.apply(name, &x2, y)?;
+    adapted_linear(x, &w.t()?, None, name, lora, true)
+}
+
+/// How a forward pass runs ([`CausalLm::forward_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardOpts {
+    /// Keep the graph so gradients reach the adapters (training). Off: adapters enter as
+    /// constants and the outputs are detached (generation, scoring, the reference policy).
+    pub grad: bool,
+    /// First position whose logits are computed (generation needs only the last, PPO only the
+    /// response's).
+    pub logits_from: usize,
+    /// How many positions from `logits_from` on get logits; `None`: up to the last.
+    pub logits_len: Option<usize>,
+}
+
+impl Default for ForwardOpts {
+    /// Logits at every position, differentiable: what [`CausalLm::forward`] does.
+    fn default() -> Self {
+        ForwardOpts {
+            grad: true,
+            logits_from: 0,
+            logits_len: None,
+        }
     }
-    let mut out = dims;
-    *out.last_mut().unwrap_or(&mut 0) = o;
-    Ok(y.reshape(out)?)
+}
+
+impl ForwardOpts {
+    /// No graph, logits from `logits_from` to the end.
+    pub fn inference(logits_from: usize) -> Self {
+        ForwardOpts {
+            grad: false,
+            logits_from,
+            logits_len: None,
+        }
+    }
+
+    /// The positions `(from, len)` that get logits in a forward over `t` new positions, checked.
+    pub fn logit_span(&self, t: usize) -> Result<(usize, usize)> {
+        let from = self.logits_from;
+        let len = self.logits_len.unwrap_or(t.saturating_sub(from));
+        if from >= t || len == 0 || from + len > t {
+            return Err(Error::input(
+                format!(
+                    "logits of positions {from}..{} asked of a forward over {t} positions",
+                    from + len
+                ),
+                None,
+            ));
+        }
+        Ok((from, len))
+    }
 }
 
 /// A causal language model as the trainers drive it.
@@ -373,6 +454,31 @@ pub trait CausalLm: Send + Sync {
         cache: Option<&mut KvCache>,
         lora: Option<&Lora>,
     ) -> Result<LmOutput>;
+    /// [`CausalLm::forward`] with options: logits only from `opts.logits_from` on, and without a
+    /// graph when `opts.grad` is off. The default narrows and detaches what `forward` returns;
+    /// models override it to skip the work.
+    fn forward_with(
+        &self,
+        input: &LmInput,
+        cache: Option<&mut KvCache>,
+        lora: Option<&Lora>,
+        opts: ForwardOpts,
+    ) -> Result<LmOutput> {
+        let (from, len) = opts.logit_span(input.seq_len)?;
+        let out = self.forward(input, cache, lora)?;
+        let logits = out.logits.narrow(1, from, len)?;
+        Ok(if opts.grad {
+            LmOutput {
+                logits,
+                hidden: out.hidden,
+            }
+        } else {
+            LmOutput {
+                logits: logits.detach(),
+                hidden: out.hidden.detach(),
+            }
+        })
+    }
     /// An empty cache sized for this model.
     fn new_cache(&self) -> KvCache;
     /// Vocabulary size (logit width).

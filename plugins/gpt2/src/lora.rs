@@ -201,10 +201,21 @@ impl Lora {
     }
 
     /// `base + scale · (dropout(x) Aᵀ) Bᵀ` for module `name` (unchanged when not adapted);
-    /// `x` is `(n, in)`, `base` is `(n, out)`.
+    /// `x` is `(…, in)`, `base` is `(…, out)`.
     pub fn apply(&self, name: &str, x: &Tensor, base: Tensor) -> Result<Tensor> {
+        self.apply_with(name, x, base, true)
+    }
+
+    /// [`Lora::apply`]; with `grad = false` the adapters enter as constants, so no graph is kept
+    /// for a backward pass (generation and scoring).
+    pub fn apply_with(&self, name: &str, x: &Tensor, base: Tensor, grad: bool) -> Result<Tensor> {
         let Some((a, b)) = self.adapters.get(name) else {
             return Ok(base);
+        };
+        let (a, b) = if grad {
+            (a.as_tensor().clone(), b.as_tensor().clone())
+        } else {
+            (a.as_tensor().detach(), b.as_tensor().detach())
         };
         let dtype = base.dtype();
         let mut x = x.to_dtype(DType::F32)?;
@@ -226,7 +237,9 @@ impl Lora {
             let mask = Tensor::from_vec(mask, x.shape(), x.device())?;
             x = (x * mask)?;
         }
-        let delta = (x.matmul(&a.as_tensor().t()?)?.matmul(&b.as_tensor().t()?)? * self.scale)?;
+        // Scaled at rank width (… × r), not at output width; batched (broadcast) products, so
+        // no reshape of the output-wide tensors.
+        let delta = (x.broadcast_matmul(&a.t()?)? * self.scale)?.broadcast_matmul(&b.t()?)?;
         Ok((base + delta.to_dtype(dtype)?)?)
     }
 

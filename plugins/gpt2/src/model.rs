@@ -5,8 +5,9 @@
 //! position, hidden states for heads, an external KV cache, left-padded batches, LoRA.
 
 use crate::checkpoint::{read_config, Checkpoint, LoadAccounting};
-use crate::lm::{self, AttnCtx, CausalLm, KvCache, LmInput, LmOutput};
+use crate::lm::{self, AttnCtx, CausalLm, ForwardOpts, KvCache, LmInput, LmOutput};
 use crate::lora::{Lora, LoraTarget};
+use crate::ops;
 use candle_core::{DType, Device, Tensor};
 use maxmin_core::{Error, Result};
 use serde::Deserialize;
@@ -317,12 +318,23 @@ impl CausalLm for Gpt2 {
     fn forward(
         &self,
         input: &LmInput,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         lora: Option<&Lora>,
     ) -> Result<LmOutput> {
+        self.forward_with(input, cache, lora, ForwardOpts::default())
+    }
+
+    fn forward_with(
+        &self,
+        input: &LmInput,
+        mut cache: Option<&mut KvCache>,
+        lora: Option<&Lora>,
+        opts: ForwardOpts,
+    ) -> Result<LmOutput> {
         input.check_vocab(self.cfg.vocab_size)?;
+        let (from, tl) = opts.logit_span(input.seq_len)?;
         let (b, t) = (input.batch, input.seq_len);
-        let grad = lora.is_some() || self.differentiable;
+        let grad = opts.grad && (lora.is_some() || self.differentiable);
         let ctx = AttnCtx::new(input, cache.as_deref(), &self.device)?;
         if ctx.past + t > self.cfg.n_positions {
             return Err(Error::input(
@@ -341,15 +353,12 @@ impl CausalLm for Gpt2 {
         let mut x = (self.wte.index_select(&ids, 0)? + self.wpe.index_select(&pos, 0)?)?
             .reshape((b, t, h))?;
         let eps = self.cfg.layer_norm_epsilon;
+        let linear = |x: &Tensor, wb: &(Tensor, Tensor), name: String| -> Result<Tensor> {
+            lm::adapted_linear(x, &wb.0, Some(&wb.1), &name, lora, grad)
+        };
         for (l, blk) in self.blocks.iter().enumerate() {
             let a = lm::layer_norm(&x, &blk.ln_1.0, &blk.ln_1.1, eps, grad)?;
-            let qkv = lm::linear_in_out(
-                &a,
-                &blk.c_attn.0,
-                Some(&blk.c_attn.1),
-                &format!("h.{l}.attn.c_attn"),
-                lora,
-            )?;
+            let qkv = linear(&a, &blk.c_attn, format!("h.{l}.attn.c_attn"))?;
             let heads = |i: usize| -> Result<Tensor> {
                 Ok(qkv
                     .narrow(2, i * h, h)?
@@ -363,40 +372,25 @@ impl CausalLm for Gpt2 {
                 None => (k, v),
             };
             let att = lm::attention(&q, &k, &v, &ctx.bias, grad)?;
-            let att = lm::linear_in_out(
-                &att,
-                &blk.attn_proj.0,
-                Some(&blk.attn_proj.1),
-                &format!("h.{l}.attn.c_proj"),
-                lora,
-            )?;
+            let att = linear(&att, &blk.attn_proj, format!("h.{l}.attn.c_proj"))?;
             x = (x + att)?;
             let m = lm::layer_norm(&x, &blk.ln_2.0, &blk.ln_2.1, eps, grad)?;
-            let m = lm::linear_in_out(
-                &m,
-                &blk.c_fc.0,
-                Some(&blk.c_fc.1),
-                &format!("h.{l}.mlp.c_fc"),
-                lora,
-            )?
-            .gelu()?;
-            let m = lm::linear_in_out(
-                &m,
-                &blk.mlp_proj.0,
-                Some(&blk.mlp_proj.1),
-                &format!("h.{l}.mlp.c_proj"),
-                lora,
-            )?;
+            let m = ops::gelu_new(&linear(&m, &blk.c_fc, format!("h.{l}.mlp.c_fc"))?)?;
+            let m = linear(&m, &blk.mlp_proj, format!("h.{l}.mlp.c_proj"))?;
             x = (x + m)?;
         }
         ctx.commit(cache, b);
         let hidden = lm::layer_norm(&x, &self.ln_f.0, &self.ln_f.1, eps, grad)?;
-        let logits = hidden
-            .reshape((b * t, h))?
-            .matmul(&self.lm_head.t()?)?
-            .to_dtype(DType::F32)?
-            .reshape((b, t, self.cfg.vocab_size))?;
-        Ok(LmOutput { logits, hidden })
+        let logits = ops::frozen_linear(&hidden.narrow(1, from, tl)?, &self.lm_head.t()?, None)?
+            .to_dtype(DType::F32)?;
+        Ok(if opts.grad {
+            LmOutput { logits, hidden }
+        } else {
+            LmOutput {
+                logits: logits.detach(),
+                hidden: hidden.detach(),
+            }
+        })
     }
 
     fn new_cache(&self) -> KvCache {

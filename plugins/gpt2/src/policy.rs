@@ -6,7 +6,7 @@
 
 use crate::generate::{generate, GenerateOptions, Generation};
 use crate::heads::{RewardHead, ValueHead};
-use crate::lm::{CausalLm, KvCache, LmInput, LmOutput};
+use crate::lm::{CausalLm, ForwardOpts, KvCache, LmInput, LmOutput};
 use crate::lora::{Lora, LoraConfig};
 use candle_core::{Tensor, Var};
 use maxmin_core::{rng::Rng, Result};
@@ -73,8 +73,24 @@ impl LmPolicy {
 
     /// Logits, hidden states and values of the adapted model.
     pub fn forward(&self, input: &LmInput, cache: Option<&mut KvCache>) -> Result<PolicyOutput> {
-        let out = self.base.forward(input, cache, self.lora.as_ref())?;
-        let values = self.value.forward(&out.hidden)?;
+        self.forward_with(input, cache, ForwardOpts::default())
+    }
+
+    /// [`LmPolicy::forward`] with options (logits from a position on, no graph); values at every
+    /// position, detached too when `opts.grad` is off.
+    pub fn forward_with(
+        &self,
+        input: &LmInput,
+        cache: Option<&mut KvCache>,
+        opts: ForwardOpts,
+    ) -> Result<PolicyOutput> {
+        let out = self
+            .base
+            .forward_with(input, cache, self.lora.as_ref(), opts)?;
+        let mut values = self.value.forward(&out.hidden)?;
+        if !opts.grad {
+            values = values.detach();
+        }
         Ok(PolicyOutput {
             logits: out.logits,
             hidden: out.hidden,
@@ -89,6 +105,16 @@ impl LmPolicy {
         cache: Option<&mut KvCache>,
     ) -> Result<LmOutput> {
         self.base.forward(input, cache, None)
+    }
+
+    /// [`LmPolicy::reference_forward`] with options.
+    pub fn reference_forward_with(
+        &self,
+        input: &LmInput,
+        cache: Option<&mut KvCache>,
+        opts: ForwardOpts,
+    ) -> Result<LmOutput> {
+        self.base.forward_with(input, cache, None, opts)
     }
 
     /// Sample continuations from the adapted model (adapter dropout off while generating).

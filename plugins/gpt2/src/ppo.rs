@@ -59,9 +59,11 @@
 //! top-k 0, top-p 1; they also ignore EOS, which is `stop_at_eos = false` here). Scoring runs in
 //! chunks of `mini_batch_size` responses to bound the memory of the `[b, T, V]` logits.
 //!
-//! Padding: prompts are left-padded and responses right-padded into one `[B, P + R]` layout that
-//! is kept for every mini-batch; masks remove padded positions from the losses, GAE, KL,
-//! whitening and statistics. Randomness: the mini-batch permutation of step k is the stream
+//! Padding: prompts are left-padded and responses right-padded into a `[b, P + R]` layout, `P` and
+//! `R` the longest prompt and response of the rows at hand (a scoring chunk, a mini-batch), so
+//! short mini-batches cost less; masks remove padded positions from the losses, GAE, KL,
+//! whitening and statistics, and position ids come from the mask, so the padding changes no
+//! value. Logits are computed at response positions only, and scoring runs without a graph. Randomness: the mini-batch permutation of step k is the stream
 //! `lm-ppo/minibatches/<k>` of the trainer's seed, so a resumed trainer continues exactly.
 
 mod batch;
@@ -71,6 +73,7 @@ pub use batch::{Rollout, StepStats};
 pub use config::LmPpoConfig;
 
 use crate::generate::GenerateOptions;
+use crate::lm::ForwardOpts;
 use crate::policy::LmPolicy;
 use batch::{gae, masked_mean_var, masked_whiten, mean, pack};
 use candle_core::{DType, Tensor};
@@ -93,7 +96,6 @@ fn non_finite(step: u64, what: &str, value: f64) -> Error {
 
 /// Per-token arrays of a batch, flattened `[B, R]` with padding 0.
 struct BatchData {
-    p: usize,
     r: usize,
     mask: Vec<f32>,
     old_logp: Vec<f32>,
@@ -105,13 +107,20 @@ struct BatchData {
 }
 
 impl BatchData {
-    fn rows(&self, src: &[f32], rows: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    /// Rows `rows` of a `[B, R]` array, cut to their first `width` columns.
+    fn rows(
+        &self,
+        src: &[f32],
+        rows: &[usize],
+        width: usize,
+        device: &candle_core::Device,
+    ) -> Result<Tensor> {
         let r = self.r;
-        let mut out = Vec::with_capacity(rows.len() * r);
+        let mut out = Vec::with_capacity(rows.len() * width);
         for &i in rows {
-            out.extend_from_slice(&src[i * r..(i + 1) * r]);
+            out.extend_from_slice(&src[i * r..i * r + width]);
         }
-        Ok(Tensor::from_vec(out, (rows.len(), r), device)?)
+        Ok(Tensor::from_vec(out, (rows.len(), width), device)?)
     }
 }
 
@@ -264,8 +273,6 @@ impl LmPpoTrainer {
                 ));
             }
         }
-        let p = prompts.iter().map(|q| q.len()).max().unwrap_or(1);
-        let r = responses.iter().map(|y| y.len()).max().unwrap_or(1);
         let b = prompts.len();
         let device = self.policy.base().device().clone();
         let mut logprobs = Vec::with_capacity(b);
@@ -273,11 +280,17 @@ impl LmPpoTrainer {
         let mut values = Vec::with_capacity(b);
         let all: Vec<usize> = (0..b).collect();
         for rows in all.chunks(self.cfg.mini_batch_size) {
+            let p = rows.iter().map(|&i| prompts[i].len()).max().unwrap_or(1);
+            let r = rows.iter().map(|&i| responses[i].len()).max().unwrap_or(1);
             let pk = pack(prompts, responses, rows, p, r, &device)?;
-            let out = self.policy.forward(&pk.input, None)?;
-            let reference = self.policy.reference_forward(&pk.input, None)?;
-            let logits = out.logits.narrow(1, p - 1, r)?.detach();
-            let ref_logits = reference.logits.narrow(1, p - 1, r)?.detach();
+            // Logits of the response positions only, no graph: nothing here is trained through.
+            let opts = ForwardOpts {
+                logits_len: Some(r),
+                ..ForwardOpts::inference(p - 1)
+            };
+            let out = self.policy.forward_with(&pk.input, None, opts)?;
+            let reference = self.policy.reference_forward_with(&pk.input, None, opts)?;
+            let (logits, ref_logits) = (out.logits, reference.logits);
             let lp = logprob::token_logprobs(
                 &maxmin_core::device::Device::Cpu,
                 &logits,
@@ -445,7 +458,6 @@ impl LmPpoTrainer {
     /// Token rewards, GAE, returns and whitened advantages, flattened `[B, R]`.
     fn advantages(&self, rollout: &Rollout, scores: &[f32], beta: f64) -> Result<BatchData> {
         let b = rollout.len();
-        let p = rollout.prompts.iter().map(|q| q.len()).max().unwrap_or(1);
         let r = rollout.responses.iter().map(|y| y.len()).max().unwrap_or(1);
         let mut mask = vec![0f32; b * r];
         let mut rewards = vec![0f32; b * r];
@@ -491,7 +503,6 @@ impl LmPpoTrainer {
             ));
         }
         Ok(BatchData {
-            p,
             r,
             mask,
             old_logp,
@@ -551,10 +562,17 @@ impl LmPpoTrainer {
         mb: usize,
     ) -> Result<MbStats> {
         let device = self.policy.base().device().clone();
-        let (p, r) = (data.p, data.r);
+        // Padded to this mini-batch's longest prompt and response, not the batch's: padding is
+        // masked out, so only the compute changes.
+        let (p, r) = rollout.padded_shape(rows);
         let pk = pack(&rollout.prompts, &rollout.responses, rows, p, r, &device)?;
-        let out = self.policy.forward(&pk.input, None)?;
-        let logits = out.logits.narrow(1, p - 1, r)?;
+        let opts = ForwardOpts {
+            grad: true,
+            logits_from: p - 1,
+            logits_len: Some(r),
+        };
+        let out = self.policy.forward_with(&pk.input, None, opts)?;
+        let logits = out.logits;
         let lp = logprob::token_logprobs(
             &maxmin_core::device::Device::Cpu,
             &logits,
@@ -563,11 +581,11 @@ impl LmPpoTrainer {
         )?;
         let logp = lp.logp;
         let vpred = out.values.narrow(1, p - 1, r)?.to_dtype(DType::F32)?;
-        let m = data.rows(&data.mask, rows, &device)?;
-        let old_logp = data.rows(&data.old_logp, rows, &device)?;
-        let old_v = data.rows(&data.old_values, rows, &device)?;
-        let adv = data.rows(&data.advantages, rows, &device)?;
-        let ret = data.rows(&data.returns, rows, &device)?;
+        let m = data.rows(&data.mask, rows, r, &device)?;
+        let old_logp = data.rows(&data.old_logp, rows, r, &device)?;
+        let old_v = data.rows(&data.old_values, rows, r, &device)?;
+        let adv = data.rows(&data.advantages, rows, r, &device)?;
+        let ret = data.rows(&data.returns, rows, r, &device)?;
         let n: f64 = rows
             .iter()
             .map(|&i| rollout.responses[i].len() as f64)

@@ -55,6 +55,12 @@ impl Rollout {
         mean(self.kl_per_sample.iter().map(|&x| x as f64))
     }
 
+    /// Longest prompt and longest response among `rows`.
+    pub(super) fn padded_shape(&self, rows: &[usize]) -> (usize, usize) {
+        let longest = |v: &[Vec<u32>]| rows.iter().map(|&i| v[i].len()).max().unwrap_or(1);
+        (longest(&self.prompts), longest(&self.responses))
+    }
+
     pub(super) fn check(&self) -> Result<()> {
         let b = self.responses.len();
         for (name, n) in [
