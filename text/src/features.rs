@@ -264,3 +264,70 @@ impl Featurizer {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn fixture() -> Arc<dyn CausalLm> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/lm/gpt2-noprefix");
+        Arc::from(maxmin_llama::auto::load_causal_lm(&dir, DType::F32, &Device::Cpu).unwrap())
+    }
+
+    /// Token counts: each row ends in the token's one-hot at vocabulary width; a completion's
+    /// sum equals its rows summed (the counts), and only requested channels are present.
+    #[test]
+    fn token_counts_rows_and_sums_agree() {
+        let base = fixture();
+        let (h, v) = (base.hidden_size(), base.vocab_size());
+        let cfg = |contextual, token_identity, token_counts| FeatureConfig {
+            contextual,
+            token_identity,
+            token_counts,
+        };
+        let fz = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&cfg(true, true, true))
+            .unwrap();
+        assert_eq!(fz.dim(), 2 * h + v);
+        let prompts = vec![vec![1, 2], vec![3]];
+        let comps = vec![vec![5, 7, 5], vec![9]];
+        let rows = fz.token_rows(&prompts, &comps).unwrap();
+        let sums = fz.completion_sums(&prompts, &comps).unwrap();
+        for (rs, (s, ids)) in rows.iter().zip(sums.iter().zip(&comps)) {
+            assert_eq!(rs.len(), ids.len());
+            for (r, &t) in rs.iter().zip(ids) {
+                assert_eq!(r.len(), fz.dim());
+                assert_eq!(r[2 * h + t as usize], 1.0);
+                assert_eq!(r[2 * h..].iter().sum::<f32>(), 1.0);
+            }
+            for j in 0..fz.dim() {
+                let want: f32 = rs.iter().map(|r| r[j]).sum();
+                assert!(
+                    (s[j] - want).abs() < 1e-4,
+                    "feature {j}: {} vs {want}",
+                    s[j]
+                );
+            }
+        }
+        assert_eq!(sums[0][2 * h + 5], 2.0);
+        let counts_only = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&cfg(false, false, true))
+            .unwrap();
+        assert_eq!(counts_only.dim(), v);
+        let s = counts_only.completion_sums(&prompts, &comps).unwrap();
+        assert_eq!(
+            (s[0][5], s[0][7], s[1][9], s[1].iter().sum::<f32>()),
+            (2.0, 1.0, 1.0, 1.0)
+        );
+        let e = counts_only
+            .token_rows(&prompts, &[vec![5], vec![v as u32]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside the vocabulary"), "{e}");
+        assert!(Featurizer::new(base, 0, 2)
+            .with_config(&cfg(false, false, false))
+            .is_err());
+    }
+}

@@ -218,11 +218,11 @@ impl Bank {
         let mut index = HashMap::new();
         let (mut prompts, mut comps) = (Vec::new(), Vec::new());
         for key in keys {
-            if !index.contains_key(&key) {
-                let (p, ids) = ids_of(&key.0, &key.1)?;
+            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(key) {
+                let (p, ids) = ids_of(&e.key().0, &e.key().1)?;
                 prompts.push(p);
                 comps.push(ids);
-                index.insert(key, comps.len() - 1);
+                e.insert(comps.len() - 1);
             }
         }
         let (sums, rows) = if linear {
@@ -266,7 +266,7 @@ impl Bank {
             }
             return Encoded::from_sums(flat, cs.len(), &self.feats);
         }
-        let rows = self.rows.as_ref().map(Vec::as_slice).unwrap_or_default();
+        let rows = self.rows.as_deref().unwrap_or_default();
         let cs: Vec<Comparison> = cs
             .iter()
             .map(|c| {

@@ -245,7 +245,12 @@ mod tests {
                      a wonderful film, beautifully acted";
         assert!(mean.score(&s(one)) > 0.5);
         assert!((mean.score(&s(one)) - mean.score(&s(three))).abs() < 1e-3);
-        assert!(sum.score(&s(three)) > sum.score(&s(one)) + 0.01);
+        // The sum grows with every further distinct positive n-gram; repetition and unknown
+        // words move neither.
+        let more = "a wonderful film, beautifully acted, brilliant, moving and superb";
+        assert!(sum.score(&s(more)) > sum.score(&s(one)) + 0.01);
+        let padded = "a wonderful film, beautifully acted qqzx vvwk";
+        assert!((mean.score(&s(one)) - mean.score(&s(padded))).abs() < 1e-9);
         assert!(mean.score(&s(one)) > mean.score(&s("a dull film, badly acted")));
         let parsed: SentimentConfig = toml::from_str("evidence = \"sum\"").unwrap();
         assert_eq!(parsed.evidence, Evidence::Sum);
