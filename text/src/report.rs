@@ -1,6 +1,8 @@
 //! `report.md` of a language-model run, rebuilt from `summary.json` and `policies/*` alone (so
-//! `maxmin report RUN_DIR` regenerates it): setup, reward learning (EM agreement with the true
-//! groups, held-out accuracy per group of the single vs the mixture models), the policies' table
+//! `maxmin report RUN_DIR` regenerates it): setup (with the ground truths' correlation), reward
+//! learning (EM agreement with the true groups, held-out accuracy per group of the single and
+//! mixture models beside the ground-truth oracle and the true-split models), the ratio sweep's
+//! table and plot (drawn by core's preference-stage report) when there is one, the policies' table
 //! (each group's ground-truth score, worst group, completion length; mean ± 95 % interval over
 //! seeds, plus the untuned reference), a bar plot, training curves of the true scores, and sample
 //! generations.
