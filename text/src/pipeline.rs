@@ -677,17 +677,17 @@ struct Stage {
     sweep: Vec<Value>,
 }
 
-/// Stages 1–2: preferences (simulated on the reference pool, or P-Soups), features, the single
-/// model and the EM mixture (saved under `reward_models/`), and the ratio sweep if asked.
-fn reward_models(
+/// The reference pool (simulation), its labelled comparisons and their statistics — or the
+/// P-Soups comparisons; all written to `preferences.jsonl`, the ground truths' correlation to
+/// the metrics.
+fn preferences(
     ctx: &Ctx,
-    fz: &Featurizer,
     run: &RunDir,
     metrics: &mut Metrics,
     progress: &mut dyn Progress,
-) -> Result<Stage> {
+) -> Result<Labels> {
     let exp = ctx.exp;
-    let (pool, train, held, mut stats) = match &exp.population {
+    let (pool, train, held, stats) = match &exp.population {
         Some(pop) => {
             let pool = reward_stage::reference_pool(ctx, progress)?;
             let (train, held) = reward_stage::label(ctx, pop, &pool, &pop.shares());
@@ -700,8 +700,12 @@ fn reward_models(
             (None, d.train, d.held_out, stats)
         }
     };
-    let all: Vec<Comparison> = train.iter().chain(&held).cloned().collect();
-    maxmin_core::prefs::data::write_all(&run.file("preferences.jsonl"), &all)?;
+    let all: Vec<&Comparison> = train.iter().chain(&held).collect();
+    let mut w = maxmin_core::prefs::data::PrefWriter::create(&run.file("preferences.jsonl"))?;
+    for c in all {
+        w.write(c)?;
+    }
+    w.finish()?;
     if let Some(c) = stats["truth_correlation"].as_object() {
         let line: serde_json::Map<String, Value> = c
             .iter()
@@ -709,6 +713,40 @@ fn reward_models(
             .collect();
         metrics.log_value(&Value::Object(line))?;
     }
+    Ok(Labels {
+        pool,
+        train,
+        held,
+        stats,
+    })
+}
+
+/// What [`preferences`] produces.
+struct Labels {
+    /// The scored reference pool (simulation only).
+    pool: Option<reward_stage::Pool>,
+    train: Vec<Comparison>,
+    held: Vec<Comparison>,
+    stats: Value,
+}
+
+/// Stages 1–2: preferences (simulated on the reference pool, or P-Soups), features, the single
+/// model and the EM mixture (saved under `reward_models/`), and the ratio sweep if asked.
+fn reward_models(
+    ctx: &Ctx,
+    fz: &Featurizer,
+    run: &RunDir,
+    metrics: &mut Metrics,
+    progress: &mut dyn Progress,
+) -> Result<Stage> {
+    let exp = ctx.exp;
+    let Labels {
+        pool,
+        train,
+        held,
+        mut stats,
+    } = preferences(ctx, run, metrics, progress)?;
+    let all: Vec<Comparison> = train.iter().chain(&held).cloned().collect();
     let scores: HashMap<reward_stage::Key, Vec<f64>> = pool
         .iter()
         .flat_map(|p| &p.scored)
@@ -761,18 +799,7 @@ fn reward_models(
     };
     let prefs = reward_stage::prefs_of(ctx, &labelled)?;
     let learned = reward_stage::learn(ctx, &prefs, Some(metrics), progress)?;
-    let rm_dir = run.file("reward_models");
-    std::fs::create_dir_all(&rm_dir).map_err(|e| Error::io(&rm_dir, e))?;
-    maxmin_core::prefs::em::RewardEnsemble {
-        single: learned.single.try_clone()?,
-        mixture: learned
-            .mixture
-            .iter()
-            .map(|m| m.try_clone())
-            .collect::<Result<_>>()?,
-        shares: learned.shares.clone(),
-    }
-    .save(&rm_dir)?;
+    save_models(&learned, &run.file("reward_models"))?;
     tracing::info!("reward models: {}", learned.summary);
     let sweep = match (&exp.population, &pool) {
         (Some(pop), Some(p)) if !exp.em.ratio_sweep.is_empty() => {
@@ -786,6 +813,21 @@ fn reward_models(
         comparisons: serde_json::json!({ "train": train.len(), "held_out": held.len() }),
         sweep,
     })
+}
+
+/// Write the single and mixture models (safetensors) into `dir`.
+fn save_models(learned: &Learned, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    maxmin_core::prefs::em::RewardEnsemble {
+        single: learned.single.try_clone()?,
+        mixture: learned
+            .mixture
+            .iter()
+            .map(|m| m.try_clone())
+            .collect::<Result<_>>()?,
+        shares: learned.shares.clone(),
+    }
+    .save(dir)
 }
 
 /// Stages 3–4: calibration, the reference's evaluation and every objective × seed policy;

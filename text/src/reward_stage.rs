@@ -395,25 +395,7 @@ pub fn learn(
     )?;
     progress.finish();
     let t_em = t0.elapsed().as_secs_f64() - t_single;
-    let n_groups = ctx.names.len();
-    let (order, ari_v, purity_v) = match &prefs.train.truth {
-        Some(t) => {
-            let m = match_groups(&fit.assign, t, k, n_groups);
-            // Model for group g = its matched cluster; unmatched clusters follow in order.
-            let mut order: Vec<usize> = m.iter().flatten().copied().collect();
-            for c in 0..k {
-                if !order.contains(&c) {
-                    order.push(c);
-                }
-            }
-            (
-                order,
-                Some(ari(&fit.assign, t)),
-                Some(purity(&fit.assign, t)),
-            )
-        }
-        None => ((0..k).collect(), None, None),
-    };
+    let (order, ari_v, purity_v) = cluster_order(prefs, &fit.assign, k, ctx.names.len());
     let mut models: Vec<Option<RewardModel>> = fit.models.into_iter().map(Some).collect();
     let mixture: Vec<RewardModel> = order.iter().filter_map(|&c| models[c].take()).collect();
     let shares: Vec<f64> = order.iter().map(|&c| fit.weights[c]).collect();
@@ -439,6 +421,27 @@ pub fn learn(
         shares,
         summary,
     })
+}
+
+/// Cluster order putting the cluster matched to true group g at position g (unmatched clusters
+/// follow), with the assignment's ARI and purity when the true groups are known.
+fn cluster_order(
+    prefs: &Prefs,
+    assign: &[usize],
+    k: usize,
+    n_groups: usize,
+) -> (Vec<usize>, Option<f64>, Option<f64>) {
+    let Some(t) = &prefs.train.truth else {
+        return ((0..k).collect(), None, None);
+    };
+    let m = match_groups(assign, t, k, n_groups);
+    let mut order: Vec<usize> = m.iter().flatten().copied().collect();
+    for c in 0..k {
+        if !order.contains(&c) {
+            order.push(c);
+        }
+    }
+    (order, Some(ari(assign, t)), Some(purity(assign, t)))
 }
 
 /// One model per true group trained on that group's training users (`[em] oracle`).
