@@ -746,7 +746,7 @@ fn reward_models(
         held,
         mut stats,
     } = preferences(ctx, run, metrics, progress)?;
-    let all: Vec<Comparison> = train.iter().chain(&held).cloned().collect();
+    let all: Vec<&Comparison> = train.iter().chain(&held).collect();
     let scores: HashMap<reward_stage::Key, Vec<f64>> = pool
         .iter()
         .flat_map(|p| &p.scored)
@@ -782,7 +782,7 @@ fn reward_models(
             &ids_of,
             linear,
         )?,
-        None => reward_stage::Bank::new(fz, &all.iter().collect::<Vec<_>>(), &ids_of, linear)?,
+        None => reward_stage::Bank::new(fz, &all, &ids_of, linear)?,
     };
     let feature_seconds = t_feat.elapsed().as_secs_f64();
     tracing::info!(
