@@ -193,6 +193,67 @@ fn lm_pipeline_writes_report_and_reproduces() {
     );
 }
 
+/// Without `[compare]` the run stops after the reward models; `[em] ratio-sweep` adds core's
+/// sweep table and plot, token counts train linear heads on feature sums, and every accuracy
+/// (single, mixture, ground-truth oracle) is reported per group and ratio.
+#[test]
+fn lm_reward_only_ratio_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path(), 1, None);
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    let t = t[..t.find("[ppo]").unwrap()]
+        .replace("[model.lora]\nrank = 4\n", "")
+        .replace(
+            "[em]\n",
+            "[features]\ntoken-counts = true\n[reward-model]\ntype = \"linear-reward\"\n\
+             learning-rate = 0.01\nepochs = 3\nbatch-size = 16\n[em]\nratio-sweep = [1, 3]\n",
+        );
+    std::fs::write(&cfg, t).unwrap();
+    let a = dir.path().join("a");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(a.join("plots/em_ratio_sweep.svg").exists());
+    assert!(!a.join("policies").exists());
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    for row in [
+        "## Ratio sweep (sentiment : concise)",
+        "| 1:1 |",
+        "| 3:1 |",
+        "| oracle |",
+        "sentiment ~ concise r = ",
+    ] {
+        assert!(report.contains(row), "report lacks {row}:\n{report}");
+    }
+    assert!(!report.contains("## Policies"), "{report}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(s["reward_models"]["features"]["encoding"], "sums");
+    let sweep = s["ratio_sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 2);
+    for row in sweep {
+        for g in ["sentiment", "concise"] {
+            for k in ["single", "oracle"] {
+                let v = row[k][g].as_f64().unwrap_or(f64::NAN);
+                assert!((0.0..=1.0).contains(&v), "{k} {g}: {row}");
+            }
+            // A cluster EM left empty on this tiny population has no model to report.
+            if let Some(v) = row["mixture"][g].as_f64() {
+                assert!((0.0..=1.0).contains(&v), "mixture {g}: {row}");
+            }
+        }
+    }
+    // null when a ground truth is constant over the pool (the fixture model's words are
+    // unknown to the scorer), else a correlation.
+    let r = &s["preferences"]["truth_correlation"]["sentiment~concise"];
+    assert!(
+        r.is_null() || r.as_f64().is_some_and(|r| (-1.0..=1.0).contains(&r)),
+        "{r}"
+    );
+    let m = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    assert!(m.contains("preferences/truth_correlation/sentiment~concise"));
+}
+
 #[test]
 fn lm_pipeline_resumes_after_sigint() {
     let dir = tempfile::tempdir().unwrap();

@@ -431,7 +431,8 @@ mod tests {
         let mut rng = crate::rng::stream(0, "t");
         for (r, c) in [(4, 3), (3, 4), (5, 5)] {
             let w = orthogonal(r, c, 2.0, &mut rng);
-            let (n, m, get): (usize, usize, Box<dyn Fn(usize, usize) -> f32>) = if r >= c {
+            type Entry<'a> = Box<dyn Fn(usize, usize) -> f32 + 'a>;
+            let (n, m, get): (usize, usize, Entry) = if r >= c {
                 (c, r, Box::new(|a, i| w[i * c + a]))
             } else {
                 (r, c, Box::new(|a, i| w[a * c + i]))

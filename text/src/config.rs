@@ -57,8 +57,10 @@ pub struct LmExperiment {
     /// `[ppo]`: token-level PPO (TRL semantics).
     #[serde(default)]
     pub ppo: LmPpoConfig,
-    /// `[compare]`: objectives × seeds.
-    pub compare: LmCompare,
+    /// `[compare]`: objectives × seeds. Without it the run stops after the reward models (a
+    /// reward-model-only experiment such as the ratio sweep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<LmCompare>,
 }
 
 fn d_seed() -> u64 {
@@ -78,21 +80,47 @@ fn d_reward_model() -> Box<dyn RewardModelConfig> {
     })
 }
 
-/// `[features]`.
+/// `[features]`: what the reward heads see of each completion token (one row per token, the
+/// completion's reward is the sum of the per-token rewards; `crate::features` explains the
+/// channels). At least one channel must be on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FeatureConfig {
+    /// The token's final hidden state in the context of the prompt and earlier tokens.
+    #[serde(default = "yes")]
+    pub contextual: bool,
     /// Append each token's context-free hidden state to its contextual one (a word-identity
     /// channel; costs one forward pass per vocabulary entry at start-up).
     #[serde(default = "yes")]
     pub token_identity: bool,
+    /// Append a one-hot of the token id at vocabulary width: summed over the completion, the
+    /// bag-of-tokens counts, so a linear head is a weight per vocabulary entry. Needs
+    /// `[reward-model] type = "linear-reward"`; off by default because its width is the
+    /// vocabulary's (4,096 for the embedded GPT-2, 32,000 for Llama-2).
+    #[serde(default)]
+    pub token_counts: bool,
 }
 
 impl Default for FeatureConfig {
     fn default() -> Self {
         Self {
+            contextual: true,
             token_identity: true,
+            token_counts: false,
         }
+    }
+}
+
+impl FeatureConfig {
+    /// At least one channel; keys relative to `[features]`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.contextual || self.token_identity || self.token_counts) {
+            return Err(Error::config(
+                "contextual",
+                "every feature channel is off: turn on at least one of contextual, token-identity, token-counts",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -318,7 +346,7 @@ impl Validate for LmExperiment {
         }
         maxmin_core::run::check_run_name(&self.name)?;
         self.model.validate().map_err(|e| e.under("model"))?;
-        if self.model.lora.is_none() {
+        if self.model.lora.is_none() && self.compare.is_some() {
             return Err(Error::config(
                 "model.lora",
                 "the policy trains LoRA adapters on the frozen model: add a [model.lora] table (e.g. rank = 8)",
@@ -366,10 +394,21 @@ impl Validate for LmExperiment {
         self.reward_model
             .validate()
             .map_err(|e| e.under("reward-model"))?;
-        maxmin_core::prefs::reward_model::RewardSpec::from_config(self.reward_model.as_ref())?;
+        let spec =
+            maxmin_core::prefs::reward_model::RewardSpec::from_config(self.reward_model.as_ref())?;
+        self.features.validate().map_err(|e| e.under("features"))?;
+        if self.features.token_counts && !spec.hidden.is_empty() {
+            return Err(Error::config(
+                "features.token-counts",
+                "token counts (a one-hot at vocabulary width per token) need a linear head: set [reward-model] type = \"linear-reward\", or token-counts = false",
+            ));
+        }
         self.em.validate().map_err(|e| e.under("em"))?;
+        self.validate_sweep()?;
         self.ppo.validate().map_err(|e| e.under("ppo"))?;
-        let c = &self.compare;
+        let Some(c) = &self.compare else {
+            return Ok(());
+        };
         if c.objectives.is_empty() {
             return Err(Error::config(
                 "compare.objectives",
@@ -390,6 +429,25 @@ impl Validate for LmExperiment {
 }
 
 impl LmExperiment {
+    /// `[em] ratio-sweep` reruns the reward-model stage with changed shares of two simulated
+    /// groups: it needs a `[population]` of exactly two groups.
+    fn validate_sweep(&self) -> Result<()> {
+        if self.em.ratio_sweep.is_empty() {
+            return Ok(());
+        }
+        match &self.population {
+            Some(p) if p.groups.len() == 2 && p.held_out_users > 0 => Ok(()),
+            Some(p) if p.groups.len() == 2 => Err(Error::config(
+                "population.held-out-users",
+                "the ratio sweep reports held-out accuracy: expected held-out users > 0",
+            )),
+            _ => Err(Error::config(
+                "em.ratio-sweep",
+                "a ratio sweep needs a simulated [population] with exactly two groups (majority first, minority second)",
+            )),
+        }
+    }
+
     /// Group names: the population's, or the P-Soups files' groups in first-seen order.
     pub fn group_names(&self) -> Vec<String> {
         match &self.population {
@@ -467,5 +525,60 @@ mod tests {
         let none = BASE.replace("[population]\n[[population.groups]]\nname = \"a\"\nshare = 1\nreward = { type = \"conciseness\" }\n", "");
         let e = load(&none, &[]).unwrap_err().to_string();
         assert!(e.contains("population"), "{e}");
+    }
+
+    /// `[features]`, `[em] ratio-sweep` and a missing `[compare]`: the checks name the key and
+    /// say what was expected.
+    #[test]
+    fn feature_and_sweep_keys_are_checked() {
+        let e = load(BASE, &["features.token-counts=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("features.token-counts") && e.contains("linear-reward"),
+            "{e}"
+        );
+        let lin = format!(
+            "{BASE}[reward-model]\ntype = \"linear-reward\"\nlearning-rate = 0.01\nepochs = 2\nbatch-size = 8\n"
+        );
+        let ok = load(&lin, &["features.token-counts=true"]).unwrap();
+        assert!(ok.features.token_counts && ok.features.contextual);
+        let e = load(
+            &lin,
+            &["features.contextual=false", "features.token-identity=false"],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("features.contextual"), "{e}");
+        let e = load(&lin, &["features.token-count=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token-count"), "{e}");
+        // One group cannot be swept; two can, and [compare] may be left out.
+        let e = load(&lin, &["em.ratio-sweep=[1, 2]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("em.ratio-sweep") && e.contains("two groups"),
+            "{e}"
+        );
+        let two = lin.replace(
+            "[compare]",
+            "[[population.groups]]\nname = \"b\"\nshare = 1\nreward = { type = \"conciseness\" }\n[compare]",
+        );
+        let no_compare = two.replace("[compare]\n[[compare.objectives]]\ntype = \"maxmin\"\n", "");
+        let e = load(&no_compare, &["em.ratio-sweep=[1, 2]"]).unwrap();
+        assert!(e.compare.is_none() && e.em.ratio_sweep == vec![1.0, 2.0]);
+        let e = load(&no_compare, &["em.ratio-sweep=[0.5]"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("em.ratio-sweep.0"), "{e}");
+        let e = load(
+            &no_compare,
+            &["em.ratio-sweep=[1]", "population.held-out-users=0"],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("population.held-out-users"), "{e}");
     }
 }

@@ -6,11 +6,19 @@
 //! both groups of the IMDB experiment: length (a constant per token) and sentiment (per-word
 //! evidence, as in a bag-of-words classifier).
 //!
-//! With `token-identity` (default on; `[features]`), each row also carries the token's
-//! context-free representation — the backbone's final hidden state for the token alone — so a
-//! linear head can weigh words directly; a small model's contextual states keep word identity
-//! only weakly. The table is computed once per vocabulary entry (skip it for very large
-//! vocabularies × widths, e.g. 32,000 × 4,096 for Llama-2).
+//! What each token row holds is `[features]` ([`crate::config::FeatureConfig`]), in this order:
+//! - `contextual` (default on): the token's final hidden state in context;
+//! - `token-identity` (default on): the token's context-free representation — the backbone's
+//!   final hidden state for the token alone — so a linear head can weigh words directly; a small
+//!   model's contextual states keep word identity only weakly. The table is computed once per
+//!   vocabulary entry;
+//! - `token-counts` (default off): a one-hot of the token id at vocabulary width. Summed over a
+//!   completion it is the bag-of-tokens count vector, and a linear head on it is a weight per
+//!   vocabulary entry: word-level sentiment evidence and length (the same weight on every token)
+//!   are both exactly expressible, which a projection to the hidden width is not. Only linear
+//!   heads take it: for them the pipeline keeps one feature sum per completion
+//!   ([`Featurizer::completion_sums`], `Encoded::from_sums`), never per-token one-hot rows, so
+//!   memory is comparisons × 2 × width rather than × completion length as well.
 //!
 //! Why frozen: EM trains K heads for several iterations on the same comparisons; with the
 //! backbone frozen each completion is encoded once and the whole EM runs on vectors, which is
@@ -18,6 +26,7 @@
 //! itself (the paper trains reward models from the SFT model too). LoRA-tuned reward backbones
 //! exist as `maxmin_gpt2::policy::LmRewardModel` but are not used by this pipeline.
 
+use crate::config::FeatureConfig;
 use candle_core::IndexOp;
 use maxmin_core::env::Space;
 use maxmin_core::prefs::reward_model::Features;
@@ -30,27 +39,50 @@ pub struct Featurizer {
     base: Arc<dyn CausalLm>,
     pad_id: u32,
     batch: usize,
+    /// Contextual hidden state per token.
+    contextual: bool,
     /// Context-free hidden state of every token id, when token identity is on.
     token_table: Option<Vec<Vec<f32>>>,
+    /// Vocabulary width of the token one-hot, when token counts are on.
+    counts: Option<usize>,
 }
 
 impl std::fmt::Debug for Featurizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Featurizer")
             .field("hidden", &self.base.hidden_size())
+            .field("contextual", &self.contextual)
+            .field("token_identity", &self.token_table.is_some())
+            .field("token_counts", &self.counts)
             .finish()
     }
 }
 
 impl Featurizer {
-    /// A featurizer on `base`; `batch` sequences per forward pass.
+    /// A featurizer on `base` with contextual hidden states only; `batch` sequences per forward
+    /// pass.
     pub fn new(base: Arc<dyn CausalLm>, pad_id: u32, batch: usize) -> Self {
         Self {
             base,
             pad_id,
             batch: batch.max(1),
+            contextual: true,
             token_table: None,
+            counts: None,
         }
+    }
+
+    /// The channels `[features]` asks for (see the module doc).
+    pub fn with_config(mut self, cfg: &FeatureConfig) -> Result<Self> {
+        cfg.validate()?;
+        self.contextual = cfg.contextual;
+        if cfg.token_identity {
+            self = self.with_token_identity()?;
+        }
+        if cfg.token_counts {
+            self.counts = Some(self.base.vocab_size());
+        }
+        Ok(self)
     }
 
     /// Add each token's context-free hidden state to its row (see the module doc).
@@ -74,9 +106,20 @@ impl Featurizer {
         Ok(self)
     }
 
-    /// Feature length of one token row (the hidden size, twice with token identity).
+    /// Width of the hidden-state part of a row (contextual and/or context-free).
+    fn dense_dim(&self) -> usize {
+        let h = self.base.hidden_size();
+        h * (self.contextual as usize + self.token_table.is_some() as usize)
+    }
+
+    /// Feature length of one token row.
     pub fn dim(&self) -> usize {
-        self.base.hidden_size() * if self.token_table.is_some() { 2 } else { 1 }
+        self.dense_dim() + self.counts.unwrap_or(0)
+    }
+
+    /// Whether rows carry the vocabulary-wide token one-hot (linear heads only).
+    pub fn has_token_counts(&self) -> bool {
+        self.counts.is_some()
     }
 
     /// The reward-model feature description (one "step" per completion, no action).
@@ -91,9 +134,69 @@ impl Featurizer {
         }
     }
 
-    /// Hidden-state rows of each completion's tokens (in context of its prompt): `[n][len][dim]`.
+    /// Feature rows of each completion's tokens (in context of its prompt): `[n][len][dim]`.
     /// Completions must be non-empty.
     pub fn token_rows(
+        &self,
+        prompts: &[Vec<u32>],
+        completions: &[Vec<u32>],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let mut rows = self.dense_rows(prompts, completions)?;
+        if let Some(v) = self.counts {
+            for (rs, ids) in rows.iter_mut().zip(completions) {
+                for (row, &tok) in rs.iter_mut().zip(ids) {
+                    let at = row.len();
+                    row.resize(at + v, 0.0);
+                    row[at + self.vocab_index(tok)?] = 1.0;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Each completion's rows summed over its tokens, `[n][dim]`: all a linear head needs
+    /// (the token one-hots become counts without being materialised per token).
+    pub fn completion_sums(
+        &self,
+        prompts: &[Vec<u32>],
+        completions: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let rows = self.dense_rows(prompts, completions)?;
+        let d = self.dense_dim();
+        rows.iter()
+            .zip(completions)
+            .map(|(rs, ids)| {
+                let mut sum = vec![0f32; self.dim()];
+                for r in rs {
+                    for (a, b) in sum.iter_mut().zip(r) {
+                        *a += b;
+                    }
+                }
+                if self.counts.is_some() {
+                    for &tok in ids {
+                        sum[d + self.vocab_index(tok)?] += 1.0;
+                    }
+                }
+                Ok(sum)
+            })
+            .collect()
+    }
+
+    fn vocab_index(&self, tok: u32) -> Result<usize> {
+        let v = self.base.vocab_size();
+        if (tok as usize) < v {
+            Ok(tok as usize)
+        } else {
+            Err(Error::input(
+                format!("token id {tok} outside the vocabulary of {v}"),
+                None,
+            ))
+        }
+    }
+
+    /// The hidden-state part of every token row, `[n][len][dense_dim]` (rows are empty vectors
+    /// when neither hidden channel is on; no forward pass is run without `contextual`).
+    fn dense_rows(
         &self,
         prompts: &[Vec<u32>],
         completions: &[Vec<u32>],
@@ -105,6 +208,36 @@ impl Featurizer {
                 completions.len()
             )));
         }
+        if let Some(i) = completions.iter().position(|c| c.is_empty()) {
+            return Err(Error::input(
+                format!("completion {i} is empty: nothing to score"),
+                None,
+            ));
+        }
+        let mut out: Vec<Vec<Vec<f32>>> = if self.contextual {
+            self.contextual_rows(prompts, completions)?
+        } else {
+            completions
+                .iter()
+                .map(|c| vec![Vec::new(); c.len()])
+                .collect()
+        };
+        if let Some(table) = &self.token_table {
+            for (rows, ids) in out.iter_mut().zip(completions) {
+                for (row, &tok) in rows.iter_mut().zip(ids) {
+                    row.extend_from_slice(&table[self.vocab_index(tok)?]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Contextual final hidden states of each completion's tokens, `[n][len][hidden]`.
+    fn contextual_rows(
+        &self,
+        prompts: &[Vec<u32>],
+        completions: &[Vec<u32>],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let mut out = Vec::with_capacity(prompts.len());
         for start in (0..prompts.len()).step_by(self.batch) {
             let end = (start + self.batch).min(prompts.len());
@@ -115,12 +248,6 @@ impl Featurizer {
                     s
                 })
                 .collect();
-            if let Some(i) = (start..end).find(|&i| completions[i].is_empty()) {
-                return Err(Error::input(
-                    format!("completion {i} is empty: nothing to score"),
-                    None,
-                ));
-            }
             let input = LmInput::left_padded(&seqs, self.pad_id)?;
             let hidden = self
                 .base
@@ -131,18 +258,76 @@ impl Featurizer {
             for (r, i) in (start..end).enumerate() {
                 // Left padding: the completion occupies the last `len` positions.
                 let len = completions[i].len();
-                let mut rows: Vec<Vec<f32>> = hidden.i((r, t - len..t))?.to_vec2()?;
-                if let Some(table) = &self.token_table {
-                    for (row, &tok) in rows.iter_mut().zip(&completions[i]) {
-                        let e = table.get(tok as usize).ok_or_else(|| {
-                            Error::input(format!("token id {tok} outside the vocabulary"), None)
-                        })?;
-                        row.extend_from_slice(e);
-                    }
-                }
-                out.push(rows);
+                out.push(hidden.i((r, t - len..t))?.to_vec2()?);
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn fixture() -> Arc<dyn CausalLm> {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/lm/gpt2-noprefix");
+        Arc::from(maxmin_llama::auto::load_causal_lm(&dir, DType::F32, &Device::Cpu).unwrap())
+    }
+
+    /// Token counts: each row ends in the token's one-hot at vocabulary width; a completion's
+    /// sum equals its rows summed (the counts), and only requested channels are present.
+    #[test]
+    fn token_counts_rows_and_sums_agree() {
+        let base = fixture();
+        let (h, v) = (base.hidden_size(), base.vocab_size());
+        let cfg = |contextual, token_identity, token_counts| FeatureConfig {
+            contextual,
+            token_identity,
+            token_counts,
+        };
+        let fz = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&cfg(true, true, true))
+            .unwrap();
+        assert_eq!(fz.dim(), 2 * h + v);
+        let prompts = vec![vec![1, 2], vec![3]];
+        let comps = vec![vec![5, 7, 5], vec![9]];
+        let rows = fz.token_rows(&prompts, &comps).unwrap();
+        let sums = fz.completion_sums(&prompts, &comps).unwrap();
+        for (rs, (s, ids)) in rows.iter().zip(sums.iter().zip(&comps)) {
+            assert_eq!(rs.len(), ids.len());
+            for (r, &t) in rs.iter().zip(ids) {
+                assert_eq!(r.len(), fz.dim());
+                assert_eq!(r[2 * h + t as usize], 1.0);
+                assert_eq!(r[2 * h..].iter().sum::<f32>(), 1.0);
+            }
+            for j in 0..fz.dim() {
+                let want: f32 = rs.iter().map(|r| r[j]).sum();
+                assert!(
+                    (s[j] - want).abs() < 1e-4,
+                    "feature {j}: {} vs {want}",
+                    s[j]
+                );
+            }
+        }
+        assert_eq!(sums[0][2 * h + 5], 2.0);
+        let counts_only = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&cfg(false, false, true))
+            .unwrap();
+        assert_eq!(counts_only.dim(), v);
+        let s = counts_only.completion_sums(&prompts, &comps).unwrap();
+        assert_eq!(
+            (s[0][5], s[0][7], s[1][9], s[1].iter().sum::<f32>()),
+            (2.0, 1.0, 1.0, 1.0)
+        );
+        let e = counts_only
+            .token_rows(&prompts, &[vec![5], vec![v as u32]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside the vocabulary"), "{e}");
+        assert!(Featurizer::new(base, 0, 2)
+            .with_config(&cfg(false, false, false))
+            .is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod features;
 pub mod pipeline;
 pub mod prompts;
 pub mod report;
+pub mod reward_stage;
 pub mod rewards;
 
 pub use config::{is_lm_experiment, LmExperiment};

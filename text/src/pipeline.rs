@@ -3,7 +3,7 @@
 //! 1. **preferences**: two completions per pool prompt from the reference policy; each simulated
 //!    user (in a group with a ground-truth text reward) labels pairs with a Bradley–Terry draw —
 //!    or recorded P-Soups comparisons are read and split into users;
-//! 2. **reward models**: frozen-backbone features (see [`crate::features`]), a single pooled BT
+//! 2. **reward models** ([`crate::reward_stage`]): frozen-backbone features (see [`crate::features`]), a single pooled BT
 //!    model and the EM mixture of K models (core's EM, the paper's Algorithm 2);
 //! 3. **policies**: for every objective × seed, token-level PPO (TRL semantics, `maxmin_gpt2::ppo`)
 //!    on LoRA adapters, the sequence score being the objective's combination of the calibrated
@@ -16,18 +16,15 @@
 //! Resume: the preference and reward stages are deterministic and rerun; finished policies are
 //! reused; an interrupted policy continues from its last checkpoint.
 
-use crate::config::{LmExperiment, TextPopulation};
+use crate::config::{LmCompare, LmExperiment};
 use crate::features::Featurizer;
+use crate::reward_stage::{self, Learned};
 use crate::rewards::{Sample, TextReward};
 use maxmin_core::compare::mean_ci95;
 use maxmin_core::config::Loaded;
 use maxmin_core::objective::{Batch, Calibration, Groups, ObjectiveConfig};
-use maxmin_core::prefs::data::{Comparison, Segment};
-use maxmin_core::prefs::diagnostics::{ari, match_groups, purity};
-use maxmin_core::prefs::em::{fit_mixture, fit_model, IterStats, UserData};
-use maxmin_core::prefs::population::sample_users;
-use maxmin_core::prefs::reward_model::{accuracy, Encoded, Features, RewardModel, RewardSpec};
-use maxmin_core::prefs::simulate::bt_prefers_first;
+use maxmin_core::prefs::data::Comparison;
+use maxmin_core::prefs::reward_model::{RewardModel, RewardSpec};
 use maxmin_core::rng::{stream, Rng};
 use maxmin_core::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
 use maxmin_core::{Error, Result};
@@ -36,10 +33,10 @@ use maxmin_gpt2::lm::CausalLm;
 use maxmin_gpt2::policy::LmPolicy;
 use maxmin_gpt2::ppo::LmPpoTrainer;
 use maxmin_gpt2::tokenizer::Tokenizer;
-use rand::seq::SliceRandom;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -241,14 +238,14 @@ fn gen_options(ctx: &Ctx, rng: &mut Rng) -> GenerateOptions {
 }
 
 /// Tokens of a response without its final EOS.
-fn content_len(ctx: &Ctx, resp: &[u32]) -> usize {
+pub(crate) fn content_len(ctx: &Ctx, resp: &[u32]) -> usize {
     match (resp.last(), ctx.base.eos_token_id()) {
         (Some(&l), Some(e)) if l == e => resp.len() - 1,
         _ => resp.len(),
     }
 }
 
-fn score_truth(ctx: &Ctx, prompt: &str, resp: &[u32]) -> Result<Completion> {
+pub(crate) fn score_truth(ctx: &Ctx, prompt: &str, resp: &[u32]) -> Result<Completion> {
     let text = ctx.tok.decode(resp)?;
     let tokens = content_len(ctx, resp);
     let scores = match &ctx.truth {
@@ -274,7 +271,7 @@ fn score_truth(ctx: &Ctx, prompt: &str, resp: &[u32]) -> Result<Completion> {
 }
 
 /// Sample completions of `prompts` from the base model (no adapters) or a policy.
-fn complete(
+pub(crate) fn complete(
     ctx: &Ctx,
     policy: Option<&LmPolicy>,
     prompts: &[Vec<u32>],
@@ -291,313 +288,6 @@ fn complete(
         out.extend(g.tokens);
     }
     Ok(out)
-}
-
-/// The preference stage's product.
-pub struct Prefs {
-    /// Training comparisons (feature rows) grouped by user.
-    pub train: UserData,
-    /// Held-out comparisons by user, if any.
-    pub held: Option<UserData>,
-    /// Feature description.
-    pub feats: Features,
-}
-
-/// `(context, completion text)` → (prompt ids, completion ids).
-type IdsOf<'a> = dyn Fn(&str, &str) -> Result<(Vec<u32>, Vec<u32>)> + 'a;
-
-/// Text comparisons → per-token feature rows for the BT heads. `ids_of(context, text)` gives
-/// the prompt and completion token ids; each distinct (context, completion) is encoded once.
-fn encode_comparisons(
-    fz: &Featurizer,
-    cs: &[Comparison],
-    ids_of: &IdsOf,
-) -> Result<Vec<Comparison>> {
-    let mut index: std::collections::HashMap<(String, String), usize> = Default::default();
-    let (mut prompts, mut comps) = (Vec::new(), Vec::new());
-    let mut sides = Vec::with_capacity(cs.len());
-    for c in cs {
-        let ctx = c.context.as_str().unwrap_or_default().to_string();
-        let mut pair = [0usize; 2];
-        for (k, seg) in [&c.chosen, &c.rejected].into_iter().enumerate() {
-            let Segment::Text(t) = seg else {
-                return Err(Error::Internal("text comparison expected".into()));
-            };
-            let key = (ctx.clone(), t.clone());
-            pair[k] = match index.get(&key) {
-                Some(&i) => i,
-                None => {
-                    let (p, ids) = ids_of(&ctx, t)?;
-                    prompts.push(p);
-                    comps.push(ids);
-                    index.insert(key, comps.len() - 1);
-                    comps.len() - 1
-                }
-            };
-        }
-        sides.push(pair);
-    }
-    let rows = fz.token_rows(&prompts, &comps)?;
-    Ok(cs
-        .iter()
-        .zip(&sides)
-        .map(|(c, [w, l])| Comparison {
-            user: c.user.clone(),
-            context: serde_json::Value::Null,
-            chosen: Segment::Rows(rows[*w].clone()),
-            rejected: Segment::Rows(rows[*l].clone()),
-            group: c.group.clone(),
-        })
-        .collect())
-}
-
-fn user_data(cs: &[Comparison], names: &[String], feats: &Features) -> Result<UserData> {
-    let mut ids: Vec<String> = Vec::new();
-    let mut index = BTreeMap::new();
-    let mut truth = Vec::new();
-    let mut user_of = Vec::with_capacity(cs.len());
-    for c in cs {
-        let u = *index.entry(c.user.clone()).or_insert_with(|| {
-            ids.push(c.user.clone());
-            truth.push(
-                c.group
-                    .as_ref()
-                    .and_then(|g| names.iter().position(|n| n == g)),
-            );
-            ids.len() - 1
-        });
-        user_of.push(u as u32);
-    }
-    let refs: Vec<&Comparison> = cs.iter().collect();
-    let data = Encoded::new(&refs, feats)?;
-    let truth = truth.iter().all(|t| t.is_some()).then(|| {
-        truth
-            .into_iter()
-            .map(|t| t.unwrap_or_default())
-            .collect::<Vec<_>>()
-    });
-    Ok(UserData::new(data, user_of, ids.len(), truth))
-}
-
-/// Simulated users label pairs of reference completions (two per pool prompt).
-fn simulate(
-    ctx: &Ctx,
-    pop: &TextPopulation,
-    dir: &RunDir,
-    progress: &mut dyn Progress,
-) -> Result<SimOut> {
-    let p = &ctx.exp.preferences;
-    let mut rng = stream(ctx.exp.seed, "preferences");
-    let pool: Vec<usize> = {
-        let mut idx: Vec<usize> = (0..ctx.train.len()).collect();
-        idx.shuffle(&mut rng);
-        idx.truncate(p.pool);
-        idx
-    };
-    let prompt_ids: Vec<Vec<u32>> = pool
-        .iter()
-        .flat_map(|&i| [ctx.train[i].1.clone(), ctx.train[i].1.clone()])
-        .collect();
-    progress.start("reference completions", prompt_ids.len() as u64, 0);
-    let mut gen_rng = stream(ctx.exp.seed, "preferences/generate");
-    let mut resp = Vec::with_capacity(prompt_ids.len());
-    for chunk in prompt_ids.chunks(ctx.exp.ppo.batch_size.max(1)) {
-        resp.extend(complete(ctx, None, chunk, &mut gen_rng)?);
-        progress.update(resp.len() as u64, "");
-    }
-    progress.finish();
-    let scored: Vec<Completion> = pool
-        .iter()
-        .enumerate()
-        .flat_map(|(j, &i)| [(j, i, 0), (j, i, 1)])
-        .map(|(j, i, s)| score_truth(ctx, &ctx.train[i].0, &resp[2 * j + s]))
-        .collect::<Result<_>>()?;
-    let shares = pop.shares();
-    let mut urng = stream(ctx.exp.seed, "users");
-    let users = sample_users(pop.users, &shares, "u", &mut urng);
-    let held_users = sample_users(pop.held_out_users, &shares, "h", &mut urng);
-    let mut label = |users: &[maxmin_core::prefs::population::User]| -> Vec<Comparison> {
-        let mut out = Vec::new();
-        for u in users {
-            for _ in 0..pop.comparisons_per_user {
-                let j = rng.random_range(0..pool.len());
-                let (a, b) = (&scored[2 * j], &scored[2 * j + 1]);
-                let a_wins = bt_prefers_first(
-                    a.scores[u.group] - b.scores[u.group],
-                    p.temperature,
-                    p.label_noise,
-                    &mut rng,
-                );
-                let (w, l) = if a_wins { (a, b) } else { (b, a) };
-                out.push(Comparison {
-                    user: u.id.clone(),
-                    context: serde_json::Value::from(a.prompt.as_str()),
-                    chosen: Segment::Text(w.text.clone()),
-                    rejected: Segment::Text(l.text.clone()),
-                    group: Some(ctx.names[u.group].clone()),
-                });
-            }
-        }
-        out
-    };
-    let train = label(&users);
-    let held = label(&held_users);
-    let mut all = train.clone();
-    all.extend(held.iter().cloned());
-    maxmin_core::prefs::data::write_all(&dir.file("preferences.jsonl"), &all)?;
-    let mean = |g: usize| scored.iter().map(|c| c.scores[g]).sum::<f64>() / scored.len() as f64;
-    let pool_stats = serde_json::json!({
-        "pool_prompts": pool.len(),
-        "reference_mean_scores": ctx.names.iter().enumerate().map(|(g, n)| (n.clone(), mean(g))).collect::<BTreeMap<_, _>>(),
-        "reference_mean_tokens": scored.iter().map(|c| c.tokens as f64).sum::<f64>() / scored.len() as f64,
-        "reference_eos_rate": resp.iter().filter(|r| content_len(ctx, r) < r.len()).count() as f64 / resp.len() as f64,
-    });
-    let mut ids = std::collections::HashMap::new();
-    for (j, &i) in pool.iter().enumerate() {
-        for k in 0..2 {
-            ids.entry((ctx.train[i].0.clone(), scored[2 * j + k].text.clone()))
-                .or_insert_with(|| (ctx.train[i].1.clone(), resp[2 * j + k].clone()));
-        }
-    }
-    Ok(SimOut {
-        train,
-        held,
-        stats: pool_stats,
-        ids,
-    })
-}
-
-/// What the simulation produced.
-struct SimOut {
-    train: Vec<Comparison>,
-    held: Vec<Comparison>,
-    stats: Value,
-    /// (prompt, completion text) → (prompt ids, completion ids with EOS where generation stopped).
-    ids: std::collections::HashMap<(String, String), (Vec<u32>, Vec<u32>)>,
-}
-
-use serde_json::Value;
-
-/// The learned reward models.
-pub struct Learned {
-    /// Pooled model.
-    pub single: RewardModel,
-    /// Mixture models, reordered so model u matches true group u where groups are known.
-    pub mixture: Vec<RewardModel>,
-    /// Cluster shares (utilitarian weights).
-    pub shares: Vec<f64>,
-    /// Report data.
-    pub summary: Value,
-}
-
-/// Fit the single model and the EM mixture; held-out accuracy per group.
-fn learn(
-    ctx: &Ctx,
-    prefs: &Prefs,
-    metrics: &mut Metrics,
-    progress: &mut dyn Progress,
-) -> Result<Learned> {
-    let exp = ctx.exp;
-    let spec = RewardSpec::from_config(exp.reward_model.as_ref())?;
-    let all: Vec<usize> = (0..prefs.train.data.m).collect();
-    let t0 = Instant::now();
-    let single = fit_model(
-        &prefs.train,
-        &all,
-        &spec,
-        &prefs.feats,
-        &mut stream(exp.seed, "single"),
-    )?;
-    let k = exp.em.k;
-    progress.start("EM", (exp.em.restarts * exp.em.max_iterations) as u64, 0);
-    let mut step = 0u64;
-    let mut on_iter = |s: &IterStats| -> Result<()> {
-        step += 1;
-        progress.update(
-            step,
-            &format!(
-                "restart {} iter {} ll {:.1}",
-                s.restart, s.iteration, s.log_likelihood
-            ),
-        );
-        metrics.log_value(&s.metrics_line(step))
-    };
-    let fit = fit_mixture(
-        &prefs.train,
-        k,
-        &spec,
-        &prefs.feats,
-        &exp.em,
-        maxmin_core::rng::derive_seed(exp.seed, "em"),
-        &mut on_iter,
-    )?;
-    progress.finish();
-    let n_groups = ctx.names.len();
-    let (order, ari_v, purity_v) = match &prefs.train.truth {
-        Some(t) => {
-            let m = match_groups(&fit.assign, t, k, n_groups);
-            // Model for group g = its matched cluster; unmatched clusters follow in order.
-            let mut order: Vec<usize> = m.iter().flatten().copied().collect();
-            for c in 0..k {
-                if !order.contains(&c) {
-                    order.push(c);
-                }
-            }
-            (
-                order,
-                Some(ari(&fit.assign, t)),
-                Some(purity(&fit.assign, t)),
-            )
-        }
-        None => ((0..k).collect(), None, None),
-    };
-    let mut models: Vec<Option<RewardModel>> = fit.models.into_iter().map(Some).collect();
-    let mixture: Vec<RewardModel> = order.iter().filter_map(|&c| models[c].take()).collect();
-    let shares: Vec<f64> = order.iter().map(|&c| fit.weights[c]).collect();
-    // Held-out accuracy of each model on each true group's comparisons.
-    let mut acc = BTreeMap::new();
-    if let (Some(h), Some(t)) = (
-        &prefs.held,
-        &prefs.held.as_ref().and_then(|h| h.truth.clone()),
-    ) {
-        let single_d = single.diffs(&h.data)?;
-        let mix_d: Vec<Vec<f32>> = mixture
-            .iter()
-            .map(|m| m.diffs(&h.data))
-            .collect::<Result<_>>()?;
-        for (g, name) in ctx.names.iter().enumerate() {
-            let rows: Vec<usize> = (0..h.data.m)
-                .filter(|&i| t[h.user_of[i] as usize] == g)
-                .collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let mut e = serde_json::Map::new();
-            e.insert("comparisons".into(), rows.len().into());
-            e.insert("single".into(), accuracy(&single_d, &rows).into());
-            if let Some(d) = mix_d.get(g) {
-                e.insert("mixture".into(), accuracy(d, &rows).into());
-            }
-            acc.insert(name.clone(), Value::Object(e));
-        }
-    }
-    let summary = serde_json::json!({
-        "k": k,
-        "ari": ari_v,
-        "purity": purity_v,
-        "iterations": fit.iterations,
-        "converged": fit.converged,
-        "log_likelihood": fit.log_likelihood,
-        "cluster_shares": shares,
-        "held_out_accuracy": acc,
-        "seconds": t0.elapsed().as_secs_f64(),
-    });
-    Ok(Learned {
-        single,
-        mixture,
-        shares,
-        summary,
-    })
 }
 
 /// One policy's evaluation.
@@ -746,6 +436,10 @@ fn train_policy(
     progress: &mut dyn Progress,
 ) -> Result<LmResult> {
     let exp = ctx.exp;
+    let compare = exp
+        .compare
+        .as_ref()
+        .ok_or_else(|| Error::Internal("policies without [compare]".into()))?;
     let label = ocfg.label();
     let pol_dir = run
         .path
@@ -787,7 +481,7 @@ fn train_policy(
         tracing::info!("{label} seed {seed}: resuming at step {}", state.step);
     }
     let mut metrics = Metrics::open(&pol_dir.join("metrics.jsonl"), state.metrics_bytes)?;
-    let steps = exp.compare.steps;
+    let steps = compare.steps;
     let bs = exp.ppo.batch_size;
     progress.start(
         &format!("{label} seed {seed}"),
@@ -813,7 +507,7 @@ fn train_policy(
             .map(|r| r.iter().map(|v| *v as f64).sum::<f64>() / r.len() as f64)
             .collect();
         let mut single = vec![single];
-        if exp.compare.calibrate {
+        if compare.calibrate {
             cal.apply(&mut g);
             cal_single.apply(&mut single);
         }
@@ -885,7 +579,7 @@ fn train_policy(
                 combined.rewards.iter().map(|r| *r as f64).sum::<f64>() / bs as f64
             }),
         );
-        if state.step.is_multiple_of(exp.compare.checkpoint_every) || state.step == steps {
+        if state.step.is_multiple_of(compare.checkpoint_every) || state.step == steps {
             state.metrics_bytes = metrics.sync()?;
             let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
             write_json_atomic(&ck.join("objective.json"), &objective.state())?;
@@ -909,7 +603,7 @@ fn train_policy(
             )
         })
         .collect();
-    let samples: Vec<&Completion> = cs.iter().take(exp.compare.samples).collect();
+    let samples: Vec<&Completion> = cs.iter().take(compare.samples).collect();
     write_json_atomic(&pol_dir.join("samples.json"), &samples)?;
     write_json_atomic(&result_path, &r)?;
     Ok(r)
@@ -950,29 +644,120 @@ pub fn run_with(
         ctx.eval.len(),
         ctx.names
     );
-    let mut fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8));
-    if exp.features.token_identity {
-        fz = fz.with_token_identity()?;
+    let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8))
+        .with_config(&exp.features)
+        .map_err(|e| e.under("features"))?;
+    let mut metrics = Metrics::open(&run.file("metrics.jsonl"), 0)?;
+    let stage = reward_models(&ctx, &fz, &run, &mut metrics, progress)?;
+    let mut summary = serde_json::json!({
+        "name": exp.name,
+        "groups": ctx.names,
+        "preferences": stage.stats,
+        "comparisons": stage.comparisons,
+        "reward_models": stage.learned.summary,
+        "ratio_sweep": stage.sweep,
+    });
+    if let Some(compare) = &exp.compare {
+        let p = policies(&ctx, &fz, &stage.learned, compare, &run, progress)?;
+        for (k, v) in p {
+            summary[k] = v;
+        }
     }
-    let feats = fz.reward_features();
-    // 1. Preferences.
-    let sim = match &exp.population {
-        Some(pop) => simulate(&ctx, pop, &run, progress)?,
+    summary["seconds"] = t0.elapsed().as_secs_f64().into();
+    write_json_atomic(&run.file("summary.json"), &summary)?;
+    crate::report::write(&run.path)?;
+    Ok(run.path.clone())
+}
+
+/// What the preference and reward-model stages hand on.
+struct Stage {
+    learned: Learned,
+    stats: Value,
+    comparisons: Value,
+    sweep: Vec<Value>,
+}
+
+/// The reference pool (simulation), its labelled comparisons and their statistics — or the
+/// P-Soups comparisons; all written to `preferences.jsonl`, the ground truths' correlation to
+/// the metrics.
+fn preferences(
+    ctx: &Ctx,
+    run: &RunDir,
+    metrics: &mut Metrics,
+    progress: &mut dyn Progress,
+) -> Result<Labels> {
+    let exp = ctx.exp;
+    let (pool, train, held, stats) = match &exp.population {
+        Some(pop) => {
+            let pool = reward_stage::reference_pool(ctx, progress)?;
+            let (train, held) = reward_stage::label(ctx, pop, &pool, &pop.shares());
+            let stats = pool.stats.clone();
+            (Some(pool), train, held, stats)
+        }
         None => {
-            let split = psoups_split(exp);
-            let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &split)?;
-            SimOut {
-                stats: serde_json::to_value(&d.stats).unwrap_or(Value::Null),
-                train: d.train,
-                held: d.held_out,
-                ids: Default::default(),
-            }
+            let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &psoups_split(exp))?;
+            let stats = serde_json::to_value(&d.stats).unwrap_or(Value::Null);
+            (None, d.train, d.held_out, stats)
         }
     };
-    let (train_c, held_c, pref_stats) = (&sim.train, &sim.held, sim.stats.clone());
+    let all: Vec<&Comparison> = train.iter().chain(&held).collect();
+    let mut w = maxmin_core::prefs::data::PrefWriter::create(&run.file("preferences.jsonl"))?;
+    for c in all {
+        w.write(c)?;
+    }
+    w.finish()?;
+    if let Some(c) = stats["truth_correlation"].as_object() {
+        let line: serde_json::Map<String, Value> = c
+            .iter()
+            .map(|(k, v)| (format!("preferences/truth_correlation/{k}"), v.clone()))
+            .collect();
+        metrics.log_value(&Value::Object(line))?;
+    }
+    Ok(Labels {
+        pool,
+        train,
+        held,
+        stats,
+    })
+}
+
+/// What [`preferences`] produces.
+struct Labels {
+    /// The scored reference pool (simulation only).
+    pool: Option<reward_stage::Pool>,
+    train: Vec<Comparison>,
+    held: Vec<Comparison>,
+    stats: Value,
+}
+
+/// Stages 1–2: preferences (simulated on the reference pool, or P-Soups), features, the single
+/// model and the EM mixture (saved under `reward_models/`), and the ratio sweep if asked.
+fn reward_models(
+    ctx: &Ctx,
+    fz: &Featurizer,
+    run: &RunDir,
+    metrics: &mut Metrics,
+    progress: &mut dyn Progress,
+) -> Result<Stage> {
+    let exp = ctx.exp;
+    let Labels {
+        pool,
+        train,
+        held,
+        mut stats,
+    } = preferences(ctx, run, metrics, progress)?;
+    let all: Vec<&Comparison> = train.iter().chain(&held).collect();
+    let scores: HashMap<reward_stage::Key, Vec<f64>> = pool
+        .iter()
+        .flat_map(|p| &p.scored)
+        .map(|c| ((c.prompt.clone(), c.text.clone()), c.scores.clone()))
+        .collect();
     // Recorded text is tokenised; a finished answer ends with EOS, as generated ones do.
     let ids_of = |c: &str, t: &str| -> Result<(Vec<u32>, Vec<u32>)> {
-        if let Some(v) = sim.ids.get(&(c.to_string(), t.to_string())) {
+        if let Some(v) = pool
+            .as_ref()
+            .and_then(|p| p.ids.get(&(c.to_string(), t.to_string())))
+        {
             return Ok(v.clone());
         }
         let mut ids = ctx.tok.encode(t)?;
@@ -982,29 +767,57 @@ pub fn run_with(
         }
         Ok((ctx.tok.encode(c)?, ids))
     };
+    let linear = RewardSpec::from_config(exp.reward_model.as_ref())?
+        .hidden
+        .is_empty();
     let t_feat = Instant::now();
-    let train_rows = encode_comparisons(&fz, train_c, &ids_of)?;
-    let held_rows = encode_comparisons(&fz, held_c, &ids_of)?;
-    tracing::info!(
-        "encoded {} + {} comparisons in {:.1}s",
-        train_c.len(),
-        held_c.len(),
-        t_feat.elapsed().as_secs_f64()
-    );
-    let prefs = Prefs {
-        train: user_data(&train_rows, &ctx.names, &feats)?,
-        held: if held_rows.is_empty() {
-            None
-        } else {
-            Some(user_data(&held_rows, &ctx.names, &feats)?)
-        },
-        feats,
+    let bank = match &pool {
+        // The whole pool: the ratio sweep's users compare pairs the main users may not have.
+        Some(p) => reward_stage::Bank::from_keys(
+            fz,
+            p.scored
+                .iter()
+                .map(|c| (c.prompt.clone(), c.text.clone()))
+                .collect(),
+            &ids_of,
+            linear,
+        )?,
+        None => reward_stage::Bank::new(fz, &all, &ids_of, linear)?,
     };
-    // 2. Reward models.
-    let mut metrics = Metrics::open(&run.file("metrics.jsonl"), 0)?;
-    let learned = learn(&ctx, &prefs, &mut metrics, progress)?;
-    let rm_dir = run.file("reward_models");
-    std::fs::create_dir_all(&rm_dir).map_err(|e| Error::io(&rm_dir, e))?;
+    let feature_seconds = t_feat.elapsed().as_secs_f64();
+    tracing::info!(
+        "encoded {} distinct completions ({} features each) in {feature_seconds:.1}s",
+        bank.len(),
+        bank.feats.dim()
+    );
+    stats["feature_seconds"] = feature_seconds.into();
+    let labelled = reward_stage::Labelled {
+        train: &train,
+        held: &held,
+        bank: &bank,
+        scores: pool.as_ref().map(|_| &scores),
+    };
+    let prefs = reward_stage::prefs_of(ctx, &labelled)?;
+    let learned = reward_stage::learn(ctx, &prefs, Some(metrics), progress)?;
+    save_models(&learned, &run.file("reward_models"))?;
+    tracing::info!("reward models: {}", learned.summary);
+    let sweep = match (&exp.population, &pool) {
+        (Some(pop), Some(p)) if !exp.em.ratio_sweep.is_empty() => {
+            reward_stage::ratio_sweep(ctx, pop, p, &bank, &scores, progress)?
+        }
+        _ => vec![],
+    };
+    Ok(Stage {
+        learned,
+        stats,
+        comparisons: serde_json::json!({ "train": train.len(), "held_out": held.len() }),
+        sweep,
+    })
+}
+
+/// Write the single and mixture models (safetensors) into `dir`.
+fn save_models(learned: &Learned, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     maxmin_core::prefs::em::RewardEnsemble {
         single: learned.single.try_clone()?,
         mixture: learned
@@ -1014,51 +827,56 @@ pub fn run_with(
             .collect::<Result<_>>()?,
         shares: learned.shares.clone(),
     }
-    .save(&rm_dir)?;
-    tracing::info!("reward models: {}", learned.summary);
+    .save(dir)
+}
+
+/// Stages 3–4: calibration, the reference's evaluation and every objective × seed policy;
+/// the summary's `calibration`, `reference`, `reference_samples` and `results`.
+fn policies(
+    ctx: &Ctx,
+    fz: &Featurizer,
+    learned: &Learned,
+    compare: &LmCompare,
+    run: &RunDir,
+    progress: &mut dyn Progress,
+) -> Result<Vec<(&'static str, Value)>> {
+    let exp = ctx.exp;
     // Calibration on reference completions of training prompts.
     let mut crng = stream(exp.seed, "calibration");
     let cal_prompts: Vec<Vec<u32>> = (0..exp.ppo.batch_size.max(64))
         .map(|_| ctx.train[crng.random_range(0..ctx.train.len())].1.clone())
         .collect();
-    let cal_resp = complete(&ctx, None, &cal_prompts, &mut crng)?;
-    let (g, s) = learned_rewards(&learned, &fz.token_rows(&cal_prompts, &cal_resp)?)?;
+    let cal_resp = complete(ctx, None, &cal_prompts, &mut crng)?;
+    let (g, s) = learned_rewards(learned, &fz.token_rows(&cal_prompts, &cal_resp)?)?;
     let (cal, cal_single) = (Calibration::fit(&g), Calibration::fit(&[s]));
-    // 3–4. Policies and evaluation.
-    let (ref_cs, _) = evaluate(&ctx, None)?;
-    let reference = summarise(&ctx, "reference", 0, &ref_cs);
-    let ref_samples: Vec<Completion> = ref_cs.into_iter().take(exp.compare.samples).collect();
+    let (ref_cs, _) = evaluate(ctx, None)?;
+    let reference = summarise(ctx, "reference", 0, &ref_cs);
+    let ref_samples: Vec<Completion> = ref_cs.into_iter().take(compare.samples).collect();
     let mut results = vec![];
-    for o in &exp.compare.objectives {
-        for &seed in &exp.compare.seeds {
+    for o in &compare.objectives {
+        for &seed in &compare.seeds {
             results.push(train_policy(
-                &ctx,
-                &learned,
+                ctx,
+                learned,
                 &cal,
                 &cal_single,
-                &fz,
+                fz,
                 o.as_ref(),
                 seed,
-                &run,
+                run,
                 progress,
             )?);
         }
     }
-    let summary = serde_json::json!({
-        "name": exp.name,
-        "groups": ctx.names,
-        "seconds": t0.elapsed().as_secs_f64(),
-        "preferences": pref_stats,
-        "comparisons": { "train": train_c.len(), "held_out": held_c.len() },
-        "reward_models": learned.summary,
-        "calibration": { "mixture": cal, "single": cal_single },
-        "reference": reference,
-        "reference_samples": ref_samples,
-        "results": results,
-    });
-    write_json_atomic(&run.file("summary.json"), &summary)?;
-    crate::report::write(&run.path)?;
-    Ok(run.path.clone())
+    Ok(vec![
+        (
+            "calibration",
+            serde_json::json!({ "mixture": cal, "single": cal_single }),
+        ),
+        ("reference", serde_json::json!(reference)),
+        ("reference_samples", serde_json::json!(ref_samples)),
+        ("results", serde_json::json!(results)),
+    ])
 }
 
 /// Per objective (in first-seen order): column → (mean, 95 % half-width).

@@ -1,12 +1,16 @@
 //! `report.md` of a language-model run, rebuilt from `summary.json` and `policies/*` alone (so
-//! `maxmin report RUN_DIR` regenerates it): setup, reward learning (EM agreement with the true
-//! groups, held-out accuracy per group of the single vs the mixture models), the policies' table
+//! `maxmin report RUN_DIR` regenerates it): setup (with the ground truths' correlation), reward
+//! learning (EM agreement with the true groups, held-out accuracy per group of the single and
+//! mixture models beside the ground-truth oracle and the true-split models), the ratio sweep's
+//! table and plot (drawn by core's preference-stage report) when there is one, the policies' table
 //! (each group's ground-truth score, worst group, completion length; mean ± 95 % interval over
 //! seeds, plus the untuned reference), a bar plot, training curves of the true scores, and sample
 //! generations.
 
 use crate::pipeline::{table, Completion, LmResult};
 use maxmin_core::compare::policy_dirs;
+use maxmin_core::prefs::report::SweepPoint;
+use maxmin_core::prefs::stage::GroupAccuracy;
 use maxmin_core::{Error, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -33,8 +37,12 @@ fn one_line(s: &str) -> String {
 /// Write `report.md` and `plots/` for the run in `dir`.
 pub fn write(dir: &Path) -> Result<()> {
     let summary = read_json(&dir.join("summary.json"))?;
-    let results: Vec<LmResult> = serde_json::from_value(summary["results"].clone())
-        .map_err(|e| Error::data(dir.join("summary.json"), None, e.to_string()))?;
+    // A reward-model-only run (no `[compare]`) has no results.
+    let results: Vec<LmResult> = match &summary["results"] {
+        Value::Null => vec![],
+        r => serde_json::from_value(r.clone())
+            .map_err(|e| Error::data(dir.join("summary.json"), None, e.to_string()))?,
+    };
     let reference: Option<LmResult> = serde_json::from_value(summary["reference"].clone()).ok();
     let mut s = String::new();
     let name = summary["name"].as_str().unwrap_or("run");
@@ -63,6 +71,20 @@ pub fn write(dir: &Path) -> Result<()> {
             100.0 * summary["preferences"]["reference_eos_rate"].as_f64().unwrap_or(f64::NAN)
         );
     }
+    if let Some(c) = summary["preferences"]["truth_correlation"].as_object() {
+        let _ = writeln!(
+            s,
+            "- ground truths' Pearson correlation over those completions: {}",
+            c.iter()
+                .map(|(k, v)| format!(
+                    "{} r = {}",
+                    k.replace('~', " ~ "),
+                    v.as_f64().map_or("n/a".into(), |x| format!("{x:.3}"))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let rm = &summary["reward_models"];
     let _ = writeln!(
         s,
@@ -78,26 +100,18 @@ pub fn write(dir: &Path) -> Result<()> {
         rm["purity"].as_f64().map_or("n/a".into(), |v| format!("{v:.3}")),
         rm["cluster_shares"]
     );
-    if let Some(acc) = rm["held_out_accuracy"].as_object() {
-        if !acc.is_empty() {
-            let _ = writeln!(
-                s,
-                "Held-out pairwise accuracy per true group (users not seen in training):\n\n| group | comparisons | single reward | mixture model of the group |\n|---|---|---|---|"
-            );
-            for (g, v) in acc {
-                let pct = |k: &str| {
-                    v[k].as_f64()
-                        .map_or("n/a".into(), |x| format!("{:.1} %", 100.0 * x))
-                };
-                let _ = writeln!(
-                    s,
-                    "| {g} | {} | {} | {} |",
-                    v["comparisons"],
-                    pct("single"),
-                    pct("mixture")
-                );
-            }
-        }
+    accuracy_table(&mut s, rm);
+    let names: Vec<String> = summary["groups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    sweep_section(&mut s, dir, &names, &summary["ratio_sweep"])?;
+    if results.is_empty() {
+        return write_atomic_str(&dir.join("report.md"), &s);
     }
     let _ = writeln!(
         s,
@@ -262,6 +276,94 @@ pub fn write(dir: &Path) -> Result<()> {
         }
     }
     write_atomic_str(&dir.join("report.md"), &s)
+}
+
+/// Held-out accuracy per true group: single, mixture, the ground-truth oracle and (with
+/// `[em] oracle`) a model trained on the group's own users.
+fn accuracy_table(s: &mut String, rm: &Value) {
+    let Some(acc) = rm["held_out_accuracy"]
+        .as_object()
+        .filter(|a| !a.is_empty())
+    else {
+        return;
+    };
+    let split = acc.values().any(|v| v.get("true_split").is_some());
+    let _ = writeln!(
+        s,
+        "Held-out pairwise accuracy per true group (users not seen in training). *Oracle*: the \
+         group's own ground truth predicting the same noisy held-out labels — the ceiling any \
+         learned model can reach given the Bradley–Terry noise (ties count ½).{}\n",
+        if split {
+            " *True split*: one model trained on the group's own training users (EM given the answer)."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| group | comparisons | single reward | mixture model of the group | oracle |{}\n|---|---|---|---|---|{}",
+        if split { " true split |" } else { "" },
+        if split { "---|" } else { "" }
+    );
+    for (g, v) in acc {
+        let pct = |k: &str| {
+            v[k].as_f64()
+                .map_or("n/a".into(), |x| format!("{:.1} %", 100.0 * x))
+        };
+        let _ = writeln!(
+            s,
+            "| {g} | {} | {} | {} | {} |{}",
+            v["comparisons"],
+            pct("single"),
+            pct("mixture"),
+            pct("oracle"),
+            if split {
+                format!(" {} |", pct("true_split"))
+            } else {
+                String::new()
+            }
+        );
+    }
+    let _ = writeln!(s);
+}
+
+/// The ratio sweep's table and plot, drawn by core's preference-stage report.
+fn sweep_section(s: &mut String, dir: &Path, names: &[String], sweep: &Value) -> Result<()> {
+    let Some(rows) = sweep.as_array().filter(|r| !r.is_empty()) else {
+        return Ok(());
+    };
+    let acc = |r: &Value, k: &str| -> GroupAccuracy {
+        serde_json::from_value(r[k].clone()).unwrap_or_default()
+    };
+    let owned: Vec<(f64, Option<f64>, [GroupAccuracy; 3])> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["ratio"].as_f64().unwrap_or(f64::NAN),
+                r["ari"].as_f64(),
+                [acc(r, "single"), acc(r, "mixture"), acc(r, "oracle")],
+            )
+        })
+        .collect();
+    let points: Vec<SweepPoint> = owned
+        .iter()
+        .map(|(ratio, ari, [single, mixture, oracle])| SweepPoint {
+            ratio: *ratio,
+            ari: *ari,
+            single,
+            mixture,
+            oracle,
+        })
+        .collect();
+    maxmin_core::prefs::report::sweep_section(
+        s,
+        dir,
+        names,
+        &points,
+        "the group's ground truth on the same held-out labels",
+        "The same reference pool relabelled by users drawn at each majority:minority ratio (same \
+         seed and numbers of users; only the shares change); single and mixture relearned.",
+    )
 }
 
 fn write_atomic_str(p: &Path, s: &str) -> Result<()> {

@@ -3,6 +3,11 @@
 //! positive sentiment (the paper scored it with a DistilBERT IMDB classifier; we use the
 //! project's own IMDB scorer, see `maxmin-imdb` and docs/imdb.md), the minority wants concise
 //! answers (1 − normalised length).
+//!
+//! Each ground truth means one thing: `sentiment` scores how positive a completion is
+//! independent of its length (by default the scorer's mean evidence per n-gram, not its summed
+//! logit, which grows with the number of positive words), and `conciseness` scores only length.
+//! docs/lm-rlhf.md ("Ground truths") gives the reasoning and the measured correlation.
 
 use maxmin_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -67,6 +72,18 @@ impl TextRewardConfig for ConcisenessConfig {
     }
 }
 
+/// How the sentiment scorer's n-gram weights become a score (`evidence = …`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evidence {
+    /// σ(bias + mean weight of the distinct known n-grams): length-independent (default).
+    #[default]
+    Mean,
+    /// σ(bias + sum of the weights): the classifier's own probability; grows with the number of
+    /// positive n-grams, so it also rewards length.
+    Sum,
+}
+
 /// `type = "sentiment"`: P(positive) of the completion under the project's IMDB sentiment
 /// scorer (`maxmin lm train-sentiment`), standing in for the paper's DistilBERT classifier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,6 +95,19 @@ pub struct SentimentConfig {
     /// Score prompt + completion instead of the completion alone.
     #[serde(default)]
     pub include_prompt: bool,
+    /// `"mean"` (length-independent, default) or `"sum"` (the classifier's logit).
+    #[serde(default)]
+    pub evidence: Evidence,
+    /// With `evidence = "mean"`: the score is σ(bias + reference-ngrams × mean evidence), the
+    /// classifier's probability for a text of this many known n-grams carrying this text's
+    /// evidence per n-gram. It sets the score's spread (so the users' Bradley–Terry temperature
+    /// means the same for both groups), never its dependence on length.
+    #[serde(default = "d_reference_ngrams")]
+    pub reference_ngrams: f64,
+}
+
+fn d_reference_ngrams() -> f64 {
+    16.0
 }
 
 fn d_sentiment() -> PathBuf {
@@ -87,22 +117,32 @@ fn d_sentiment() -> PathBuf {
 maxmin_core::register_plugin!(
     TextRewardConfig,
     "sentiment",
-    "text group reward: P(positive) under the project's IMDB sentiment scorer"
+    "text group reward: P(positive) under the project's IMDB sentiment scorer, per n-gram (length-independent) by default"
 );
 
 #[derive(Debug)]
 struct Sentiment {
     model: maxmin_imdb::sentiment::SentimentModel,
     include_prompt: bool,
+    evidence: Evidence,
+    reference_ngrams: f64,
+}
+
+impl Sentiment {
+    fn text_score(&self, text: &str) -> f64 {
+        match self.evidence {
+            Evidence::Mean => self.model.prob_positive_mean(text, self.reference_ngrams),
+            Evidence::Sum => self.model.prob_positive(text),
+        }
+    }
 }
 
 impl TextReward for Sentiment {
     fn score(&self, s: &Sample<'_>) -> f64 {
         if self.include_prompt {
-            self.model
-                .prob_positive(&format!("{}{}", s.prompt, s.completion))
+            self.text_score(&format!("{}{}", s.prompt, s.completion))
         } else {
-            self.model.prob_positive(s.completion)
+            self.text_score(s.completion)
         }
     }
 }
@@ -112,6 +152,12 @@ impl TextRewardConfig for SentimentConfig {
     fn validate(&self) -> Result<()> {
         if self.model.as_os_str().is_empty() {
             return Err(Error::config("model", "expected the scorer's directory"));
+        }
+        if !(self.reference_ngrams.is_finite() && self.reference_ngrams > 0.0) {
+            return Err(Error::config(
+                "reference-ngrams",
+                format!("expected a number > 0, found {}", self.reference_ngrams),
+            ));
         }
         Ok(())
     }
@@ -131,6 +177,8 @@ impl TextRewardConfig for SentimentConfig {
         Ok(Box::new(Sentiment {
             model: maxmin_imdb::sentiment::SentimentModel::load(&path)?,
             include_prompt: self.include_prompt,
+            evidence: self.evidence,
+            reference_ngrams: self.reference_ngrams,
         }))
     }
 }
@@ -159,11 +207,59 @@ mod tests {
         let c = SentimentConfig {
             model: "no/such/dir".into(),
             include_prompt: false,
+            evidence: Evidence::Mean,
+            reference_ngrams: 16.0,
         };
         let msg = c.build().unwrap_err().to_string();
         assert!(
             msg.contains("no/such/dir") && msg.contains("train-sentiment"),
             "{msg}"
         );
+    }
+
+    /// The shipped scorer still loads; the default (mean) score does not grow when a text is
+    /// repeated, while the classifier's sum does.
+    #[test]
+    fn shipped_scorer_mean_evidence_is_length_independent() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let model = root.join("models/sentiment-imdb");
+        let mk = |evidence| {
+            SentimentConfig {
+                model: model.clone(),
+                include_prompt: false,
+                evidence,
+                reference_ngrams: 16.0,
+            }
+            .build()
+            .unwrap()
+        };
+        let (mean, sum) = (mk(Evidence::Mean), mk(Evidence::Sum));
+        let s = |c: &'static str| Sample {
+            prompt: "",
+            completion: c,
+            tokens: 1,
+            max_tokens: 32,
+        };
+        let one = "a wonderful film, beautifully acted";
+        let three = "a wonderful film, beautifully acted. a wonderful film, beautifully acted. \
+                     a wonderful film, beautifully acted";
+        assert!(mean.score(&s(one)) > 0.5);
+        assert!((mean.score(&s(one)) - mean.score(&s(three))).abs() < 1e-3);
+        // The sum grows with every further distinct positive n-gram; repetition and unknown
+        // words move neither.
+        let more = "a wonderful film, beautifully acted, brilliant, moving and superb";
+        assert!(sum.score(&s(more)) > sum.score(&s(one)) + 0.01);
+        let padded = "a wonderful film, beautifully acted qqzx vvwk";
+        assert!((mean.score(&s(one)) - mean.score(&s(padded))).abs() < 1e-9);
+        assert!(mean.score(&s(one)) > mean.score(&s("a dull film, badly acted")));
+        let parsed: SentimentConfig = toml::from_str("evidence = \"sum\"").unwrap();
+        assert_eq!(parsed.evidence, Evidence::Sum);
+        assert!(toml::from_str::<SentimentConfig>("evidence = \"max\"").is_err());
+        let bad: SentimentConfig = toml::from_str("reference-ngrams = 0").unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("reference-ngrams"));
     }
 }

@@ -3,7 +3,7 @@
 //! mixture vs oracle), the EM log-likelihood per iteration, and the majority:minority ratio
 //! sweep (the paper's Tulu2-7B experiment, docs/algorithms.md "Experiments to reproduce" 2, on control).
 
-use super::stage::{Outcome, SweepRow};
+use super::stage::{GroupAccuracy, Outcome, SweepRow};
 use crate::error::{Error, Result};
 use crate::run::write_atomic;
 use plotters::prelude::*;
@@ -87,32 +87,25 @@ pub fn write(dir: &Path, names: &[String], main: &Outcome, sweep: &[SweepRow]) -
     );
     let _ = writeln!(s, "![EM log-likelihood](plots/em_log_likelihood.svg)\n");
     plot_history(&plots.join("em_log_likelihood.svg"), main)?;
-    if !sweep.is_empty() && names.len() == 2 {
-        let (maj, min) = (&names[0], &names[1]);
-        let _ = writeln!(s, "## Ratio sweep ({maj} : {min})\n");
-        let _ = writeln!(
-            s,
-            "Held-out accuracy (%) on each group; the minority is `{min}`.\n"
-        );
-        let _ = writeln!(s, "| ratio | ARI | single {min} | mixture {min} | oracle {min} | single {maj} | mixture {maj} | oracle {maj} |");
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-        for r in sweep {
-            let o = &r.outcome;
-            let _ = writeln!(
-                s,
-                "| {}:1 | {} | {} | {} | {} | {} | {} | {} |",
-                r.ratio,
-                opt(o.ari),
-                pct(o.single.get(min)),
-                pct(o.mixture.get(min)),
-                pct(o.oracle.get(min)),
-                pct(o.single.get(maj)),
-                pct(o.mixture.get(maj)),
-                pct(o.oracle.get(maj))
-            );
-        }
-        let _ = writeln!(s, "\n![Ratio sweep](plots/em_ratio_sweep.svg)\n");
-        plot_sweep(&plots.join("em_ratio_sweep.svg"), min, sweep)?;
+    if names.len() == 2 {
+        let points: Vec<SweepPoint> = sweep
+            .iter()
+            .map(|r| SweepPoint {
+                ratio: r.ratio,
+                ari: r.outcome.ari,
+                single: &r.outcome.single,
+                mixture: &r.outcome.mixture,
+                oracle: &r.outcome.oracle,
+            })
+            .collect();
+        sweep_section(
+            &mut s,
+            dir,
+            names,
+            &points,
+            "a model trained on the true split",
+            "",
+        )?;
     }
     write_atomic(&dir.join("report.md"), s.as_bytes())
 }
@@ -174,7 +167,68 @@ fn plot_history(path: &Path, main: &Outcome) -> Result<()> {
     root.present().map_err(plot_err)
 }
 
-fn plot_sweep(path: &Path, minority: &str, sweep: &[SweepRow]) -> Result<()> {
+/// One majority:minority ratio of a sweep, as [`sweep_section`] reads it (the control stage's
+/// [`SweepRow`] and the LM pipeline's sweep both map onto it).
+#[derive(Debug, Clone, Copy)]
+pub struct SweepPoint<'a> {
+    /// Majority:minority ratio r (shares r/(r+1), 1/(r+1)).
+    pub ratio: f64,
+    /// ARI of the EM assignment against the true groups.
+    pub ari: Option<f64>,
+    /// Held-out accuracy per true group of the single pooled model.
+    pub single: &'a GroupAccuracy,
+    /// … of the mixture model matched to the group.
+    pub mixture: &'a GroupAccuracy,
+    /// … of the oracle (whatever the caller's oracle is; `oracle_label` names it).
+    pub oracle: &'a GroupAccuracy,
+}
+
+/// Append the ratio-sweep section (heading, `note` if any, table, plus
+/// `plots/em_ratio_sweep.svg` under `dir`) for two groups `names` = [majority, minority];
+/// nothing when `points` is empty.
+pub fn sweep_section(
+    s: &mut String,
+    dir: &Path,
+    names: &[String],
+    points: &[SweepPoint],
+    oracle_label: &str,
+    note: &str,
+) -> Result<()> {
+    if points.is_empty() || names.len() != 2 {
+        return Ok(());
+    }
+    let (maj, min) = (&names[0], &names[1]);
+    let _ = writeln!(s, "## Ratio sweep ({maj} : {min})\n");
+    if !note.is_empty() {
+        let _ = writeln!(s, "{note}\n");
+    }
+    let _ = writeln!(
+        s,
+        "Held-out accuracy (%) on each group; the minority is `{min}`; oracle = {oracle_label}.\n"
+    );
+    let _ = writeln!(s, "| ratio | ARI | single {min} | mixture {min} | oracle {min} | single {maj} | mixture {maj} | oracle {maj} |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for p in points {
+        let _ = writeln!(
+            s,
+            "| {}:1 | {} | {} | {} | {} | {} | {} | {} |",
+            p.ratio,
+            opt(p.ari),
+            pct(p.single.get(min)),
+            pct(p.mixture.get(min)),
+            pct(p.oracle.get(min)),
+            pct(p.single.get(maj)),
+            pct(p.mixture.get(maj)),
+            pct(p.oracle.get(maj))
+        );
+    }
+    let _ = writeln!(s, "\n![Ratio sweep](plots/em_ratio_sweep.svg)\n");
+    let plots = dir.join("plots");
+    std::fs::create_dir_all(&plots).map_err(|e| Error::io(&plots, e))?;
+    plot_sweep(&plots.join("em_ratio_sweep.svg"), min, points)
+}
+
+fn plot_sweep(path: &Path, minority: &str, sweep: &[SweepPoint]) -> Result<()> {
     let xmax = sweep.iter().map(|r| r.ratio).fold(1.0, f64::max);
     let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
@@ -194,16 +248,16 @@ fn plot_sweep(path: &Path, minority: &str, sweep: &[SweepRow]) -> Result<()> {
         .y_desc("accuracy (%)")
         .draw()
         .map_err(plot_err)?;
-    type Getter = fn(&Outcome) -> &super::stage::GroupAccuracy;
+    type Getter = for<'a> fn(&SweepPoint<'a>) -> &'a GroupAccuracy;
     let series: [(&str, RGBColor, Getter); 3] = [
-        ("single pooled", RED, |o| &o.single),
-        ("EM mixture", BLUE, |o| &o.mixture),
-        ("oracle", GREEN, |o| &o.oracle),
+        ("single pooled", RED, |p| p.single),
+        ("EM mixture", BLUE, |p| p.mixture),
+        ("oracle", GREEN, |p| p.oracle),
     ];
     for (name, color, get) in series {
         let pts: Vec<(f64, f64)> = sweep
             .iter()
-            .filter_map(|r| get(&r.outcome).get(minority).map(|a| (r.ratio, 100.0 * a)))
+            .filter_map(|p| get(p).get(minority).map(|a| (p.ratio, 100.0 * a)))
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))

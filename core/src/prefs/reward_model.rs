@@ -209,14 +209,17 @@ impl Features {
 
 /// Comparisons encoded for training and scoring: per comparison, chosen then rejected, each
 /// padded to the longest segment (`mask` marks real steps), plus per-segment feature sums.
+/// Built by [`Encoded::from_sums`], only the sums are held: enough for a linear model, whose
+/// segment reward is a function of the feature sum, at a fraction of the memory when features
+/// are wide (e.g. a token one-hot at vocabulary width).
 #[derive(Debug, Clone)]
 pub struct Encoded {
     /// Number of comparisons.
     pub m: usize,
     l: usize,
     f: usize,
-    x: Tensor,
-    mask: Tensor,
+    /// Per-step rows `[m, 2·l·f]` and their mask `[m, 2·l]`; `None` when built from sums.
+    steps: Option<(Tensor, Tensor)>,
     sums: Tensor,
 }
 
@@ -279,9 +282,30 @@ impl Encoded {
             m,
             l,
             f,
-            x: Tensor::from_vec(x, (m, 2 * l * f), &dev)?,
-            mask: Tensor::from_vec(mask, (m, 2 * l), &dev)?,
+            steps: Some((
+                Tensor::from_vec(x, (m, 2 * l * f), &dev)?,
+                Tensor::from_vec(mask, (m, 2 * l), &dev)?,
+            )),
             sums: Tensor::from_vec(sums, (m, 2 * f), &dev)?,
+        })
+    }
+
+    /// Comparisons given only their per-segment feature sums: `sums` is `[m][2][feats.dim()]`
+    /// row-major (chosen, then rejected). Only linear models can train on or score the result.
+    pub fn from_sums(sums: Vec<f32>, m: usize, feats: &Features) -> Result<Self> {
+        let f = feats.dim();
+        if sums.len() != m * 2 * f {
+            return Err(Error::Internal(format!(
+                "{} feature-sum values for {m} comparisons of 2 × {f} features",
+                sums.len()
+            )));
+        }
+        Ok(Self {
+            m,
+            l: 0,
+            f,
+            steps: None,
+            sums: Tensor::from_vec(sums, (m, 2 * f), &Device::Cpu)?,
         })
     }
 }
@@ -384,11 +408,14 @@ impl RewardModel {
             let sums = data.sums.index_select(rows, 0)?.reshape((b * 2, data.f))?;
             self.forward(&sums)?.reshape((b, 2))?
         } else {
-            let x = data
-                .x
-                .index_select(rows, 0)?
-                .reshape((b * 2 * data.l, data.f))?;
-            let mask = data.mask.index_select(rows, 0)?;
+            let (x, mask) = data.steps.as_ref().ok_or_else(|| {
+                Error::Internal(
+                    "comparisons encoded as feature sums can only train a linear reward model"
+                        .into(),
+                )
+            })?;
+            let x = x.index_select(rows, 0)?.reshape((b * 2 * data.l, data.f))?;
+            let mask = mask.index_select(rows, 0)?;
             let r = self.forward(&x)?.reshape((b, 2 * data.l))?;
             (r * mask)?.reshape((b, 2, data.l))?.sum(2)?
         };
@@ -539,6 +566,38 @@ mod tests {
         let v = neg_log_sigmoid(&d).unwrap().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{v:?}");
         assert!((v[1] - 1e4).abs() < 1.0 && (v[2] - 2f32.ln()).abs() < 1e-6);
+    }
+
+    /// A linear model scores comparisons built from feature sums exactly as from their rows;
+    /// an MLP refuses them.
+    #[test]
+    fn sums_only_encoding_matches_rows_for_a_linear_model() {
+        let feats = Features {
+            obs_dim: 2,
+            action_space: Space::Box {
+                low: vec![],
+                high: vec![],
+            },
+            squares: false,
+        };
+        let seg = |v: &[[f32; 2]]| Segment::Rows(v.iter().map(|r| r.to_vec()).collect());
+        let c = Comparison {
+            user: "u".into(),
+            context: serde_json::Value::Null,
+            chosen: seg(&[[1.0, 2.0], [0.5, -1.0]]),
+            rejected: seg(&[[0.0, 3.0]]),
+            group: None,
+        };
+        let rows = Encoded::new(&[&c], &feats).unwrap();
+        let sums = Encoded::from_sums(vec![1.5, 1.0, 0.0, 3.0], 1, &feats).unwrap();
+        let mut rng = crate::rng::stream(1, "t");
+        let lin = RewardModel::new(&[], feats.clone(), &mut rng).unwrap();
+        let (a, b) = (lin.diffs(&rows).unwrap(), lin.diffs(&sums).unwrap());
+        assert!((a[0] - b[0]).abs() < 1e-6, "{a:?} vs {b:?}");
+        let mlp = RewardModel::new(&[4], feats.clone(), &mut rng).unwrap();
+        let e = mlp.diffs(&sums).unwrap_err().to_string();
+        assert!(e.contains("linear"), "{e}");
+        assert!(Encoded::from_sums(vec![0.0; 3], 1, &feats).is_err());
     }
 
     #[test]

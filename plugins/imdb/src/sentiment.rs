@@ -4,9 +4,17 @@
 //! unigram + bigram presence features (lower-cased words, `!` and `?` kept as words) with a
 //! vocabulary capped to the most frequent n-grams of the training split.
 //!
-//! Deliberately **not** length-normalised: every distinct positive n-gram adds to the logit, so
-//! a longer, more gushing text scores higher — the pull toward length that the experiment's
-//! conciseness group opposes.
+//! Two readings of the same weights (the file format is unchanged):
+//! - [`SentimentModel::logit`] / [`SentimentModel::prob_positive`]: the classifier's own logit,
+//!   a **sum** over the text's distinct known n-grams. It classifies reviews, but as a reward it
+//!   is not length-neutral: every further positive n-gram adds, so a longer, more gushing text
+//!   scores higher, and "positive" partly means "long".
+//! - [`SentimentModel::mean_evidence`] / [`SentimentModel::prob_positive_mean`]: the **mean**
+//!   weight of the text's distinct known n-grams, σ(bias + mean). Repeating a text, or padding it
+//!   with more of the same tone, leaves the score where it was; only the balance of positive and
+//!   negative evidence moves it (scaled to a reference number of n-grams to give the score a
+//!   classifier-like spread). This is how positive a text is, independent of its length — the
+//!   ground truth of the experiment's sentiment group (docs/lm-rlhf.md, "Ground truths").
 
 use crate::data::Review;
 use maxmin_core::error::check;
@@ -251,6 +259,29 @@ impl SentimentModel {
         sigmoid(self.logit(text))
     }
 
+    /// Mean weight of the distinct known n-grams of `text` (0 when it has none): the logit's
+    /// evidence per feature, independent of how many features the text has.
+    pub fn mean_evidence(&self, text: &str) -> f64 {
+        let mut grams: Vec<String> = ngrams(text, self.bigrams).into_iter().collect();
+        grams.sort_unstable();
+        let (sum, n) = grams
+            .iter()
+            .filter_map(|g| self.weights.get(g))
+            .fold((0.0f64, 0usize), |(s, n), w| (s + w, n + 1));
+        if n == 0 {
+            0.0
+        } else {
+            sum / n as f64
+        }
+    }
+
+    /// Length-independent positivity: σ(bias + `reference_ngrams` × [`Self::mean_evidence`]),
+    /// the probability the classifier gives a text of `reference_ngrams` known n-grams that
+    /// carries this text's evidence per n-gram.
+    pub fn prob_positive_mean(&self, text: &str, reference_ngrams: f64) -> f64 {
+        sigmoid(self.bias + reference_ngrams * self.mean_evidence(text))
+    }
+
     /// Fraction of `reviews` classified correctly at threshold 0.5.
     pub fn accuracy(&self, reviews: &[&Review]) -> f64 {
         let ok = reviews
@@ -316,8 +347,14 @@ mod tests {
         assert_eq!(m.accuracy(&refs), 1.0);
         assert!(m.prob_positive("a great wonderful film") > 0.7);
         assert!(m.prob_positive("an awful boring film") < 0.3);
-        // Not length-normalised: more positive words, higher score.
+        // The sum is not length-normalised: more positive words, higher score.
         assert!(m.logit("great wonderful fun loved") > m.logit("great"));
+        // The mean is: repeating a text, or adding unknown words, leaves it unchanged.
+        let once = m.prob_positive_mean("great film", 8.0);
+        let twice = m.prob_positive_mean("great film. great film! xyzzy plugh", 8.0);
+        assert!((once - twice).abs() < 1e-12, "{once} vs {twice}");
+        assert!(m.prob_positive_mean("great film", 8.0) > m.prob_positive_mean("awful film", 8.0));
+        assert_eq!(m.mean_evidence("no known words here qq"), 0.0);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(MODEL_FILE);
         m.save(&p).unwrap();
