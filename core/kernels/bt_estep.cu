@@ -1,4 +1,4 @@
-// E-step of the Bradley-Terry mixture (PAPER.md: EM over K preference groups).
+// E-step of the Bradley-Terry mixture (docs/algorithms.md: EM over K preference groups).
 //
 // For comparison i (chosen response w_i, rejected l_i, made by user u_i) and group k,
 //   ll[u, k] = sum over i with u_i = u of  log sigmoid(r_chosen[i, k] - r_rejected[i, k]).

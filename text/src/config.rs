@@ -1,5 +1,5 @@
 //! The language-model experiment file (`kind = "lm-rlhf"`): which model, which prompts, which
-//! simulated (or recorded) users, which reward models, which objectives — PAPER.md's pipeline for
+//! simulated (or recorded) users, which reward models, which objectives — docs/algorithms.md's pipeline for
 //! language models. See `configs/gpt2-imdb__maxmin.toml` for a documented example.
 
 use crate::prompts::PromptsConfig;
@@ -132,7 +132,7 @@ pub struct GenerationConfig {
     #[serde(default = "d_max_new")]
     pub max_new_tokens: usize,
     /// With `stop-at-eos = false`: each completion's length is drawn uniformly from
-    /// `[min-new-tokens, max-new-tokens]` (TRL's `LengthSampler`, PAPER.md's Tulu setting).
+    /// `[min-new-tokens, max-new-tokens]` (TRL's `LengthSampler`, docs/algorithms.md's Tulu setting).
     #[serde(default)]
     pub min_new_tokens: Option<usize>,
     /// Stop a completion at the end-of-sequence token.

@@ -1,4 +1,4 @@
-//! MaxMin-RLHF for language models (PAPER.md, "Experiments to reproduce" items 1 and 2): the
+//! MaxMin-RLHF for language models (docs/algorithms.md, "Experiments to reproduce" items 1 and 2): the
 //! text environment (prompts → one completion per episode), ground-truth text group rewards,
 //! reward models on an LM backbone trained with BT / EM, and the pipeline that compares
 //! objectives with token-level PPO.

@@ -1,4 +1,4 @@
-//! The language-model MaxMin-RLHF pipeline (PAPER.md, experiments 1 and 2):
+//! The language-model MaxMin-RLHF pipeline (docs/algorithms.md, experiments 1 and 2):
 //!
 //! 1. **preferences**: two completions per pool prompt from the reference policy; each simulated
 //!    user (in a group with a ground-truth text reward) labels pairs with a Bradley–Terry draw —
@@ -7,7 +7,7 @@
 //!    model and the EM mixture of K models (core's EM, the paper's Algorithm 2);
 //! 3. **policies**: for every objective × seed, token-level PPO (TRL semantics, `maxmin_gpt2::ppo`)
 //!    on LoRA adapters, the sequence score being the objective's combination of the calibrated
-//!    learned rewards (PAPER.md Algorithm 1 for `maxmin`);
+//!    learned rewards (docs/algorithms.md Algorithm 1 for `maxmin`);
 //! 4. **evaluation**: every policy and the reference complete the same held-out prompts with the
 //!    same sampling seed; the groups' ground-truth scores are averaged per policy, then over seeds.
 //!

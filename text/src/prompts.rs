@@ -1,5 +1,5 @@
 //! The text environment's contexts: prompts read from a file. One episode of the text environment
-//! is one completion of one prompt (PAPER.md, "Experiments to reproduce" item 1: prompts are the
+//! is one completion of one prompt (docs/algorithms.md, "Experiments to reproduce" item 1: prompts are the
 //! first 2–8 tokens of IMDB reviews).
 //!
 //! Formats, by extension: `.jsonl` (one object per line, the prompt under `field`, default

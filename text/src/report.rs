@@ -49,7 +49,7 @@ pub fn write(dir: &Path) -> Result<()> {
     let _ = writeln!(s, "# {name}\n");
     let _ = writeln!(
         s,
-        "MaxMin-RLHF on a language model (PAPER.md, experiments to reproduce, items 1–2). \
+        "MaxMin-RLHF on a language model (docs/algorithms.md, experiments to reproduce, items 1–2). \
          Wall time {:.0} s. Config: `config.resolved.toml`.\n",
         summary["seconds"].as_f64().unwrap_or(f64::NAN)
     );

@@ -1,4 +1,4 @@
-//! The preference and reward-model stages of the LM pipeline (PAPER.md, experiment 1; DESIGN.md
+//! The preference and reward-model stages of the LM pipeline (docs/algorithms.md, experiment 1; docs/architecture.md
 //! stages 1–3):
 //!
 //! 1. **reference pool**: two completions per pool prompt from the reference policy, each scored

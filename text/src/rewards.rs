@@ -1,5 +1,5 @@
 //! Ground-truth group rewards for text (`[[population.groups]] reward = { type = … }`): what a
-//! simulated group of users wants from a completion. PAPER.md, experiment 1: the majority wants
+//! simulated group of users wants from a completion. docs/algorithms.md, experiment 1: the majority wants
 //! positive sentiment (the paper scored it with a DistilBERT IMDB classifier; we use the
 //! project's own IMDB scorer, see `maxmin-imdb` and docs/imdb.md), the minority wants concise
 //! answers (1 − normalised length).

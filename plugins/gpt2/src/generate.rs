@@ -99,6 +99,21 @@ pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Resul
     if logits.is_empty() {
         return Err(Error::Internal("empty logits row".into()));
     }
+    // NaN or +inf logits come from broken weights or an overflow; sampling from them would
+    // print garbage with exit 0. (−inf is a legitimate mask.)
+    if let Some(i) = logits
+        .iter()
+        .position(|x| x.is_nan() || *x == f32::INFINITY)
+    {
+        return Err(Error::input(
+            format!(
+                "the model produced a non-finite logit ({}) for token {i}: its weights or \
+                 inputs are broken (NaN/inf) or the forward overflowed",
+                logits[i]
+            ),
+            None,
+        ));
+    }
     let argmax = |v: &[f32]| {
         let mut best = 0;
         for (i, &x) in v.iter().enumerate() {
@@ -398,6 +413,32 @@ mod tests {
     }
 
     /// The draw as a full sort computes it (the implementation before lazy ordering).
+    #[test]
+    fn non_finite_logits_are_an_error_not_garbage() {
+        let mut r = maxmin_core::rng::stream(1, "t");
+        for bad in [f32::NAN, f32::INFINITY] {
+            for s in [
+                Sampling::Greedy,
+                Sampling::Sample {
+                    temperature: 1.0,
+                    top_k: None,
+                    top_p: None,
+                },
+            ] {
+                let e = sample_token(&[0.0, bad, 1.0], &s, &mut r)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains("non-finite logit") && e.contains("token 1"),
+                    "{e}"
+                );
+            }
+        }
+        // A masked (−inf) entry is fine.
+        let t = sample_token(&[0.0, f32::NEG_INFINITY, 1.0], &Sampling::Greedy, &mut r).unwrap();
+        assert_eq!(t, 2);
+    }
+
     fn sample_sorted(
         logits: &[f32],
         temperature: f64,

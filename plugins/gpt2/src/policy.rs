@@ -1,4 +1,4 @@
-//! The two shapes an RLHF trainer wants from a language model (PAPER.md's pipeline: reward
+//! The two shapes an RLHF trainer wants from a language model (docs/algorithms.md's pipeline: reward
 //! models, then PPO with a KL penalty to a reference policy): a policy with a value head whose
 //! reference is the same frozen base without adapters, and a Bradley–Terry reward model. Both
 //! hold the base behind an `Arc`, so a policy, its reference and a reward model built on the same

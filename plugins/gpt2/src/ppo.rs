@@ -1,10 +1,10 @@
 //! Token-level PPO for language models, following TRL's `PPOTrainer` (trl 0.7–0.11, the version
-//! the MaxMin-RLHF release scripts use; PAPER.md "PPO details the released scripts use (TRL
+//! the MaxMin-RLHF release scripts use; docs/algorithms.md "PPO details the released scripts use (TRL
 //! defaults)"). CPU-first on candle; the per-token log-probabilities and entropies come from the
 //! fused kernel [`maxmin_core::ops::logprob`] (forward and backward).
 //!
 //! Two phases, so that a caller can compute sequence scores that depend on the per-sample KL
-//! (PAPER.md's F_u = E[r_u] − β·KL, the `maxmin` objective's group selection):
+//! (docs/algorithms.md's F_u = E[r_u] − β·KL, the `maxmin` objective's group selection):
 //! [`LmPpoTrainer::rollout`] generates and scores (log π, log π_ref, V, no gradient), then
 //! [`LmPpoTrainer::step`] takes one score per response and runs the PPO update.
 //!
@@ -29,7 +29,7 @@
 //!    (TRL: "Skipping batch"); the optimiser still steps, as in TRL.
 //! 8. Early stopping (`early_stopping`, `target_kl`), checked at the end of each epoch on the
 //!    last mini-batch's `policykl` = masked mean of (log π_old − log π) (TRL's `_early_stop`):
-//!    stop when it exceeds 1.5·`target_kl`. PAPER.md calls this approx-KL; TRL's code compares
+//!    stop when it exceeds 1.5·`target_kl`. docs/algorithms.md calls this approx-KL; TRL's code compares
 //!    `policykl`, not the logged `approxkl`, and so do we.
 //! 9. Adaptive KL controller (Ziegler et al.; TRL `AdaptiveKLController`, init 0.2, target 6,
 //!    horizon 10000) updated after the step with the batch mean of Σ_t (log π − log π_ref) and
