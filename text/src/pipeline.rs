@@ -491,7 +491,11 @@ fn train_policy(
     let t0 = Instant::now();
     while state.step < steps {
         if maxmin_core::run::interrupted() {
+            // The checkpoint must record the metrics written since the last periodic one (and
+            // the objective's state), or a resume truncates those lines and repeats no step.
+            state.metrics_bytes = metrics.sync()?;
             let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
+            write_json_atomic(&ck.join("objective.json"), &objective.state())?;
             return Err(Error::Interrupted(ck));
         }
         let idx: Vec<usize> = (0..bs)

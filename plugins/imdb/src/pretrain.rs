@@ -265,7 +265,7 @@ pub fn init_named(mc: &Gpt2ModelConfig, seed: u64) -> Result<HashMap<String, Vec
 /// Fresh GPT-2 parameters for `mc` as candle `Var`s (see [`init_named`]).
 pub fn init_params(mc: &Gpt2ModelConfig, seed: u64, device: &Device) -> Result<Params> {
     let named = init_named(mc, seed)?;
-    params_of(mc, named.into_iter().map(|(k, v)| (k, v)).collect(), device)
+    params_of(mc, named, device)
 }
 
 /// Candle `Var`s from named row-major data, shaped as `mc` lists them.
