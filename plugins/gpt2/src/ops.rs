@@ -10,7 +10,7 @@
 //! - [`frozen_linear`]: `x W + b` with a frozen `W` and `b`; backward `dx = g Wᵀ`, no `dW`, no `db`
 //!   (one matmul instead of two), and the bias added in place.
 //! - [`gelu_new`]: GPT-2's tanh-GELU, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, computed as
-//!   the identical `x σ(2u)` with a polynomial `exp` ([`exp_f32`], Cephes' `expf`): branch-free
+//!   the identical `x σ(2u)` with a polynomial `exp` (`maxmin_core::ops::fastmath::exp_f32`, Cephes' `expf`): branch-free
 //!   multiply-adds, bit operations and one division, so the loop vectorises (libm's `tanhf`,
 //!   `expm1f` and `powf`, which candle's forward and backward call per element, do not), and no
 //!   cancellation where `1 + tanh` goes to 0, so it is accurate to ~1e-6 relative (tests).
@@ -28,6 +28,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, D,
 };
+use maxmin_core::ops::fastmath::{self, exp_f32, gelu_new_grad};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -50,47 +51,6 @@ fn frozen(t: &Tensor) -> bool {
     cpu_f32(t) && !t.track_op()
 }
 
-/// `e^x` in f32, vectorisable: Cephes' `expf` (x = n ln 2 + r with |r| ≤ ln 2 / 2, a degree-7
-/// polynomial for `e^r`, `2^n` written into the exponent bits); max relative error ≈ 2 ulp on
-/// [-87, 88], clamped outside (no infinities or denormal results). NaN propagates.
-#[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
-    // Adding 1.5 · 2^23 rounds to an integer in the low mantissa bits.
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * (r * r) + r + 1.0;
-    let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
-    e * f32::from_bits(((k + 127) << 23) as u32)
-}
-
-const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-const GELU_K: f32 = 0.044_715;
-
-/// `0.5 x (1 + tanh u) = x σ(2u)`: the sigmoid form has no cancellation for negative `x`, where
-/// `1 + tanh u` would lose every digit.
-#[inline(always)]
-fn gelu_fwd(x: f32) -> f32 {
-    let z = 2.0 * SQRT_2_OVER_PI * x * (1.0 + GELU_K * x * x);
-    x / (1.0 + exp_f32(-z))
-}
-
-/// d/dx x σ(z) = σ + x σ (1 − σ) z', with 1 − σ = e^{−z} σ (again no cancellation).
-#[inline(always)]
-fn gelu_grad(x: f32) -> f32 {
-    let x2 = x * x;
-    let z = 2.0 * SQRT_2_OVER_PI * x * (1.0 + GELU_K * x2);
-    let e = exp_f32(-z);
-    let s = 1.0 / (1.0 + e);
-    s + x * s * (e * s) * (2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_K * x2))
-}
-
 struct GeluNew;
 
 impl CustomOp1 for GeluNew {
@@ -99,7 +59,7 @@ impl CustomOp1 for GeluNew {
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
-        let y: Vec<f32> = x.iter().map(|&v| gelu_fwd(v)).collect();
+        let y: Vec<f32> = x.iter().map(|&v| fastmath::gelu_new(v)).collect();
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> CResult<Option<Tensor>> {
@@ -122,7 +82,11 @@ impl CustomOp2 for GeluBwd {
     ) -> CResult<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1, self.name())?;
         let g = f32_slice(s2, l2, self.name())?;
-        let dx: Vec<f32> = x.iter().zip(g).map(|(&v, &d)| d * gelu_grad(v)).collect();
+        let dx: Vec<f32> = x
+            .iter()
+            .zip(g)
+            .map(|(&v, &d)| d * gelu_new_grad(v))
+            .collect();
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -461,8 +425,8 @@ mod tests {
             let (y, d, scale) = gelu_exact(x as f64);
             let z = 1.6 * (x as f64).abs() * (1.0 + 0.044715 * (x as f64).powi(2));
             let tol = 1e-6 + 4e-7 * z;
-            let ey = (gelu_fwd(x) as f64 - y).abs() / y.abs().max(1e-30);
-            let ed = (gelu_grad(x) as f64 - d).abs() / scale;
+            let ey = (fastmath::gelu_new(x) as f64 - y).abs() / y.abs().max(1e-30);
+            let ed = (gelu_new_grad(x) as f64 - d).abs() / scale;
             if x != 0.0 {
                 assert!(ey < tol, "gelu({x}): relative error {ey}");
             }

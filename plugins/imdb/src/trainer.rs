@@ -7,8 +7,8 @@
 //! for the batch shape, every matrix product is one large `gemm` call (both cores, operands
 //! transposed through strides, accumulating weight gradients in place), and the element-wise
 //! loops are plain slices the compiler vectorises, with the branch-free
-//! [`maxmin_core::ops::fastmath::exp_nonpos`] for the exponentials of GELU's tanh, attention's
-//! softmax and the cross-entropy. Row-parallel loops split the batch into fixed chunks and every
+//! [`maxmin_core::ops::fastmath`] exponentials for GELU, attention's softmax and the
+//! cross-entropy. Row-parallel loops split the batch into fixed chunks and every
 //! reduction over rows runs in row order, so results do not depend on the thread count.
 //!
 //! The model is GPT-2 exactly as `maxmin_gpt2::Gpt2` computes it (pre-norm blocks, fused q|k|v,
@@ -17,7 +17,7 @@
 //! bias correction and global gradient-norm clipping, as `maxmin_core::optim::Adam` (no weight
 //! decay). Training windows are full (no padding), as pretraining packs sentence units.
 
-use maxmin_core::ops::fastmath::exp_nonpos;
+use maxmin_core::ops::fastmath::{exp_nonpos, gelu_new, gelu_new_grad};
 use maxmin_core::{Error, Result};
 use maxmin_gpt2::Gpt2ModelConfig;
 use rayon::prelude::*;
@@ -249,24 +249,13 @@ fn layer_norm_back(
     }
 }
 
-const GELU_K: f32 = 0.797_884_6; // sqrt(2/pi)
-const GELU_A: f32 = 0.044_715;
-
-/// tanh through the branch-free exp: tanh(u) = sign(u)·(1 − e^{−2|u|}) / (1 + e^{−2|u|}).
-#[inline(always)]
-fn tanh_fast(u: f32) -> f32 {
-    let e = exp_nonpos(-2.0 * u.abs());
-    ((1.0 - e) / (1.0 + e)).copysign(u)
-}
-
-/// `gelu_new`: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+/// `gelu_new` (GPT-2's tanh approximation, [`gelu_new`]) element-wise.
 fn gelu(y: &mut [f32], x: &[f32]) {
     y.par_chunks_mut(4096)
         .zip(x.par_chunks(4096))
         .for_each(|(yc, xc)| {
             for (o, &v) in yc.iter_mut().zip(xc) {
-                let th = tanh_fast(GELU_K * (v + GELU_A * v * v * v));
-                *o = 0.5 * v * (1.0 + th);
+                *o = gelu_new(v);
             }
         });
 }
@@ -278,11 +267,7 @@ fn gelu_back(dx: &mut [f32], dy: &[f32], x: &[f32]) {
         .zip(x.par_chunks(4096))
         .for_each(|((dc, gc), xc)| {
             for ((d, &g), &v) in dc.iter_mut().zip(gc).zip(xc) {
-                let th = tanh_fast(GELU_K * (v + GELU_A * v * v * v));
-                let sech2 = 1.0 - th * th;
-                let grad =
-                    0.5 * (1.0 + th) + 0.5 * v * sech2 * GELU_K * (1.0 + 3.0 * GELU_A * v * v);
-                *d = g * grad;
+                *d = g * gelu_new_grad(v);
             }
         });
 }
