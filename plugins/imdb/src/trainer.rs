@@ -3,8 +3,8 @@
 //!
 //! Why it is fast: an autograd engine on the CPU allocates a tensor per op and walks a graph per
 //! step; at widths of a few hundred, that bookkeeping and the element-wise ops (GELU, layer norm,
-//! softmax) cost more than the matrix products. Here every activation buffer is allocated once
-//! for the batch shape, every matrix product is one large `gemm` call (both cores, operands
+//! softmax) cost more than the matrix products. Here each step allocates its activation buffers
+//! once (one per kept activation, no graph), every matrix product is one large `gemm` call (both cores, operands
 //! transposed through strides, accumulating weight gradients in place), and the element-wise
 //! loops are plain slices the compiler vectorises, with the branch-free
 //! [`maxmin_core::ops::fastmath`] exponentials for GELU, attention's softmax and the
@@ -514,18 +514,8 @@ impl Gpt2Trainer {
         Ok(loss)
     }
 
-    /// Forward pass: per-block activations, the final layer norm (output, stats, input) and the
-    /// logits.
-    #[allow(clippy::type_complexity)]
-    fn forward(
-        &self,
-        ids: &[u32],
-        d: Dims,
-    ) -> (
-        Vec<BlockActs>,
-        (Vec<f32>, Vec<(f32, f32)>, Vec<f32>),
-        Vec<f32>,
-    ) {
+    /// Forward pass: per-block activations, the final layer norm and the logits.
+    fn forward(&self, ids: &[u32], d: Dims) -> (Vec<BlockActs>, FinalNorm, Vec<f32>) {
         let (n, c) = (d.n(), d.c);
         let (wte, wpe) = (self.p("wte.weight"), self.p("wpe.weight"));
         let mut x = vec![0.0f32; n * c];
@@ -554,7 +544,12 @@ impl Gpt2Trainer {
         );
         let mut logits = vec![0.0f32; n * d.v];
         matmul(&mut logits, &lnf, wte, (n, c, d.v), false, true, false);
-        (acts, (lnf, stats, x), logits)
+        let fin = FinalNorm {
+            out: lnf,
+            stats,
+            input: x,
+        };
+        (acts, fin, logits)
     }
 
     /// One block's forward from its input `x`; returns its activations and its output.
@@ -608,13 +603,12 @@ impl Gpt2Trainer {
     }
 
     /// Backward pass from d(loss)/d(logits) into `self.grads` (which must be zeroed).
-    #[allow(clippy::type_complexity)]
     fn backward(
         &mut self,
         ids: &[u32],
         d: Dims,
         acts: &[BlockActs],
-        lnf: &(Vec<f32>, Vec<(f32, f32)>, Vec<f32>),
+        lnf: &FinalNorm,
         dlogits: &[f32],
     ) {
         let (n, c) = (d.n(), d.c);
@@ -632,7 +626,7 @@ impl Gpt2Trainer {
         matmul(
             &mut self.grads[wte_r],
             dlogits,
-            &lnf.0,
+            &lnf.out,
             (d.v, n, c),
             true,
             false,
@@ -641,7 +635,7 @@ impl Gpt2Trainer {
         let mut dx = vec![0.0f32; n * c];
         {
             let (w, dw, db) = self.ln_parts("ln_f");
-            layer_norm_back(&mut dx, dw, db, &dlnf, &lnf.2, &lnf.1, &w, c);
+            layer_norm_back(&mut dx, dw, db, &dlnf, &lnf.input, &lnf.stats, &w, c);
         }
         let mut scratch = Scratch::new(d, self.mc.inner());
         for l in (0..self.mc.n_layer).rev() {
@@ -766,6 +760,14 @@ impl Gpt2Trainer {
             });
         Ok(norm)
     }
+}
+
+/// The final layer norm's output, per-row statistics and input, kept for the backward pass.
+#[derive(Debug)]
+struct FinalNorm {
+    out: Vec<f32>,
+    stats: Vec<(f32, f32)>,
+    input: Vec<f32>,
 }
 
 /// Backward scratch buffers, allocated once per step.
