@@ -116,7 +116,15 @@ fn lm_pipeline_writes_report_and_reproduces() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny(dir.path(), 3, None);
     let a = dir.path().join("a");
-    let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
+    // Three policies train at once here, one at a time in `b` below.
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+        "--set",
+        "compare.jobs=3",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert_eq!(out.lines().last().unwrap(), a.to_str().unwrap());
@@ -165,12 +173,26 @@ fn lm_pipeline_writes_report_and_reproduces() {
     ] {
         assert!(raw.contains(k), "metrics lack {k}");
     }
-    // Same seed, same everything (wall-clock fields aside).
+    // Same seed, same everything (wall-clock fields aside), however many policies train at once.
     let b = dir.path().join("b");
-    let o = run(&["run", cfg.to_str().unwrap(), "--out", b.to_str().unwrap()]);
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--set",
+        "compare.jobs=1",
+    ]);
     assert!(o.status.success(), "{}", text(&o).1);
     assert_eq!(results(&a), results(&b));
-    assert_eq!(metrics(&a, "single__seed2"), metrics(&b, "single__seed2"));
+    for p in [
+        "single__seed1",
+        "single__seed2",
+        "maxmin__seed1",
+        "maxmin__seed2",
+    ] {
+        assert_eq!(metrics(&a, p), metrics(&b, p), "{p}");
+    }
     // Another seed changes the run.
     let c = dir.path().join("c");
     let o = run(&[
@@ -210,7 +232,15 @@ fn lm_reward_only_ratio_sweep() {
         );
     std::fs::write(&cfg, t).unwrap();
     let a = dir.path().join("a");
-    let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
+    // Three policies train at once here, one at a time in `b` below.
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+        "--set",
+        "compare.jobs=3",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(a.join("plots/em_ratio_sweep.svg").exists());

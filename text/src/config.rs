@@ -80,9 +80,10 @@ fn d_reward_model() -> Box<dyn RewardModelConfig> {
     })
 }
 
-/// `[features]`: what the reward heads see of each completion token (one row per token, the
-/// completion's reward is the sum of the per-token rewards; `crate::features` explains the
-/// channels). At least one channel must be on.
+/// `[features]`: what the reward heads see of a completion — one row per token whose per-token
+/// rewards are summed (`pooling = "sum"`), or one row per completion, the mean of its token rows
+/// (`pooling = "mean"`); `crate::features` explains the channels. At least one channel must be
+/// on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FeatureConfig {
@@ -99,6 +100,28 @@ pub struct FeatureConfig {
     /// vocabulary's (4,096 for the embedded GPT-2, 32,000 for Llama-2).
     #[serde(default)]
     pub token_counts: bool,
+    /// How token rows become a completion's reward: `sum` (default) or `mean`.
+    #[serde(default)]
+    pub pooling: Pooling,
+    /// Append the completion's length (tokens / `[generation] max-new-tokens`) as one column:
+    /// what lets a `mean`-pooled head express a length preference. With `sum` pooling each token
+    /// row carries 1 / max-new-tokens, so the sum is the same number.
+    #[serde(default)]
+    pub length: bool,
+}
+
+/// `[features] pooling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pooling {
+    /// A completion's reward is the sum of per-token rewards: a word's weight counts once per
+    /// occurrence, so longer completions carry more evidence (and more reward, where the weights
+    /// are positive).
+    #[default]
+    Sum,
+    /// A completion is one row, the mean of its token rows: a reward of the text's average
+    /// content, independent of its length unless `length = true` adds that column.
+    Mean,
 }
 
 impl Default for FeatureConfig {
@@ -107,6 +130,8 @@ impl Default for FeatureConfig {
             contextual: true,
             token_identity: true,
             token_counts: false,
+            pooling: Pooling::Sum,
+            length: false,
         }
     }
 }
@@ -114,10 +139,10 @@ impl Default for FeatureConfig {
 impl FeatureConfig {
     /// At least one channel; keys relative to `[features]`.
     pub fn validate(&self) -> Result<()> {
-        if !(self.contextual || self.token_identity || self.token_counts) {
+        if !(self.contextual || self.token_identity || self.token_counts || self.length) {
             return Err(Error::config(
                 "contextual",
-                "every feature channel is off: turn on at least one of contextual, token-identity, token-counts",
+                "every feature channel is off: turn on at least one of contextual, token-identity, token-counts, length",
             ));
         }
         Ok(())
@@ -321,6 +346,19 @@ pub struct LmCompare {
     /// Sample generations per policy shown in the report.
     #[serde(default = "d_samples")]
     pub samples: usize,
+    /// Policies trained at the same time, each on its own thread; none = one per available CPU
+    /// core. One LM PPO step keeps about one core busy at these sizes, so this is what uses
+    /// the others. Results do not depend on it: every policy has its own seed-derived streams.
+    #[serde(default)]
+    pub jobs: Option<usize>,
+}
+
+impl LmCompare {
+    /// Worker threads for `n` policies: `jobs`, or the available cores, at most `n`.
+    pub fn workers(&self, n: usize) -> usize {
+        let auto = || std::thread::available_parallelism().map_or(1, |c| c.get());
+        self.jobs.unwrap_or_else(auto).clamp(1, n.max(1))
+    }
 }
 
 fn d_seeds() -> Vec<u64> {
@@ -424,6 +462,9 @@ impl Validate for LmExperiment {
         }
         check::positive_usize("compare.steps", c.steps)?;
         check::positive_usize("compare.checkpoint-every", c.checkpoint_every)?;
+        if let Some(j) = c.jobs {
+            check::positive_usize("compare.jobs", j)?;
+        }
         Ok(())
     }
 }

@@ -18,7 +18,16 @@
 //!   are both exactly expressible, which a projection to the hidden width is not. Only linear
 //!   heads take it: for them the pipeline keeps one feature sum per completion
 //!   ([`Featurizer::completion_sums`], `Encoded::from_sums`), never per-token one-hot rows, so
-//!   memory is comparisons × 2 × width rather than × completion length as well.
+//!   memory is comparisons × 2 × width rather than × completion length as well;
+//! - `length` (default off): the completion's length in tokens over `max-new-tokens`, one column.
+//!
+//! `pooling` decides how the rows become a reward. `sum` (default): one row per token, the
+//! completion's reward is the sum of per-token rewards, so every occurrence of a word adds its
+//! weight again and a head with positive word weights rewards length. `mean`: one row per
+//! completion, the mean of its token rows (the length column stays the length), so the content
+//! part of the reward does not grow with the text and length enters only through its own column —
+//! the form of a length-independent ground truth such as the IMDB sentiment scorer's mean evidence
+//! (docs/lm-rlhf.md, "Reward features").
 //!
 //! Why frozen: EM trains K heads for several iterations on the same comparisons; with the
 //! backbone frozen each completion is encoded once and the whole EM runs on vectors, which is
@@ -26,7 +35,7 @@
 //! itself (the paper trains reward models from the SFT model too). LoRA-tuned reward backbones
 //! exist as `maxmin_gpt2::policy::LmRewardModel` but are not used by this pipeline.
 
-use crate::config::FeatureConfig;
+use crate::config::{FeatureConfig, Pooling};
 use candle_core::IndexOp;
 use maxmin_core::env::Space;
 use maxmin_core::prefs::reward_model::Features;
@@ -45,6 +54,10 @@ pub struct Featurizer {
     token_table: Option<Vec<Vec<f32>>>,
     /// Vocabulary width of the token one-hot, when token counts are on.
     counts: Option<usize>,
+    /// One row per completion, the mean of its token rows.
+    mean: bool,
+    /// Tokens per unit of the length column, when it is on.
+    length: Option<f32>,
 }
 
 impl std::fmt::Debug for Featurizer {
@@ -54,6 +67,8 @@ impl std::fmt::Debug for Featurizer {
             .field("contextual", &self.contextual)
             .field("token_identity", &self.token_table.is_some())
             .field("token_counts", &self.counts)
+            .field("mean", &self.mean)
+            .field("length", &self.length)
             .finish()
     }
 }
@@ -69,13 +84,18 @@ impl Featurizer {
             contextual: true,
             token_table: None,
             counts: None,
+            mean: false,
+            length: None,
         }
     }
 
-    /// The channels `[features]` asks for (see the module doc).
-    pub fn with_config(mut self, cfg: &FeatureConfig) -> Result<Self> {
+    /// The channels and pooling `[features]` asks for (see the module doc); `max_new_tokens`
+    /// scales the length column.
+    pub fn with_config(mut self, cfg: &FeatureConfig, max_new_tokens: usize) -> Result<Self> {
         cfg.validate()?;
         self.contextual = cfg.contextual;
+        self.mean = cfg.pooling == Pooling::Mean;
+        self.length = cfg.length.then_some(max_new_tokens.max(1) as f32);
         if cfg.token_identity {
             self = self.with_token_identity()?;
         }
@@ -112,9 +132,9 @@ impl Featurizer {
         h * (self.contextual as usize + self.token_table.is_some() as usize)
     }
 
-    /// Feature length of one token row.
+    /// Feature length of one row.
     pub fn dim(&self) -> usize {
-        self.dense_dim() + self.counts.unwrap_or(0)
+        self.dense_dim() + self.counts.unwrap_or(0) + self.length.is_some() as usize
     }
 
     /// Whether rows carry the vocabulary-wide token one-hot (linear heads only).
@@ -134,52 +154,79 @@ impl Featurizer {
         }
     }
 
-    /// Feature rows of each completion's tokens (in context of its prompt): `[n][len][dim]`.
-    /// Completions must be non-empty.
+    /// Feature rows of each completion (in context of its prompt): `[n][rows][dim]`, one row
+    /// per token with `sum` pooling, one row with `mean` pooling. A completion's reward is its
+    /// rows' per-row rewards summed. Completions must be non-empty.
     pub fn token_rows(
         &self,
         prompts: &[Vec<u32>],
         completions: &[Vec<u32>],
     ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let mut rows = self.dense_rows(prompts, completions)?;
-        if let Some(v) = self.counts {
-            for (rs, ids) in rows.iter_mut().zip(completions) {
-                for (row, &tok) in rs.iter_mut().zip(ids) {
+        let dense = self.dense_rows(prompts, completions)?;
+        if self.mean {
+            return dense
+                .iter()
+                .zip(completions)
+                .map(|(rs, ids)| Ok(vec![self.pooled(rs, ids)?]))
+                .collect();
+        }
+        let mut rows = dense;
+        for (rs, ids) in rows.iter_mut().zip(completions) {
+            for (row, &tok) in rs.iter_mut().zip(ids) {
+                if let Some(v) = self.counts {
                     let at = row.len();
                     row.resize(at + v, 0.0);
                     row[at + self.vocab_index(tok)?] = 1.0;
+                }
+                if let Some(scale) = self.length {
+                    row.push(1.0 / scale);
                 }
             }
         }
         Ok(rows)
     }
 
-    /// Each completion's rows summed over its tokens, `[n][dim]`: all a linear head needs
-    /// (the token one-hots become counts without being materialised per token).
+    /// Each completion's rows summed, `[n][dim]`: all a linear head needs (the token one-hots
+    /// become counts without being materialised per token). With `mean` pooling this is the
+    /// completion's single row.
     pub fn completion_sums(
         &self,
         prompts: &[Vec<u32>],
         completions: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>> {
         let rows = self.dense_rows(prompts, completions)?;
-        let d = self.dense_dim();
         rows.iter()
             .zip(completions)
-            .map(|(rs, ids)| {
-                let mut sum = vec![0f32; self.dim()];
-                for r in rs {
-                    for (a, b) in sum.iter_mut().zip(r) {
-                        *a += b;
-                    }
-                }
-                if self.counts.is_some() {
-                    for &tok in ids {
-                        sum[d + self.vocab_index(tok)?] += 1.0;
-                    }
-                }
-                Ok(sum)
-            })
+            .map(|(rs, ids)| self.pooled(rs, ids))
             .collect()
+    }
+
+    /// One completion's dense rows and token ids pooled into one row: summed (divided by the
+    /// length with `mean` pooling), the length column as the length.
+    fn pooled(&self, dense: &[Vec<f32>], ids: &[u32]) -> Result<Vec<f32>> {
+        let d = self.dense_dim();
+        let mut out = vec![0f32; self.dim()];
+        for r in dense {
+            for (a, b) in out.iter_mut().zip(r) {
+                *a += b;
+            }
+        }
+        if self.counts.is_some() {
+            for &tok in ids {
+                out[d + self.vocab_index(tok)?] += 1.0;
+            }
+        }
+        let n = ids.len() as f32;
+        let content = d + self.counts.unwrap_or(0);
+        if self.mean && n > 0.0 {
+            for a in &mut out[..content] {
+                *a /= n;
+            }
+        }
+        if let Some(scale) = self.length {
+            out[content] = n / scale;
+        }
+        Ok(out)
     }
 
     fn vocab_index(&self, tok: u32) -> Result<usize> {
@@ -286,9 +333,10 @@ mod tests {
             contextual,
             token_identity,
             token_counts,
+            ..FeatureConfig::default()
         };
         let fz = Featurizer::new(base.clone(), 0, 2)
-            .with_config(&cfg(true, true, true))
+            .with_config(&cfg(true, true, true), 32)
             .unwrap();
         assert_eq!(fz.dim(), 2 * h + v);
         let prompts = vec![vec![1, 2], vec![3]];
@@ -313,7 +361,7 @@ mod tests {
         }
         assert_eq!(sums[0][2 * h + 5], 2.0);
         let counts_only = Featurizer::new(base.clone(), 0, 2)
-            .with_config(&cfg(false, false, true))
+            .with_config(&cfg(false, false, true), 32)
             .unwrap();
         assert_eq!(counts_only.dim(), v);
         let s = counts_only.completion_sums(&prompts, &comps).unwrap();
@@ -327,7 +375,69 @@ mod tests {
             .to_string();
         assert!(e.contains("outside the vocabulary"), "{e}");
         assert!(Featurizer::new(base, 0, 2)
-            .with_config(&cfg(false, false, false))
+            .with_config(&cfg(false, false, false), 32)
             .is_err());
+    }
+
+    /// `mean` pooling: one row per completion whose content part does not change when the text
+    /// repeats itself, and a length column that does; with `sum` pooling the length column's
+    /// rows add up to the same length.
+    #[test]
+    fn mean_pooling_is_length_free_but_for_the_length_column() {
+        let base = fixture();
+        let v = base.vocab_size();
+        let counts = |pooling| FeatureConfig {
+            contextual: false,
+            token_identity: false,
+            token_counts: true,
+            pooling,
+            length: true,
+        };
+        let mean = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&counts(Pooling::Mean), 8)
+            .unwrap();
+        assert_eq!(mean.dim(), v + 1);
+        let prompts = vec![vec![1], vec![1]];
+        let comps = vec![vec![5, 7], vec![5, 7, 5, 7]];
+        let rows = mean.token_rows(&prompts, &comps).unwrap();
+        assert!(rows.iter().all(|r| r.len() == 1));
+        let (a, b) = (&rows[0][0], &rows[1][0]);
+        assert_eq!(&a[..v], &b[..v]);
+        assert_eq!((a[5], a[7], a[v], b[v]), (0.5, 0.5, 0.25, 0.5));
+        assert_eq!(
+            mean.completion_sums(&prompts, &comps).unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+
+        let sum = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&counts(Pooling::Sum), 8)
+            .unwrap();
+        let rows = sum.token_rows(&prompts, &comps).unwrap();
+        assert_eq!(rows[1].len(), 4);
+        let len_col: f32 = rows[1].iter().map(|r| r[v]).sum();
+        assert!((len_col - 0.5).abs() < 1e-6, "{len_col}");
+        let sums = sum.completion_sums(&prompts, &comps).unwrap();
+        assert_eq!((sums[1][5], sums[1][v]), (2.0, 0.5));
+
+        // Contextual states are averaged too: the pooled row is the mean of the token rows.
+        let ctx = Featurizer::new(base, 0, 2)
+            .with_config(
+                &FeatureConfig {
+                    token_identity: false,
+                    pooling: Pooling::Mean,
+                    ..FeatureConfig::default()
+                },
+                8,
+            )
+            .unwrap();
+        let plain = Featurizer::new(ctx.base.clone(), 0, 2);
+        let per_token = plain.token_rows(&prompts, &comps).unwrap();
+        let pooled = ctx.token_rows(&prompts, &comps).unwrap();
+        for (p, toks) in pooled.iter().zip(&per_token) {
+            for j in 0..ctx.dim() {
+                let want = toks.iter().map(|r| r[j]).sum::<f32>() / toks.len() as f32;
+                assert!((p[0][j] - want).abs() < 1e-5);
+            }
+        }
     }
 }

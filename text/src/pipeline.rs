@@ -38,7 +38,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Everything loaded once per run.
@@ -649,7 +650,7 @@ pub fn run_with(
         ctx.names
     );
     let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8))
-        .with_config(&exp.features)
+        .with_config(&exp.features, exp.generation.max_new_tokens)
         .map_err(|e| e.under("features"))?;
     let mut metrics = Metrics::open(&run.file("metrics.jsonl"), 0)?;
     let stage = reward_models(&ctx, &fz, &run, &mut metrics, progress)?;
@@ -856,22 +857,21 @@ fn policies(
     let (ref_cs, _) = evaluate(ctx, None)?;
     let reference = summarise(ctx, "reference", 0, &ref_cs);
     let ref_samples: Vec<Completion> = ref_cs.into_iter().take(compare.samples).collect();
-    let mut results = vec![];
-    for o in &compare.objectives {
-        for &seed in &compare.seeds {
-            results.push(train_policy(
-                ctx,
-                learned,
-                &cal,
-                &cal_single,
-                fz,
-                o.as_ref(),
-                seed,
-                run,
-                progress,
-            )?);
-        }
-    }
+    let jobs: Vec<(&dyn ObjectiveConfig, u64)> = compare
+        .objectives
+        .iter()
+        .flat_map(|o| compare.seeds.iter().map(move |&s| (o.as_ref(), s)))
+        .collect();
+    let train = |(o, seed): (&dyn ObjectiveConfig, u64), p: &mut dyn Progress| {
+        train_policy(ctx, learned, &cal, &cal_single, fz, o, seed, run, p)
+    };
+    let results = run_jobs(
+        &jobs,
+        compare.workers(jobs.len()),
+        compare.steps,
+        train,
+        progress,
+    )?;
     Ok(vec![
         (
             "calibration",
@@ -881,6 +881,84 @@ fn policies(
         ("reference_samples", serde_json::json!(ref_samples)),
         ("results", serde_json::json!(results)),
     ])
+}
+
+/// Run `jobs` on `workers` threads (in order when `workers` is 1), results in job order. Each
+/// job reports `steps` units of progress; with several workers they add up on one shared stage.
+/// After the first error no new job starts; the running ones finish (or, on Ctrl-C, checkpoint)
+/// and the error of the earliest failed job is returned.
+fn run_jobs<J: Copy + Sync, R: Send>(
+    jobs: &[J],
+    workers: usize,
+    steps: usize,
+    run: impl Fn(J, &mut dyn Progress) -> Result<R> + Sync,
+    progress: &mut dyn Progress,
+) -> Result<Vec<R>> {
+    if workers <= 1 {
+        return jobs.iter().map(|&j| run(j, progress)).collect();
+    }
+    tracing::info!("training {} policies, {workers} at a time", jobs.len());
+    progress.start("policies", (jobs.len() * steps) as u64, 0);
+    let shared = Mutex::new((progress, 0u64));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let out: Vec<Mutex<Option<Result<R>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= jobs.len() || failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let mut tick = SharedTick {
+                    shared: &shared,
+                    done: 0,
+                };
+                let r = run(jobs[i], &mut tick);
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    shared
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+        .finish();
+    let mut results = Vec::with_capacity(jobs.len());
+    for slot in out {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) => results.push(r?),
+            None => {}
+        }
+    }
+    if results.len() != jobs.len() {
+        return Err(Error::Internal("a policy job did not run".into()));
+    }
+    Ok(results)
+}
+
+/// One worker's view of the shared progress stage: its steps add to the total, and its message
+/// (objective, seed, KL, score) is shown as the latest.
+struct SharedTick<'a, 'p> {
+    shared: &'a Mutex<(&'p mut dyn Progress, u64)>,
+    done: u64,
+}
+
+impl Progress for SharedTick<'_, '_> {
+    fn start(&mut self, stage: &str, _total: u64, done: u64) {
+        self.update(done, stage);
+    }
+    fn update(&mut self, done: u64, msg: &str) {
+        let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 += done.saturating_sub(self.done);
+        self.done = self.done.max(done);
+        let total = g.1;
+        g.0.update(total, msg);
+    }
+    fn finish(&mut self) {}
 }
 
 /// Per objective (in first-seen order): column → (mean, 95 % half-width).
