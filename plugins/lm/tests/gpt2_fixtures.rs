@@ -4,11 +4,11 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use maxmin_core::rng;
-use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
-use maxmin_gpt2::heads::{RewardHead, ValueHead};
-use maxmin_gpt2::lm::{CausalLm, LmInput};
-use maxmin_gpt2::lora::{Lora, LoraConfig};
-use maxmin_gpt2::Gpt2;
+use maxmin_lm::generate::{generate, GenerateOptions, Sampling};
+use maxmin_lm::heads::{RewardHead, ValueHead};
+use maxmin_lm::lm::{CausalLm, LmInput};
+use maxmin_lm::lora::{Lora, LoraConfig};
+use maxmin_lm::Gpt2;
 use std::path::{Path, PathBuf};
 
 fn data() -> PathBuf {
@@ -223,7 +223,7 @@ fn lora_zero_b_is_identity_and_training_moves_only_adapters_and_heads() {
     lora.set_training(true);
     for _ in 0..3 {
         let out = m.forward(&input, None, Some(&lora)).unwrap();
-        let lp = maxmin_gpt2::generate::token_logprobs(&out.logits, &input).unwrap();
+        let lp = maxmin_lm::generate::token_logprobs(&out.logits, &input).unwrap();
         let loss = (lp.sum_all().unwrap().neg().unwrap()
             + value
                 .forward(&out.hidden)
@@ -322,7 +322,7 @@ fn load_accounting_counts_every_tensor() {
 
 #[test]
 fn policy_reference_and_reward_model_share_one_base() {
-    use maxmin_gpt2::policy::{LmPolicy, LmRewardModel};
+    use maxmin_lm::policy::{LmPolicy, LmRewardModel};
     use std::sync::Arc;
     let base: Arc<dyn CausalLm> = Arc::new(load("gpt2-prefix"));
     let lora = LoraConfig {

@@ -4,11 +4,11 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use maxmin_core::rng;
-use maxmin_llama::generate::{generate, token_logprobs, GenerateOptions, Sampling};
-use maxmin_llama::heads::ValueHead;
-use maxmin_llama::lm::{CausalLm, LmInput};
-use maxmin_llama::lora::{Lora, LoraConfig};
-use maxmin_llama::{Llama, LlamaModelConfig};
+use maxmin_lm::generate::{generate, token_logprobs, GenerateOptions, Sampling};
+use maxmin_lm::heads::ValueHead;
+use maxmin_lm::lm::{CausalLm, LmInput};
+use maxmin_lm::lora::{Lora, LoraConfig};
+use maxmin_lm::{Llama, LlamaModelConfig};
 use std::path::{Path, PathBuf};
 
 fn data() -> PathBuf {
@@ -290,10 +290,7 @@ fn plugin_configs_deserialize() {
     )
     .unwrap();
     p.validate().unwrap();
-    let c = p
-        .as_any()
-        .downcast_ref::<maxmin_llama::LlamaConfig>()
-        .unwrap();
+    let c = p.as_any().downcast_ref::<maxmin_lm::LlamaConfig>().unwrap();
     assert_eq!(c.0.lora.as_ref().unwrap().rank, 16);
     let e = c.load().unwrap_err();
     assert!(e.to_string().contains("hint:"), "{e}");
@@ -304,7 +301,7 @@ fn plugin_configs_deserialize() {
     .unwrap();
     let m = r
         .as_any()
-        .downcast_ref::<maxmin_llama::LlamaConfig>()
+        .downcast_ref::<maxmin_lm::LlamaConfig>()
         .unwrap()
         .load()
         .unwrap();

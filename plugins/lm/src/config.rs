@@ -1,5 +1,5 @@
-//! `[policy] type = "gpt2"` / `[reward-model] type = "gpt2"`: the config of a GPT-2 backbone.
-//! [`LmConfig`] is the table shared with `type = "llama"`.
+//! [`LmConfig`], the table that names a language-model backbone, and the plugin configs
+//! `[policy] type = "gpt2"` / `"llama"` and `[reward-model] type = "gpt2"` / `"llama"` built on it.
 
 use crate::checkpoint::{parse_device, parse_dtype};
 use crate::hub::resolve_model;
@@ -146,6 +146,54 @@ maxmin_core::register_plugin!(
     RewardModelConfig,
     "gpt2",
     "GPT-2 Bradley–Terry reward model (scalar head on the last token)"
+);
+
+/// `type = "llama"`: a Llama-2 (or Tulu2) policy or reward-model backbone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LlamaConfig(pub LmConfig);
+
+impl LlamaConfig {
+    /// Load the model this config names.
+    pub fn load(&self) -> Result<crate::Llama> {
+        self.0.validate()?;
+        crate::Llama::load(
+            &self.0.model_dir()?,
+            self.0.compute_dtype()?,
+            &self.0.device()?,
+        )
+    }
+}
+
+#[typetag::serde(name = "llama")]
+impl PolicyConfig for LlamaConfig {
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[typetag::serde(name = "llama")]
+impl RewardModelConfig for LlamaConfig {
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+maxmin_core::register_plugin!(
+    PolicyConfig,
+    "llama",
+    "Llama-2 / Tulu2 causal LM policy (HF checkpoint dir or cached hub id; LoRA, value head)"
+);
+maxmin_core::register_plugin!(
+    RewardModelConfig,
+    "llama",
+    "Llama-2 / Tulu2 Bradley–Terry reward model (scalar head on the last token)"
 );
 
 #[cfg(test)]
