@@ -20,10 +20,10 @@
 //! - [`generate`]: greedy and seeded sampling with temperature / top-k / top-p.
 //! - [`tokenizer`]: `tokenizer.json` through the `tokenizers` crate.
 //! - [`policy`]: [`policy::LmPolicy`] (adapters + value head, reference = base without
-//!   adapters) and [`policy::LmRewardModel`] (adapters + reward head), sharing one base.
+//!   adapters, all on one shared base).
 //! - [`ppo`]: token-level PPO (TRL semantics) on an [`policy::LmPolicy`].
 //! - [`config`]: [`LmConfig`], the table that names a model (directory or hub id, dtype, device,
-//!   tokenizer, LoRA), and the `type = "gpt2"` / `type = "llama"` plugin configs.
+//!   tokenizer, LoRA).
 //! - [`models`]: the architectures, one file each ([`models::gpt2`], [`models::llama`]); a model
 //!   file uses the runtime modules above and never another model file.
 //! - [`auto`]: loads whichever architecture a model directory holds (`config.json`'s
@@ -52,6 +52,6 @@ pub mod tokenizer;
 pub use auto::{load_causal_lm, memory_estimate};
 /// The tensor engine, re-exported so callers use the same candle version.
 pub use candle_core as candle;
-pub use config::{Gpt2Config, LlamaConfig, LmConfig};
+pub use config::LmConfig;
 pub use models::gpt2::{Gpt2, Gpt2ModelConfig};
 pub use models::llama::{Llama, LlamaModelConfig};
