@@ -1,5 +1,5 @@
 """Seconds per PPO step of TRL's PPOTrainer at the shapes of `configs/gpt2-imdb__maxmin.toml`,
-the peer of `cargo run --release -p maxmin-gpt2 --example ppo_bench` (docs/lm-rlhf.md, "Speed").
+the peer of `cargo run --release -p maxmin-lm --example ppo_bench` (docs/lm-rlhf.md, "Speed").
 
 Same model (models/gpt2-imdb-tiny, loaded from the directory), same prompts file, LoRA r = 8,
 alpha 16 on c_attn, c_proj, c_fc (peft), value head (trl), batch 32, mini-batch 8, 4 PPO epochs,

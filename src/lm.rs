@@ -1,14 +1,14 @@
-//! `maxmin lm …`: language-model utilities over the GPT-2 / Llama plugins — generate text from a
+//! `maxmin lm …`: language-model utilities over `maxmin-lm` (GPT-2, Llama) — generate text from a
 //! prompt, print the logits at every position (the check against HF transformers), and estimate
 //! a model's load memory from its `config.json`.
 
 use anyhow::Context as _;
 use maxmin_core::Error;
-use maxmin_gpt2::checkpoint::parse_dtype;
-use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
-use maxmin_gpt2::hub::resolve_model;
-use maxmin_gpt2::lm::LmInput;
-use maxmin_gpt2::tokenizer::Tokenizer;
+use maxmin_lm::checkpoint::parse_dtype;
+use maxmin_lm::generate::{generate, GenerateOptions, Sampling};
+use maxmin_lm::hub::resolve_model;
+use maxmin_lm::lm::LmInput;
+use maxmin_lm::tokenizer::Tokenizer;
 use std::path::PathBuf;
 
 /// Language-model subcommands.
@@ -216,7 +216,7 @@ fn gib(b: u64) -> f64 {
 
 /// Run an `lm` subcommand.
 pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
-    let device = maxmin_gpt2::candle::Device::Cpu;
+    let device = maxmin_lm::candle::Device::Cpu;
     match cmd {
         c @ (LmCmd::TrainSentiment { .. }
         | LmCmd::ScoreSentiment { .. }
@@ -242,7 +242,7 @@ pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
                 Some(p) => Tokenizer::from_file(&p)?,
                 None => Tokenizer::from_dir(&dir)?,
             };
-            let lm = maxmin_llama::load_causal_lm(&dir, dtype, &device)?;
+            let lm = maxmin_lm::load_causal_lm(&dir, dtype, &device)?;
             let ids = tok.encode(&prompt)?;
             if ids.is_empty() {
                 return Err(Error::input("the prompt encodes to no tokens", None).into());
@@ -294,7 +294,7 @@ pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
             let ids = parse_ids(&ids)?;
             let dtype = parse_dtype("--dtype", &dtype)?;
             let dir = resolve_model(&model)?;
-            let lm = maxmin_llama::load_causal_lm(&dir, dtype, &device)?;
+            let lm = maxmin_lm::load_causal_lm(&dir, dtype, &device)?;
             let out = lm.forward(&LmInput::single(&ids)?, None, None)?;
             let rows: Vec<Vec<f32>> = out.logits.squeeze(0)?.to_vec2()?;
             if json {
@@ -324,7 +324,7 @@ pub fn run(cmd: LmCmd) -> anyhow::Result<()> {
             let stored = parse_dtype("--stored", &stored)?;
             let compute = parse_dtype("--dtype", &dtype)?;
             let dir = resolve_model(&model)?;
-            let a = maxmin_llama::memory_estimate(&dir, stored, compute)?;
+            let a = maxmin_lm::memory_estimate(&dir, stored, compute)?;
             println!("tensors            {}", a.tensors);
             println!("parameters         {}", a.params);
             println!(

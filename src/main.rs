@@ -12,7 +12,7 @@ use clap::Parser;
 
 fn main() {
     // Training allocates and frees large tensors every step; keep that memory for reuse.
-    maxmin_gpt2::alloc::keep_freed_memory();
+    maxmin_lm::alloc::keep_freed_memory();
     let cli = cli::Cli::parse();
     cli::init_logging(cli.verbose);
     let code = match cli::dispatch(cli) {

@@ -2,7 +2,6 @@
 //! A crate listed only in Cargo.toml would be silently missing from `maxmin list`.
 
 use maxmin_envs as _;
-use maxmin_gpt2 as _;
 use maxmin_imdb as _;
-use maxmin_llama as _;
+use maxmin_lm as _;
 use maxmin_text as _;

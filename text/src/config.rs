@@ -12,8 +12,8 @@ use maxmin_core::prefs::population::{check_groups, normalised};
 use maxmin_core::prefs::psoups::{PsoupsFile, PsoupsSplit};
 use maxmin_core::prefs::EmConfig;
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::ppo::LmPpoConfig;
-use maxmin_gpt2::LmConfig;
+use maxmin_lm::ppo::LmPpoConfig;
+use maxmin_lm::LmConfig;
 use serde::{Deserialize, Serialize};
 
 /// The value of `kind` that marks a language-model experiment file.

@@ -33,14 +33,14 @@
 //! backbone frozen each completion is encoded once and the whole EM runs on vectors, which is
 //! what makes the embedded experiment fit a 2-core CPU. The backbone is the reference policy
 //! itself (the paper trains reward models from the SFT model too). LoRA-tuned reward backbones
-//! exist as `maxmin_gpt2::policy::LmRewardModel` but are not used by this pipeline.
+//! exist as `maxmin_lm::policy::LmRewardModel` but are not used by this pipeline.
 
 use crate::config::{FeatureConfig, Pooling};
 use candle_core::IndexOp;
 use maxmin_core::env::Space;
 use maxmin_core::prefs::reward_model::Features;
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::lm::{CausalLm, LmInput};
+use maxmin_lm::lm::{CausalLm, LmInput};
 use std::sync::Arc;
 
 /// Encodes (prompt, completion) token sequences with a frozen LM.
@@ -320,7 +320,7 @@ mod tests {
     fn fixture() -> Arc<dyn CausalLm> {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/lm/gpt2-noprefix");
-        Arc::from(maxmin_llama::auto::load_causal_lm(&dir, DType::F32, &Device::Cpu).unwrap())
+        Arc::from(maxmin_lm::auto::load_causal_lm(&dir, DType::F32, &Device::Cpu).unwrap())
     }
 
     /// Token counts: each row ends in the token's one-hot at vocabulary width; a completion's

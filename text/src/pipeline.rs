@@ -5,7 +5,7 @@
 //!    or recorded P-Soups comparisons are read and split into users;
 //! 2. **reward models** ([`crate::reward_stage`]): frozen-backbone features (see [`crate::features`]), a single pooled BT
 //!    model and the EM mixture of K models (core's EM, the paper's Algorithm 2);
-//! 3. **policies**: for every objective × seed, token-level PPO (TRL semantics, `maxmin_gpt2::ppo`)
+//! 3. **policies**: for every objective × seed, token-level PPO (TRL semantics, `maxmin_lm::ppo`)
 //!    on LoRA adapters, the sequence score being the objective's combination of the calibrated
 //!    learned rewards (docs/algorithms.md Algorithm 1 for `maxmin`);
 //! 4. **evaluation**: every policy and the reference complete the same held-out prompts with the
@@ -28,11 +28,11 @@ use maxmin_core::prefs::reward_model::{RewardModel, RewardSpec};
 use maxmin_core::rng::{stream, Rng};
 use maxmin_core::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::generate::{GenerateOptions, Sampling};
-use maxmin_gpt2::lm::CausalLm;
-use maxmin_gpt2::policy::LmPolicy;
-use maxmin_gpt2::ppo::LmPpoTrainer;
-use maxmin_gpt2::tokenizer::Tokenizer;
+use maxmin_lm::generate::{GenerateOptions, Sampling};
+use maxmin_lm::lm::CausalLm;
+use maxmin_lm::policy::LmPolicy;
+use maxmin_lm::ppo::LmPpoTrainer;
+use maxmin_lm::tokenizer::Tokenizer;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -67,8 +67,7 @@ pub fn build_ctx(exp: &LmExperiment) -> Result<Ctx<'_>> {
     let dir = exp.model.model_dir().map_err(|e| e.under("model"))?;
     let dtype = exp.model.compute_dtype()?;
     let device = exp.model.device().map_err(|e| e.under("model"))?;
-    let base: Arc<dyn CausalLm> =
-        Arc::from(maxmin_llama::auto::load_causal_lm(&dir, dtype, &device)?);
+    let base: Arc<dyn CausalLm> = Arc::from(maxmin_lm::auto::load_causal_lm(&dir, dtype, &device)?);
     let tok = exp.model.load_tokenizer()?;
     let pad_id = base.eos_token_id().unwrap_or(0);
     if exp.generation.stop_at_eos && base.eos_token_id().is_none() {
@@ -154,7 +153,7 @@ pub fn check(exp: &LmExperiment) -> Result<()> {
     let dir = exp.model.model_dir().map_err(|e| e.under("model"))?;
     exp.model.device().map_err(|e| e.under("model"))?;
     let dtype = exp.model.compute_dtype()?;
-    let est = maxmin_llama::auto::memory_estimate(&dir, dtype, dtype)?;
+    let est = maxmin_lm::auto::memory_estimate(&dir, dtype, dtype)?;
     if est.compute_bytes > CHECK_LOAD_LIMIT {
         let tok = exp.model.load_tokenizer()?;
         let (train, eval) = exp.prompts.load_split()?;
@@ -284,7 +283,7 @@ pub(crate) fn complete(
         let opts = gen_options(ctx, rng);
         let g = match policy {
             Some(p) => p.generate(chunk, &opts, rng)?,
-            None => maxmin_gpt2::generate::generate(ctx.base.as_ref(), None, chunk, &opts, rng)?,
+            None => maxmin_lm::generate::generate(ctx.base.as_ref(), None, chunk, &opts, rng)?,
         };
         out.extend(g.tokens);
     }

@@ -1,6 +1,6 @@
 //! Training a byte-level BPE tokenizer (GPT-2's scheme: byte-level pre-tokenizer without a prefix
 //! space, byte-level decoder) on IMDB text with the `tokenizers` crate's `BpeTrainer`, saved as
-//! a Hugging Face `tokenizer.json` that `maxmin_gpt2::tokenizer::Tokenizer` loads.
+//! a Hugging Face `tokenizer.json` that `maxmin_lm::tokenizer::Tokenizer` loads.
 //! The end-of-text token `<|endoftext|>` is id 0 (special tokens come first in the vocabulary).
 
 use maxmin_core::{Error, Result};
@@ -51,7 +51,7 @@ pub fn train_tokenizer<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maxmin_gpt2::tokenizer::Tokenizer;
+    use maxmin_lm::tokenizer::Tokenizer;
 
     #[test]
     fn trained_tokenizer_loads_and_round_trips() {

@@ -4,8 +4,8 @@
 use crate::pretrain::{PretrainConfig, PretrainReport};
 use candle_core::Device;
 use maxmin_core::Result;
-use maxmin_gpt2::lm::CausalLm;
-use maxmin_gpt2::Gpt2;
+use maxmin_lm::lm::CausalLm;
+use maxmin_lm::Gpt2;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -31,10 +31,10 @@ pub fn sample_saved(
     max_new_tokens: usize,
     seed: u64,
 ) -> Result<SampleStats> {
-    use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
+    use maxmin_lm::generate::{generate, GenerateOptions, Sampling};
     let device = Device::Cpu;
     let model = Gpt2::load(dir, candle_core::DType::F32, &device)?;
-    let tok = maxmin_gpt2::tokenizer::Tokenizer::from_dir(dir)?;
+    let tok = maxmin_lm::tokenizer::Tokenizer::from_dir(dir)?;
     let eos = model.eos_token_id();
     let mut rng = maxmin_core::rng::stream(seed, "imdb/pretrain/samples");
     let opts = GenerateOptions {
@@ -87,7 +87,7 @@ pub fn readme(
         "A small GPT-2 (HF `GPT2LMHeadModel` layout, {stored}, tied `lm_head`) pretrained from \
          scratch by maxmin on IMDB review sentences: the SFT / reference policy of the small-scale \
          LM experiment (docs/algorithms.md, experiment 1), standing in for the paper's GPT-2. \
-         Loads with `maxmin_gpt2::Gpt2::load(dir, DType::F32, &Device::Cpu)`.\n\n",
+         Loads with `maxmin_lm::Gpt2::load(dir, DType::F32, &Device::Cpu)`.\n\n",
     ));
     s.push_str(&format!(
         "Command (seed {}):\n\n```\n{command}\n```\n\n",

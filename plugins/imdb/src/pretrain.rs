@@ -10,9 +10,9 @@
 //! sentence start — as prompts (review openings) do — and the model learns to end a sentence
 //! with EOS. Held-out perplexity is measured on held-out reviews' units packed the same way.
 //!
-//! Architecture and layout are GPT-2's as `maxmin_gpt2::Gpt2::load` reads them (HF names, Conv1D
+//! Architecture and layout are GPT-2's as `maxmin_lm::Gpt2::load` reads them (HF names, Conv1D
 //! `[in, out]` weights, tied `lm_head`, `gelu_new`); the forward is that same model built with
-//! [`maxmin_gpt2::Gpt2::from_tensors`] over `Var`s. Init as GPT-2: N(0, 0.02), residual
+//! [`maxmin_lm::Gpt2::from_tensors`] over `Var`s. Init as GPT-2: N(0, 0.02), residual
 //! projections N(0, 0.02/√(2·layers)), zero biases, unit layer-norm gains. Optimiser:
 //! `maxmin_core::optim::Adam` (no weight decay), linear warm-up then cosine decay to
 //! `min-lr-frac`·lr, global gradient-norm clip 1.0.
@@ -24,8 +24,8 @@ use candle_core::{Device, Tensor, Var};
 use maxmin_core::error::check;
 use maxmin_core::optim::Params;
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::lm::{CausalLm, LmInput};
-use maxmin_gpt2::{Gpt2, Gpt2ModelConfig};
+use maxmin_lm::lm::{CausalLm, LmInput};
+use maxmin_lm::{Gpt2, Gpt2ModelConfig};
 use rand::Rng as _;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};

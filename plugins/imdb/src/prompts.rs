@@ -4,7 +4,7 @@
 
 use crate::data::Review;
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::tokenizer::Tokenizer;
+use maxmin_lm::tokenizer::Tokenizer;
 use rand::seq::SliceRandom;
 use rand::Rng as _;
 

@@ -11,7 +11,7 @@
 //! cross-entropy. Row-parallel loops split the batch into fixed chunks and every
 //! reduction over rows runs in row order, so results do not depend on the thread count.
 //!
-//! The model is GPT-2 exactly as `maxmin_gpt2::Gpt2` computes it (pre-norm blocks, fused q|k|v,
+//! The model is GPT-2 exactly as `maxmin_lm::Gpt2` computes it (pre-norm blocks, fused q|k|v,
 //! `gelu_new`, learned positions, tied `lm_head`, Conv1D `[in, out]` weights); a test checks the
 //! loss and every gradient against candle's autograd through that model. Optimiser: Adam with
 //! bias correction and global gradient-norm clipping, as `maxmin_core::optim::Adam` (no weight
@@ -19,7 +19,7 @@
 
 use maxmin_core::ops::fastmath::{exp_nonpos, gelu_new, gelu_new_grad};
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::Gpt2ModelConfig;
+use maxmin_lm::Gpt2ModelConfig;
 use rayon::prelude::*;
 use std::collections::HashMap;
 

@@ -3,13 +3,13 @@
 
 use candle_core::{DType, Device};
 use maxmin_core::run::NoProgress;
-use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
-use maxmin_gpt2::lm::{CausalLm, LmInput};
-use maxmin_gpt2::tokenizer::Tokenizer;
-use maxmin_gpt2::Gpt2;
 use maxmin_imdb::data::{read_reviews, Split};
 use maxmin_imdb::pretrain::{pretrain, PretrainConfig};
 use maxmin_imdb::sentiment::SentimentModel;
+use maxmin_lm::generate::{generate, GenerateOptions, Sampling};
+use maxmin_lm::lm::{CausalLm, LmInput};
+use maxmin_lm::tokenizer::Tokenizer;
+use maxmin_lm::Gpt2;
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the tiny language-model fixtures that pin maxmin-gpt2 / maxmin-llama to HF transformers.
+"""Generate the tiny language-model fixtures that pin maxmin-lm's GPT-2 and Llama to HF transformers.
 
 Install (works offline on the project machines, Debian 12):
     apt-get install -y python3-torch

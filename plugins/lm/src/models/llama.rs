@@ -5,11 +5,11 @@
 //! (`model.layers.N.self_attn.q_proj.weight`, `[out, in]`). Written for training: logits at every
 //! position, hidden states for heads, an external KV cache, left-padded batches, LoRA.
 
+use crate::checkpoint::{read_config, Checkpoint, LoadAccounting};
+use crate::lm::{self, AttnCtx, CausalLm, KvCache, LmInput, LmOutput};
+use crate::lora::{Lora, LoraTarget};
 use candle_core::{DType, Device, Tensor, D};
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::checkpoint::{read_config, Checkpoint, LoadAccounting};
-use maxmin_gpt2::lm::{self, AttnCtx, CausalLm, KvCache, LmInput, LmOutput};
-use maxmin_gpt2::lora::{Lora, LoraTarget};
 use serde::Deserialize;
 use std::path::Path;
 

@@ -4,16 +4,16 @@
 //! mini-batches of 8, 4 PPO epochs. Scores are seeded pseudo-random numbers (the reward model is
 //! not what is timed). docs/lm-rlhf.md ("Speed") records results.
 //!
-//! `cargo run --release -p maxmin-gpt2 --example ppo_bench -- [MODEL_DIR] [PROMPTS] [STEPS]`
+//! `cargo run --release -p maxmin-lm --example ppo_bench -- [MODEL_DIR] [PROMPTS] [STEPS]`
 //! prints one JSON line per step (`gen_s`, `score_s`, `train_s`, response length, epochs run)
 //! and a last line with the medians over the steps after the first (warm-up).
 
-use maxmin_gpt2::candle::{DType, Device};
-use maxmin_gpt2::generate::{GenerateOptions, Sampling};
-use maxmin_gpt2::lora::LoraConfig;
-use maxmin_gpt2::policy::LmPolicy;
-use maxmin_gpt2::ppo::{LmPpoConfig, LmPpoTrainer};
-use maxmin_gpt2::tokenizer::Tokenizer;
+use maxmin_lm::candle::{DType, Device};
+use maxmin_lm::generate::{GenerateOptions, Sampling};
+use maxmin_lm::lora::LoraConfig;
+use maxmin_lm::policy::LmPolicy;
+use maxmin_lm::ppo::{LmPpoConfig, LmPpoTrainer};
+use maxmin_lm::tokenizer::Tokenizer;
 use rand::Rng as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,12 +29,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `maxmin` binary does.
-    maxmin_gpt2::alloc::keep_freed_memory();
+    maxmin_lm::alloc::keep_freed_memory();
     let a: Vec<String> = std::env::args().skip(1).collect();
     let dir = PathBuf::from(a.first().map_or("models/gpt2-imdb-tiny", |s| s.as_str()));
     let prompts_file = PathBuf::from(a.get(1).map_or("data/imdb/prompts.jsonl", |s| s.as_str()));
     let steps: usize = a.get(2).map_or(Ok(6), |s| s.parse())?;
-    let base = Arc::new(maxmin_gpt2::Gpt2::load(&dir, DType::F32, &Device::Cpu)?);
+    let base = Arc::new(maxmin_lm::Gpt2::load(&dir, DType::F32, &Device::Cpu)?);
     let tok = Tokenizer::from_dir(&dir)?;
     let text = std::fs::read_to_string(&prompts_file)
         .map_err(|e| format!("{}: {e}", prompts_file.display()))?;

@@ -4,11 +4,11 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use maxmin_core::rng;
-use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
-use maxmin_gpt2::heads::{RewardHead, ValueHead};
-use maxmin_gpt2::lm::{CausalLm, LmInput};
-use maxmin_gpt2::lora::{Lora, LoraConfig};
-use maxmin_gpt2::Gpt2;
+use maxmin_lm::generate::{generate, GenerateOptions, Sampling};
+use maxmin_lm::heads::{RewardHead, ValueHead};
+use maxmin_lm::lm::{CausalLm, LmInput};
+use maxmin_lm::lora::{Lora, LoraConfig};
+use maxmin_lm::Gpt2;
 use std::path::{Path, PathBuf};
 
 fn data() -> PathBuf {
@@ -223,7 +223,7 @@ fn lora_zero_b_is_identity_and_training_moves_only_adapters_and_heads() {
     lora.set_training(true);
     for _ in 0..3 {
         let out = m.forward(&input, None, Some(&lora)).unwrap();
-        let lp = maxmin_gpt2::generate::token_logprobs(&out.logits, &input).unwrap();
+        let lp = maxmin_lm::generate::token_logprobs(&out.logits, &input).unwrap();
         let loss = (lp.sum_all().unwrap().neg().unwrap()
             + value
                 .forward(&out.hidden)
@@ -321,8 +321,8 @@ fn load_accounting_counts_every_tensor() {
 }
 
 #[test]
-fn policy_reference_and_reward_model_share_one_base() {
-    use maxmin_gpt2::policy::{LmPolicy, LmRewardModel};
+fn policy_and_reference_share_one_base() {
+    use maxmin_lm::policy::LmPolicy;
     use std::sync::Arc;
     let base: Arc<dyn CausalLm> = Arc::new(load("gpt2-prefix"));
     let lora = LoraConfig {
@@ -330,15 +330,13 @@ fn policy_reference_and_reward_model_share_one_base() {
         ..Default::default()
     };
     let policy = LmPolicy::new(base.clone(), Some(&lora), 1).unwrap();
-    let rm = LmRewardModel::new(base.clone(), None, 1).unwrap();
     assert_eq!(
         Arc::strong_count(&base),
-        3,
-        "policy and reward model hold the same base"
+        2,
+        "the policy holds the same base"
     );
-    // Trainable: 2 adapters (A, B) per c_attn × 2 layers + value head (w, b); reward: head only.
+    // Trainable: 2 adapters (A, B) per c_attn × 2 layers + value head (w, b).
     assert_eq!(policy.trainable_vars().len(), 2 * 2 + 2);
-    assert_eq!(rm.trainable_vars().len(), 2);
     let input = LmInput::left_padded(&[vec![5, 77, 140], vec![9, 2, 4, 8]], 0).unwrap();
     let p = policy.forward(&input, None).unwrap();
     let r = policy.reference_forward(&input, None).unwrap();
@@ -347,7 +345,6 @@ fn policy_reference_and_reward_model_share_one_base() {
         "fresh adapters change nothing"
     );
     assert_eq!(p.values.dims(), &[2, input.seq_len]);
-    assert_eq!(rm.score(&input).unwrap().dims(), &[2]);
     let g = policy
         .generate(
             &[vec![5, 77]],

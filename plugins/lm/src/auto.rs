@@ -1,9 +1,9 @@
 //! Load whichever supported architecture a model directory holds, by `config.json`'s `model_type`.
 
+use crate::checkpoint::model_type;
+use crate::lm::CausalLm;
 use candle_core::{DType, Device};
 use maxmin_core::{Error, Result};
-use maxmin_gpt2::checkpoint::model_type;
-use maxmin_gpt2::lm::CausalLm;
 use std::path::Path;
 
 /// Architectures [`load_causal_lm`] understands.
@@ -12,7 +12,7 @@ pub const SUPPORTED: &[&str] = &["gpt2", "llama"];
 /// Load `dir` as a GPT-2 or Llama model.
 pub fn load_causal_lm(dir: &Path, dtype: DType, device: &Device) -> Result<Box<dyn CausalLm>> {
     match model_type(dir)?.as_str() {
-        "gpt2" => Ok(Box::new(maxmin_gpt2::Gpt2::load(dir, dtype, device)?)),
+        "gpt2" => Ok(Box::new(crate::Gpt2::load(dir, dtype, device)?)),
         "llama" => Ok(Box::new(crate::Llama::load(dir, dtype, device)?)),
         other => Err(Error::data(
             dir.join("config.json"),
@@ -31,10 +31,10 @@ pub fn memory_estimate(
     dir: &Path,
     stored: DType,
     compute: DType,
-) -> Result<maxmin_gpt2::checkpoint::LoadAccounting> {
-    use maxmin_gpt2::checkpoint::read_config;
+) -> Result<crate::checkpoint::LoadAccounting> {
+    use crate::checkpoint::read_config;
     match model_type(dir)?.as_str() {
-        "gpt2" => Ok(read_config::<maxmin_gpt2::Gpt2ModelConfig>(dir)?.accounting(stored, compute)),
+        "gpt2" => Ok(read_config::<crate::Gpt2ModelConfig>(dir)?.accounting(stored, compute)),
         "llama" => Ok(read_config::<crate::LlamaModelConfig>(dir)?.accounting(stored, compute)),
         other => Err(Error::data(
             dir.join("config.json"),

@@ -1,11 +1,10 @@
-//! The two shapes an RLHF trainer wants from a language model (docs/algorithms.md's pipeline: reward
-//! models, then PPO with a KL penalty to a reference policy): a policy with a value head whose
-//! reference is the same frozen base without adapters, and a Bradley–Terry reward model. Both
-//! hold the base behind an `Arc`, so a policy, its reference and a reward model built on the same
-//! checkpoint share one copy of the weights.
+//! The policy an RLHF trainer wants from a language model (docs/algorithms.md's pipeline: PPO with
+//! a KL penalty to a reference policy): adapters and a value head on a frozen base, whose
+//! reference is the same base without adapters. The base sits behind an `Arc`, so the policy, its
+//! reference and anything else built on the same checkpoint share one copy of the weights.
 
 use crate::generate::{generate, GenerateOptions, Generation};
-use crate::heads::{RewardHead, ValueHead};
+use crate::heads::ValueHead;
 use crate::lm::{CausalLm, ForwardOpts, KvCache, LmInput, LmOutput};
 use crate::lora::{Lora, LoraConfig};
 use candle_core::{Tensor, Var};
@@ -139,57 +138,6 @@ impl LmPolicy {
     pub fn trainable_vars(&self) -> Vec<Var> {
         let mut v = self.lora.as_ref().map(|l| l.vars()).unwrap_or_default();
         v.extend(self.value.vars());
-        v
-    }
-}
-
-/// A Bradley–Terry reward model: frozen base + optional LoRA + scalar head on the last token.
-pub struct LmRewardModel {
-    base: Arc<dyn CausalLm>,
-    lora: Option<Lora>,
-    head: RewardHead,
-}
-
-impl std::fmt::Debug for LmRewardModel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LmRewardModel")
-            .field("lora", &self.lora)
-            .finish()
-    }
-}
-
-impl LmRewardModel {
-    /// A reward model on `base`, initialised from `seed`.
-    pub fn new(base: Arc<dyn CausalLm>, lora: Option<&LoraConfig>, seed: u64) -> Result<Self> {
-        let lora = match lora {
-            Some(cfg) => Some(Lora::new(
-                cfg,
-                &base.lora_targets(),
-                base.default_lora_modules(),
-                seed,
-                base.device(),
-            )?),
-            None => None,
-        };
-        let head = RewardHead::new(base.hidden_size(), seed, base.device())?;
-        Ok(LmRewardModel { base, lora, head })
-    }
-
-    /// `(batch,)` rewards, f32, one per sequence (read at its last non-pad token).
-    pub fn score(&self, input: &LmInput) -> Result<Tensor> {
-        let out = self.base.forward(input, None, self.lora.as_ref())?;
-        self.head.forward(&out.hidden, input)
-    }
-
-    /// The adapters, if any.
-    pub fn lora(&self) -> Option<&Lora> {
-        self.lora.as_ref()
-    }
-
-    /// Everything an optimiser may change: adapters, then the head.
-    pub fn trainable_vars(&self) -> Vec<Var> {
-        let mut v = self.lora.as_ref().map(|l| l.vars()).unwrap_or_default();
-        v.extend(self.head.vars());
         v
     }
 }

@@ -1,15 +1,13 @@
-//! `[policy] type = "gpt2"` / `[reward-model] type = "gpt2"`: the config of a GPT-2 backbone.
-//! [`LmConfig`] is the table shared with `type = "llama"`.
+//! [`LmConfig`]: the table that names a language-model backbone (the `[model]` table of an
+//! `lm-rlhf` experiment file), whatever its architecture.
 
 use crate::checkpoint::{parse_device, parse_dtype};
 use crate::hub::resolve_model;
 use crate::lora::LoraConfig;
 use crate::tokenizer::Tokenizer;
 use candle_core::{DType, Device};
-use maxmin_core::policy::{PolicyConfig, RewardModelConfig};
 use maxmin_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::any::Any;
 use std::path::PathBuf;
 
 /// A language-model backbone: where the weights are, how to compute, which adapters to train.
@@ -100,76 +98,26 @@ impl LmConfig {
     }
 }
 
-/// `type = "gpt2"`: a GPT-2 policy or reward-model backbone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Gpt2Config(pub LmConfig);
-
-impl Gpt2Config {
-    /// Load the model this config names.
-    pub fn load(&self) -> Result<crate::Gpt2> {
-        self.0.validate()?;
-        crate::Gpt2::load(
-            &self.0.model_dir()?,
-            self.0.compute_dtype()?,
-            &self.0.device()?,
-        )
-    }
-}
-
-#[typetag::serde(name = "gpt2")]
-impl PolicyConfig for Gpt2Config {
-    fn validate(&self) -> Result<()> {
-        self.0.validate()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-#[typetag::serde(name = "gpt2")]
-impl RewardModelConfig for Gpt2Config {
-    fn validate(&self) -> Result<()> {
-        self.0.validate()
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
-maxmin_core::register_plugin!(
-    PolicyConfig,
-    "gpt2",
-    "GPT-2 causal LM policy (HF checkpoint dir or cached hub id; LoRA, value head)"
-);
-maxmin_core::register_plugin!(
-    RewardModelConfig,
-    "gpt2",
-    "GPT-2 Bradley–Terry reward model (scalar head on the last token)"
-);
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn typetag_round_trip_and_unknown_field() {
-        let p: Box<dyn PolicyConfig> = toml::from_str(
-            "type = \"gpt2\"\nmodel = \"tests/x\"\ndtype = \"bf16\"\n[lora]\nrank = 4\ntarget-modules = [\"c_attn\"]\n",
+    fn toml_round_trip_and_unknown_field() {
+        let c: LmConfig = toml::from_str(
+            "model = \"tests/x\"\ndtype = \"bf16\"\n[lora]\nrank = 4\ntarget-modules = [\"c_attn\"]\n",
         )
         .unwrap();
-        let c = p.as_any().downcast_ref::<Gpt2Config>().unwrap();
-        assert_eq!(c.0.dtype, "bf16");
-        assert_eq!(c.0.lora.as_ref().unwrap().rank, 4);
-        p.validate().unwrap();
-        let e =
-            toml::from_str::<Box<dyn PolicyConfig>>("type = \"gpt2\"\nmodel = \"x\"\nbogus = 1\n")
-                .unwrap_err()
-                .to_string();
+        assert_eq!(c.dtype, "bf16");
+        assert_eq!(c.lora.as_ref().unwrap().rank, 4);
+        c.validate().unwrap();
+        let e = toml::from_str::<LmConfig>("model = \"x\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let r: Box<dyn RewardModelConfig> =
-            toml::from_str("type = \"gpt2\"\nmodel = \"m\"\n").unwrap();
-        r.validate().unwrap();
+        let c: LmConfig = toml::from_str("model = \"m\"\n").unwrap();
+        assert_eq!(c, LmConfig::new("m"));
+        c.validate().unwrap();
     }
 
     #[test]

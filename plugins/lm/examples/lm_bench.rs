@@ -1,13 +1,13 @@
 //! Forward and generation throughput of a GPT-2 checkpoint on CPU, for
 //! `benches/lm_vs_transformers.sh` (which runs HF transformers on the same shapes and threads).
 //!
-//! `cargo run --release -p maxmin-gpt2 --example lm_bench -- DIR BATCH SEQ ITERS GEN_PROMPT GEN_TOKENS`
+//! `cargo run --release -p maxmin-lm --example lm_bench -- DIR BATCH SEQ ITERS GEN_PROMPT GEN_TOKENS`
 //! prints one JSON line: forward tokens/s (full logits at every position, no cache) and greedy
 //! generation tokens/s with the KV cache.
 
-use maxmin_gpt2::candle::{DType, Device};
-use maxmin_gpt2::generate::{generate, GenerateOptions, Sampling};
-use maxmin_gpt2::lm::{CausalLm, LmInput};
+use maxmin_lm::candle::{DType, Device};
+use maxmin_lm::generate::{generate, GenerateOptions, Sampling};
+use maxmin_lm::lm::{CausalLm, LmInput};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a[5].parse()?,
     );
     let t0 = Instant::now();
-    let m = maxmin_gpt2::Gpt2::load(&dir, DType::F32, &Device::Cpu)?;
+    let m = maxmin_lm::Gpt2::load(&dir, DType::F32, &Device::Cpu)?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = m.vocab_size() as u32;
     let seqs: Vec<Vec<u32>> = (0..batch)

@@ -4,11 +4,11 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use maxmin_core::rng;
-use maxmin_llama::generate::{generate, token_logprobs, GenerateOptions, Sampling};
-use maxmin_llama::heads::ValueHead;
-use maxmin_llama::lm::{CausalLm, LmInput};
-use maxmin_llama::lora::{Lora, LoraConfig};
-use maxmin_llama::{Llama, LlamaModelConfig};
+use maxmin_lm::generate::{generate, token_logprobs, GenerateOptions, Sampling};
+use maxmin_lm::heads::ValueHead;
+use maxmin_lm::lm::{CausalLm, LmInput};
+use maxmin_lm::lora::{Lora, LoraConfig};
+use maxmin_lm::{Llama, LlamaModelConfig};
 use std::path::{Path, PathBuf};
 
 fn data() -> PathBuf {
@@ -283,30 +283,24 @@ fn bad_checkpoints_are_clear_errors() {
 }
 
 #[test]
-fn plugin_configs_deserialize() {
-    use maxmin_core::policy::{PolicyConfig, RewardModelConfig};
-    let p: Box<dyn PolicyConfig> = toml::from_str(
-        "type = \"llama\"\nmodel = \"allenai/tulu-2-7b\"\ndtype = \"bf16\"\n[lora]\nrank = 16\n",
-    )
-    .unwrap();
-    p.validate().unwrap();
-    let c = p
-        .as_any()
-        .downcast_ref::<maxmin_llama::LlamaConfig>()
-        .unwrap();
-    assert_eq!(c.0.lora.as_ref().unwrap().rank, 16);
-    let e = c.load().unwrap_err();
+fn lm_config_loads_through_auto() {
+    let c: maxmin_lm::LmConfig =
+        toml::from_str("model = \"allenai/tulu-2-7b\"\ndtype = \"bf16\"\n[lora]\nrank = 16\n")
+            .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.lora.as_ref().unwrap().rank, 16);
+    let e = c.model_dir().unwrap_err();
     assert!(e.to_string().contains("hint:"), "{e}");
-    let r: Box<dyn RewardModelConfig> = toml::from_str(&format!(
-        "type = \"llama\"\nmodel = \"{}\"\n",
+    let c: maxmin_lm::LmConfig = toml::from_str(&format!(
+        "model = \"{}\"\n",
         data().join("llama-mha").display()
     ))
     .unwrap();
-    let m = r
-        .as_any()
-        .downcast_ref::<maxmin_llama::LlamaConfig>()
-        .unwrap()
-        .load()
-        .unwrap();
+    let m = maxmin_lm::load_causal_lm(
+        &c.model_dir().unwrap(),
+        c.compute_dtype().unwrap(),
+        &c.device().unwrap(),
+    )
+    .unwrap();
     assert_eq!(m.vocab_size(), 288);
 }

@@ -2,7 +2,7 @@
 //! never panics.
 
 use candle_core::{DType, Device, Tensor};
-use maxmin_gpt2::Gpt2;
+use maxmin_lm::Gpt2;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -180,7 +180,7 @@ fn no_weights_and_out_of_range_ids_are_input_errors() {
     .unwrap();
     let e = load_err(dir.path()).to_string();
     assert!(e.contains("no model.safetensors"), "{e}");
-    use maxmin_gpt2::lm::{CausalLm, LmInput};
+    use maxmin_lm::lm::{CausalLm, LmInput};
     let m = Gpt2::load(&fixture(), DType::F32, &Device::Cpu).unwrap();
     let e = m
         .forward(&LmInput::single(&[1, 100_000]).unwrap(), None, None)

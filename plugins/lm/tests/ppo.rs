@@ -1,4 +1,4 @@
-//! Token-level PPO ([`maxmin_gpt2::ppo`]) on the tiny random GPT-2 fixture
+//! Token-level PPO ([`maxmin_lm::ppo`]) on the tiny random GPT-2 fixture
 //! (`tests/data/lm/gpt2-noprefix`: vocabulary 288, EOS = 0): learning, the KL penalty and its
 //! controller, early stopping, EOS-only responses, the non-finite guard, exact resume, and one
 //! timed step on a ~2M-parameter random GPT-2 (run it in release with `--nocapture` for timings).
@@ -6,12 +6,12 @@
 use candle_core::{DType, Device, Tensor};
 use maxmin_core::objective::KlConfig;
 use maxmin_core::rng;
-use maxmin_gpt2::generate::{GenerateOptions, Sampling};
-use maxmin_gpt2::lm::CausalLm;
-use maxmin_gpt2::lora::LoraConfig;
-use maxmin_gpt2::policy::LmPolicy;
-use maxmin_gpt2::ppo::{LmPpoConfig, LmPpoTrainer, StepStats};
-use maxmin_gpt2::Gpt2;
+use maxmin_lm::generate::{GenerateOptions, Sampling};
+use maxmin_lm::lm::CausalLm;
+use maxmin_lm::lora::LoraConfig;
+use maxmin_lm::policy::LmPolicy;
+use maxmin_lm::ppo::{LmPpoConfig, LmPpoTrainer, StepStats};
+use maxmin_lm::Gpt2;
 use rand::Rng as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -144,7 +144,7 @@ fn learning_raises_the_score_and_moves_only_adapters_and_value_head() {
     let mut t = LmPpoTrainer::new(policy(&base, 1), c, 1).unwrap();
     let ref_before = base
         .forward(
-            &maxmin_gpt2::lm::LmInput::single(&[5, 6, 7]).unwrap(),
+            &maxmin_lm::lm::LmInput::single(&[5, 6, 7]).unwrap(),
             None,
             None,
         )
@@ -170,7 +170,7 @@ fn learning_raises_the_score_and_moves_only_adapters_and_value_head() {
     }
     let ref_after = base
         .forward(
-            &maxmin_gpt2::lm::LmInput::single(&[5, 6, 7]).unwrap(),
+            &maxmin_lm::lm::LmInput::single(&[5, 6, 7]).unwrap(),
             None,
             None,
         )
@@ -447,7 +447,7 @@ fn medium_model(dir: &Path) {
         "activation_function": "gelu_new"
     });
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let mc: maxmin_gpt2::Gpt2ModelConfig = serde_json::from_value(cfg).unwrap();
+    let mc: maxmin_lm::Gpt2ModelConfig = serde_json::from_value(cfg).unwrap();
     let mut r = rng::stream(0, "medium");
     let mut map = std::collections::HashMap::new();
     for (name, shape) in mc.tensor_shapes() {
@@ -527,7 +527,7 @@ fn a_rewarded_response_becomes_more_likely() {
         vec![200, 201, 202],
         vec![50, 51, 52],
     ];
-    let total = |r: &maxmin_gpt2::ppo::Rollout, i: usize| r.logprobs[i].iter().sum::<f32>();
+    let total = |r: &maxmin_lm::ppo::Rollout, i: usize| r.logprobs[i].iter().sum::<f32>();
     let r0 = t.score_responses(&p, &ys).unwrap();
     for _ in 0..5 {
         let ro = t.score_responses(&p, &ys).unwrap();
