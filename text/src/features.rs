@@ -33,7 +33,7 @@
 //! backbone frozen each completion is encoded once and the whole EM runs on vectors, which is
 //! what makes the embedded experiment fit a 2-core CPU. The backbone is the reference policy
 //! itself (the paper trains reward models from the SFT model too). LoRA-tuned reward backbones
-//! exist as `maxmin_lm::policy::LmRewardModel` but are not used by this pipeline.
+//! are not implemented.
 
 use crate::config::{FeatureConfig, Pooling};
 use candle_core::IndexOp;
