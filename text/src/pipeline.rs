@@ -912,6 +912,7 @@ fn run_jobs<J: Copy + Sync, R: Send>(
                 let mut tick = SharedTick {
                     shared: &shared,
                     done: 0,
+                    stage: String::new(),
                 };
                 let r = run(jobs[i], &mut tick);
                 if r.is_err() {
@@ -944,18 +945,20 @@ fn run_jobs<J: Copy + Sync, R: Send>(
 struct SharedTick<'a, 'p> {
     shared: &'a Mutex<(&'p mut dyn Progress, u64)>,
     done: u64,
+    stage: String,
 }
 
 impl Progress for SharedTick<'_, '_> {
     fn start(&mut self, stage: &str, _total: u64, done: u64) {
-        self.update(done, stage);
+        self.stage = stage.to_string();
+        self.update(done, "starting");
     }
     fn update(&mut self, done: u64, msg: &str) {
         let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         g.1 += done.saturating_sub(self.done);
         self.done = self.done.max(done);
         let total = g.1;
-        g.0.update(total, msg);
+        g.0.update(total, &format!("{}: {msg}", self.stage));
     }
     fn finish(&mut self) {}
 }
