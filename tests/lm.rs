@@ -232,15 +232,7 @@ fn lm_reward_only_ratio_sweep() {
         );
     std::fs::write(&cfg, t).unwrap();
     let a = dir.path().join("a");
-    // Three policies train at once here, one at a time in `b` below.
-    let o = run(&[
-        "run",
-        cfg.to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-        "--set",
-        "compare.jobs=3",
-    ]);
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(a.join("plots/em_ratio_sweep.svg").exists());
@@ -356,4 +348,51 @@ fn lm_bad_input_is_a_clear_error() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
     assert!(text(&o).1.contains("no/such/model"), "{}", text(&o).1);
+}
+
+/// An LM run whose buffers or weights cannot fit in memory exits 2 at once, naming the key and
+/// the estimate, before the model is loaded.
+#[test]
+fn lm_memory_bombs_exit_2_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path(), 2, None);
+    let out = dir.path().join("bomb");
+    for cmd in ["check", "run"] {
+        let t0 = std::time::Instant::now();
+        let mut args = vec![
+            cmd,
+            cfg.to_str().unwrap(),
+            "--set",
+            "ppo.batch-size=4000000000",
+            "--set",
+            "ppo.mini-batch-size=4000000000",
+        ];
+        if cmd == "run" {
+            args.extend(["--out", out.to_str().unwrap()]);
+        }
+        let o = run(&args);
+        let err = text(&o).1;
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        for n in ["ppo.mini-batch-size", "needs at least", "TiB", "lm.toml"] {
+            assert!(err.contains(n), "{cmd}: expected `{n}` in {err}");
+        }
+        assert!(
+            t0.elapsed().as_secs_f64() < 5.0,
+            "{cmd} took {:?}",
+            t0.elapsed()
+        );
+    }
+    // The weights alone, against a memory limit below them.
+    let o = crate::common::maxmin()
+        .args(["check", cfg.to_str().unwrap()])
+        .current_dir(root())
+        .env("MAXMIN_MEMORY_LIMIT", "1000")
+        .output()
+        .unwrap();
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("model.model") && err.contains("parameters") && err.contains("needs at least"),
+        "{err}"
+    );
 }

@@ -445,7 +445,7 @@ impl Validate for LmExperiment {
         self.validate_sweep()?;
         self.ppo.validate().map_err(|e| e.under("ppo"))?;
         let Some(c) = &self.compare else {
-            return Ok(());
+            return self.check_memory();
         };
         if c.objectives.is_empty() {
             return Err(Error::config(
@@ -465,11 +465,62 @@ impl Validate for LmExperiment {
         if let Some(j) = c.jobs {
             check::positive_usize("compare.jobs", j)?;
         }
-        Ok(())
+        self.check_memory()
     }
 }
 
 impl LmExperiment {
+    /// Refuse, before anything is allocated, a run whose frozen model or PPO buffers cannot fit
+    /// in this machine's memory ([`maxmin_core::budget`]): the weights in the compute dtype, plus
+    /// per policy trained at once a lower bound of one mini-batch's buffers — logits and their
+    /// gradient over the response tokens, `[mini-batch, max-new-tokens + 1, vocabulary]` in f32
+    /// twice — and the reward features of a PPO batch when token counts are kept per token.
+    /// Skipped when the model's `config.json` cannot be read (loading reports that).
+    fn check_memory(&self) -> Result<()> {
+        use maxmin_core::budget;
+        let Ok(dir) = self.model.model_dir() else {
+            return Ok(());
+        };
+        let Ok(dtype) = self.model.compute_dtype() else {
+            return Ok(());
+        };
+        let (Ok(est), Ok((vocab, _))) = (
+            maxmin_lm::auto::memory_estimate(&dir, dtype, dtype),
+            maxmin_lm::auto::shape(&dir),
+        ) else {
+            return Ok(());
+        };
+        let weights = est.compute_bytes as u128 + est.largest_tensor_bytes as u128;
+        let what = format!(
+            "{} ({:.3} B parameters in {dtype:?})",
+            dir.display(),
+            est.params as f64 / 1e9
+        );
+        budget::check("model.model", &what, weights)?;
+        let Some(compare) = &self.compare else {
+            return Ok(());
+        };
+        let rows = self.generation.max_new_tokens as u128 + 1;
+        let v = vocab as u128;
+        let logits = 8 * self.ppo.mini_batch_size as u128 * rows * v;
+        let per_token = self.features.token_counts && self.features.pooling == Pooling::Sum;
+        let features = if per_token {
+            4 * self.ppo.batch_size as u128 * rows * v
+        } else {
+            0
+        };
+        let jobs = compare.workers(compare.objectives.len() * compare.seeds.len());
+        let total = (jobs as u128)
+            .saturating_mul(logits.saturating_add(features))
+            .saturating_add(weights);
+        let what = format!(
+            "training {jobs} policies at once, each with mini-batches of {} × {rows} response \
+             tokens × {vocab} logits (and PPO batches of {} for the reward features), besides the weights,",
+            self.ppo.mini_batch_size, self.ppo.batch_size
+        );
+        budget::check("ppo.mini-batch-size", &what, total)
+    }
+
     /// `[em] ratio-sweep` reruns the reward-model stage with changed shares of two simulated
     /// groups: it needs a `[population]` of exactly two groups.
     fn validate_sweep(&self) -> Result<()> {

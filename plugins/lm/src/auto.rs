@@ -25,6 +25,29 @@ pub fn load_causal_lm(dir: &Path, dtype: DType, device: &Device) -> Result<Box<d
     }
 }
 
+/// Vocabulary size and context window (positions) of `dir`'s architecture, from `config.json`.
+pub fn shape(dir: &Path) -> Result<(usize, usize)> {
+    use crate::checkpoint::read_config;
+    match model_type(dir)?.as_str() {
+        "gpt2" => {
+            let c = read_config::<crate::Gpt2ModelConfig>(dir)?;
+            Ok((c.vocab_size, c.n_positions))
+        }
+        "llama" => {
+            let c = read_config::<crate::LlamaModelConfig>(dir)?;
+            Ok((c.vocab_size, c.max_position_embeddings))
+        }
+        other => Err(Error::data(
+            dir.join("config.json"),
+            None,
+            format!(
+                "model_type `{other}` is not supported; expected one of {}",
+                SUPPORTED.join(", ")
+            ),
+        )),
+    }
+}
+
 /// Memory the loader would account for `dir`'s architecture (from `config.json` alone, nothing
 /// read from the weights): `(tensors, params, bytes resident in compute dtype, peak bytes)`.
 pub fn memory_estimate(
