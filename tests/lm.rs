@@ -145,6 +145,8 @@ fn lm_pipeline_writes_report_and_reproduces() {
         "| single |",
         "| maxmin |",
         "Held-out pairwise accuracy",
+        "The paper's claims, checked",
+        "| maxmin's worst group above single's |",
     ] {
         assert!(report.contains(row), "report lacks {row}:\n{report}");
     }

@@ -656,6 +656,7 @@ pub fn run_with(
     let mut summary = serde_json::json!({
         "name": exp.name,
         "groups": ctx.names,
+        "group_shares": group_shares(exp),
         "preferences": stage.stats,
         "comparisons": stage.comparisons,
         "reward_models": stage.learned.summary,
@@ -880,6 +881,22 @@ fn policies(
         ("reference_samples", serde_json::json!(ref_samples)),
         ("results", serde_json::json!(results)),
     ])
+}
+
+/// Each simulated group's population share (normalised), by name; null without a population.
+fn group_shares(exp: &LmExperiment) -> Value {
+    let Some(p) = &exp.population else {
+        return Value::Null;
+    };
+    let shares = p.shares();
+    let total: f64 = shares.iter().sum();
+    Value::Object(
+        p.groups
+            .iter()
+            .zip(&shares)
+            .map(|(g, s)| (g.name.clone(), serde_json::json!(s / total)))
+            .collect(),
+    )
 }
 
 /// Run `jobs` on `workers` threads (in order when `workers` is 1), results in job order. Each

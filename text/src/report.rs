@@ -4,10 +4,10 @@
 //! mixture models beside the ground-truth oracle and the true-split models), the ratio sweep's
 //! table and plot (drawn by core's preference-stage report) when there is one, the policies' table
 //! (each group's ground-truth score, worst group, completion length; mean ± 95 % interval over
-//! seeds, plus the untuned reference), a bar plot, training curves of the true scores, and sample
-//! generations.
+//! seeds, plus the untuned reference), the paper's claims checked on that table (each marked as
+//! holding or not), a bar plot, training curves of the true scores, and sample generations.
 
-use crate::pipeline::{table, Completion, LmResult};
+use crate::pipeline::{table, Completion, LmResult, Table};
 use maxmin_core::compare::policy_dirs;
 use maxmin_core::prefs::report::SweepPoint;
 use maxmin_core::prefs::stage::GroupAccuracy;
@@ -45,6 +45,47 @@ pub fn write(dir: &Path) -> Result<()> {
     };
     let reference: Option<LmResult> = serde_json::from_value(summary["reference"].clone()).ok();
     let mut s = String::new();
+    preferences_section(&mut s, &summary);
+    reward_models_section(&mut s, &summary["reward_models"]);
+    let names: Vec<String> = summary["groups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    sweep_section(&mut s, dir, &names, &summary["ratio_sweep"])?;
+    if results.is_empty() {
+        return write_atomic_str(&dir.join("report.md"), &s);
+    }
+    // Groups in the config's order (summary.json), falling back to the results' keys.
+    let groups: Vec<String> = match summary["groups"].as_array() {
+        Some(_) if reference.as_ref().is_some_and(|r| !r.groups.is_empty()) => names.clone(),
+        _ => results
+            .first()
+            .or(reference.as_ref())
+            .map(|r| r.groups.keys().cloned().collect())
+            .unwrap_or_default(),
+    };
+    let seeds: Vec<u64> = {
+        let mut v: Vec<u64> = results.iter().map(|r| r.seed).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let tab = table(&results);
+    policies_section(&mut s, &groups, &seeds, &tab, reference.as_ref(), &results);
+    if let Some(r) = &reference {
+        claims_section(&mut s, &groups, &summary["group_shares"], &tab, r);
+    }
+    plots_section(&mut s, dir, &groups, &tab)?;
+    samples_section(&mut s, dir, &groups, &summary, seeds.first().copied());
+    write_atomic_str(&dir.join("report.md"), &s)
+}
+
+/// Title, wall time and the preference data (pool, reference scores, truths' correlation).
+fn preferences_section(s: &mut String, summary: &Value) {
     let name = summary["name"].as_str().unwrap_or("run");
     let _ = writeln!(s, "# {name}\n");
     let _ = writeln!(
@@ -85,7 +126,10 @@ pub fn write(dir: &Path) -> Result<()> {
                 .join(", ")
         );
     }
-    let rm = &summary["reward_models"];
+}
+
+/// EM's agreement with the true groups and the held-out accuracy table.
+fn reward_models_section(s: &mut String, rm: &Value) {
     let _ = writeln!(
         s,
         "\n## Reward models (frozen-backbone features, BT heads)\n"
@@ -100,29 +144,22 @@ pub fn write(dir: &Path) -> Result<()> {
         rm["purity"].as_f64().map_or("n/a".into(), |v| format!("{v:.3}")),
         rm["cluster_shares"]
     );
-    accuracy_table(&mut s, rm);
-    let names: Vec<String> = summary["groups"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|g| g.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    sweep_section(&mut s, dir, &names, &summary["ratio_sweep"])?;
-    if results.is_empty() {
-        return write_atomic_str(&dir.join("report.md"), &s);
-    }
+    accuracy_table(s, rm);
+}
+
+/// The policies' table (mean ± interval over seeds, reference first) and the per-seed table.
+fn policies_section(
+    s: &mut String,
+    groups: &[String],
+    seeds: &[u64],
+    tab: &Table,
+    reference: Option<&LmResult>,
+    results: &[LmResult],
+) {
     let _ = writeln!(
         s,
         "\n## Policies: ground-truth scores on held-out prompts\n"
     );
-    let seeds: Vec<u64> = {
-        let mut v: Vec<u64> = results.iter().map(|r| r.seed).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
     let _ = writeln!(
         s,
         "Mean ground-truth score per group over the evaluation prompts (same prompts and sampling \
@@ -130,31 +167,18 @@ pub fn write(dir: &Path) -> Result<()> {
          Higher is better; *worst group* is the egalitarian objective's score. `reference` is the \
          untuned model.\n"
     );
-    let tab = table(&results);
-    // Groups in the config's order (summary.json), falling back to the results' keys.
-    let groups: Vec<String> = match summary["groups"].as_array() {
-        Some(a) if reference.as_ref().is_some_and(|r| !r.groups.is_empty()) => a
-            .iter()
-            .filter_map(|g| g.as_str().map(String::from))
-            .collect(),
-        _ => results
-            .first()
-            .or(reference.as_ref())
-            .map(|r| r.groups.keys().cloned().collect())
-            .unwrap_or_default(),
-    };
     let mut header = "| policy |".to_string();
     let mut rule = "|---|".to_string();
-    for g in &groups {
+    for g in groups {
         let _ = write!(header, " {g} |");
         rule.push_str("---|");
     }
     header.push_str(" worst group | tokens |");
     rule.push_str("---|---|");
     let _ = writeln!(s, "{header}\n{rule}");
-    if let Some(r) = &reference {
+    if let Some(r) = reference {
         let mut row = "| reference |".to_string();
-        for g in &groups {
+        for g in groups {
             let _ = write!(
                 row,
                 " {:.3} |",
@@ -164,9 +188,9 @@ pub fn write(dir: &Path) -> Result<()> {
         let _ = writeln!(row, " **{:.3}** | {:.1} |", r.worst_utility, r.mean_tokens);
         s.push_str(&row);
     }
-    for (o, m) in &tab {
+    for (o, m) in tab {
         let mut row = format!("| {o} |");
-        for g in &groups {
+        for g in groups {
             let _ = write!(row, " {} |", m.get(g).map_or("n/a".into(), |c| fmt_ci(*c)));
         }
         let _ = writeln!(
@@ -183,7 +207,7 @@ pub fn write(dir: &Path) -> Result<()> {
         groups.join(" | ")
     );
     let _ = writeln!(s, "|---|---|{}---|---|---|", "---|".repeat(groups.len()));
-    for r in &results {
+    for r in results {
         let _ = writeln!(
             s,
             "| {} | {} | {} | {:.3} | {:.1} | {:.0} |",
@@ -199,6 +223,100 @@ pub fn write(dir: &Path) -> Result<()> {
             r.train_seconds
         );
     }
+}
+
+/// The paper's claims for this experiment (docs/lm-rlhf.md, "Acceptance"), each checked on the
+/// table above and marked as holding or not — nothing here is tuned away. The majority is the
+/// group with the largest population share; skipped without shares, without two groups, or
+/// without both a `single` and a `maxmin` row.
+fn claims_section(
+    s: &mut String,
+    groups: &[String],
+    shares: &Value,
+    tab: &Table,
+    reference: &LmResult,
+) {
+    let shares: Vec<f64> = groups
+        .iter()
+        .map(|g| shares[g.as_str()].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    let row = |o: &str| tab.iter().find(|(n, _)| n == o).map(|(_, m)| m);
+    let (Some(single), Some(maxmin)) = (row("single"), row("maxmin")) else {
+        return;
+    };
+    if groups.len() < 2 || shares.iter().any(|x| !x.is_finite()) {
+        return;
+    }
+    let maj = (0..groups.len())
+        .max_by(|&a, &b| shares[a].total_cmp(&shares[b]))
+        .unwrap_or(0);
+    let major = &groups[maj];
+    let r = |g: &str| reference.groups.get(g).copied().unwrap_or(f64::NAN);
+    let get = |m: &BTreeMap<String, (f64, f64)>, k: &str| {
+        m.get(k).copied().unwrap_or((f64::NAN, f64::NAN))
+    };
+    let nan = (f64::NAN, f64::NAN);
+    let (sm, sh) = get(single, major);
+    let (wm, wh) = get(maxmin, "worst group");
+    let ref_worst = reference.worst_utility;
+    let util_worst = row("utilitarian").map_or(nan, |m| get(m, "worst group")).0;
+    let single_worst = get(single, "worst group").0;
+    let mm_major = get(maxmin, major).0;
+    let gain = sm - r(major);
+    let all_at_least = groups.iter().all(|g| get(maxmin, g).0 >= r(g));
+    let mut claims = vec![
+        (
+            format!("single raises the majority ({major}): interval above the reference"),
+            sm - sh > r(major),
+            format!("{} vs {:.3}", fmt_ci((sm, sh)), r(major)),
+        ),
+        (
+            "maxmin raises the worst group: interval above the reference's worst group".into(),
+            wm - wh > ref_worst,
+            format!("{} vs {ref_worst:.3}", fmt_ci((wm, wh))),
+        ),
+        (
+            "maxmin: every group at or above the reference".into(),
+            all_at_least,
+            groups
+                .iter()
+                .map(|g| format!("{g} {:.3} vs {:.3}", get(maxmin, g).0, r(g)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        (
+            "maxmin's worst group above single's".into(),
+            wm > single_worst,
+            format!("{wm:.3} vs {single_worst:.3}"),
+        ),
+    ];
+    if util_worst.is_finite() {
+        claims.push((
+            "maxmin's worst group above utilitarian's".into(),
+            wm > util_worst,
+            format!("{wm:.3} vs {util_worst:.3}"),
+        ));
+    }
+    claims.push((
+        format!("maxmin keeps at least half of single's gain on {major}"),
+        gain > 0.0 && mm_major - r(major) >= 0.5 * gain,
+        format!("gain {:+.3} vs single's {gain:+.3}", mm_major - r(major)),
+    ));
+    let _ = writeln!(
+        s,
+        "\n### The paper's claims, checked on this table\n\n| claim | holds | numbers (means; ± 95 % interval) |\n|---|---|---|"
+    );
+    for (c, ok, nums) in claims {
+        let _ = writeln!(
+            s,
+            "| {c} | {} | {nums} |",
+            if ok { "yes" } else { "**no**" }
+        );
+    }
+}
+
+/// The final-score bar plot and each group's training curve.
+fn plots_section(s: &mut String, dir: &Path, groups: &[String], tab: &Table) -> Result<()> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots).map_err(|e| Error::io(&plots, e))?;
     let objectives: Vec<String> = tab.iter().map(|(o, _)| o.clone()).collect();
@@ -214,28 +332,40 @@ pub fn write(dir: &Path) -> Result<()> {
             )
         })
         .collect();
-    if !groups.is_empty() && !objectives.is_empty() {
-        maxmin_core::compare_report::plot_bars(
-            &plots.join("final_scores.svg"),
+    if groups.is_empty() || objectives.is_empty() {
+        return Ok(());
+    }
+    maxmin_core::compare_report::plot_bars(
+        &plots.join("final_scores.svg"),
+        &objectives,
+        groups,
+        &bars,
+        "ground-truth score",
+    )?;
+    let _ = writeln!(s, "\n![final per-group scores](plots/final_scores.svg)\n");
+    for (gi, g) in groups.iter().enumerate() {
+        let file = format!("true_score_curve_{gi}.svg");
+        if maxmin_core::compare_report::plot_curves(
+            dir,
+            &plots.join(&file),
+            &format!("true/{g}"),
+            &format!("{g}: ground-truth score of training batches"),
             &objectives,
-            &groups,
-            &bars,
-            "ground-truth score",
-        )?;
-        let _ = writeln!(s, "\n![final per-group scores](plots/final_scores.svg)\n");
-        for (gi, g) in groups.iter().enumerate() {
-            let file = format!("true_score_curve_{gi}.svg");
-            if maxmin_core::compare_report::plot_curves(
-                dir,
-                &plots.join(&file),
-                &format!("true/{g}"),
-                &format!("{g}: ground-truth score of training batches"),
-                &objectives,
-            )? {
-                let _ = writeln!(s, "![{g} during training](plots/{file})\n");
-            }
+        )? {
+            let _ = writeln!(s, "![{g} during training](plots/{file})\n");
         }
     }
+    Ok(())
+}
+
+/// Sample generations of the reference and of each objective's first seed.
+fn samples_section(
+    s: &mut String,
+    dir: &Path,
+    groups: &[String],
+    summary: &Value,
+    first_seed: Option<u64>,
+) {
     let _ = writeln!(s, "## Sample generations (first evaluation prompts)\n");
     let _ = writeln!(
         s,
@@ -266,7 +396,7 @@ pub fn write(dir: &Path) -> Result<()> {
             continue;
         };
         // One seed per objective keeps the table readable.
-        if !n.ends_with(&format!("__seed{}", seeds.first().copied().unwrap_or(0))) {
+        if !n.ends_with(&format!("__seed{}", first_seed.unwrap_or(0))) {
             continue;
         }
         if let Ok(v) = read_json(&d.join("samples.json")) {
@@ -275,7 +405,6 @@ pub fn write(dir: &Path) -> Result<()> {
             }
         }
     }
-    write_atomic_str(&dir.join("report.md"), &s)
 }
 
 /// Held-out accuracy per true group: single, mixture, the ground-truth oracle and (with

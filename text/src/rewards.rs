@@ -104,6 +104,13 @@ pub struct SentimentConfig {
     /// means the same for both groups), never its dependence on length.
     #[serde(default = "d_reference_ngrams")]
     pub reference_ngrams: f64,
+    /// With `evidence = "mean"`: average as if the text had this many more known n-grams of
+    /// weight 0 (Σw / (n + prior-ngrams)), so that a completion of one or two words carries that
+    /// much evidence and no more, while a long one keeps its mean. 0 (default) is the plain
+    /// mean, under which a lone `!` (a positive n-gram in IMDB) scores 0.98 — the completion PPO
+    /// converged to in the run recorded in docs/lm-rlhf.md, "Ground truths".
+    #[serde(default)]
+    pub prior_ngrams: f64,
 }
 
 fn d_reference_ngrams() -> f64 {
@@ -126,12 +133,16 @@ struct Sentiment {
     include_prompt: bool,
     evidence: Evidence,
     reference_ngrams: f64,
+    prior_ngrams: f64,
 }
 
 impl Sentiment {
     fn text_score(&self, text: &str) -> f64 {
         match self.evidence {
-            Evidence::Mean => self.model.prob_positive_mean(text, self.reference_ngrams),
+            Evidence::Mean => {
+                self.model
+                    .prob_positive_shrunk(text, self.reference_ngrams, self.prior_ngrams)
+            }
             Evidence::Sum => self.model.prob_positive(text),
         }
     }
@@ -159,6 +170,12 @@ impl TextRewardConfig for SentimentConfig {
                 format!("expected a number > 0, found {}", self.reference_ngrams),
             ));
         }
+        if !(self.prior_ngrams.is_finite() && self.prior_ngrams >= 0.0) {
+            return Err(Error::config(
+                "prior-ngrams",
+                format!("expected a number ≥ 0, found {}", self.prior_ngrams),
+            ));
+        }
         Ok(())
     }
 
@@ -179,6 +196,7 @@ impl TextRewardConfig for SentimentConfig {
             include_prompt: self.include_prompt,
             evidence: self.evidence,
             reference_ngrams: self.reference_ngrams,
+            prior_ngrams: self.prior_ngrams,
         }))
     }
 }
@@ -209,6 +227,7 @@ mod tests {
             include_prompt: false,
             evidence: Evidence::Mean,
             reference_ngrams: 16.0,
+            prior_ngrams: 0.0,
         };
         let msg = c.build().unwrap_err().to_string();
         assert!(
@@ -229,6 +248,7 @@ mod tests {
                 include_prompt: false,
                 evidence,
                 reference_ngrams: 16.0,
+                prior_ngrams: 0.0,
             }
             .build()
             .unwrap()
@@ -261,5 +281,48 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("reference-ngrams"));
+    }
+
+    /// `prior-ngrams`: a lone positive token no longer scores like a review (it did: `!` → 0.98),
+    /// a long text keeps about its mean, and a negative token stays below neutral.
+    #[test]
+    fn prior_ngrams_shrink_short_texts_towards_neutral() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mk = |prior_ngrams| {
+            SentimentConfig {
+                model: root.join("models/sentiment-imdb"),
+                include_prompt: false,
+                evidence: Evidence::Mean,
+                reference_ngrams: 16.0,
+                prior_ngrams,
+            }
+            .build()
+            .unwrap()
+        };
+        let (plain, shrunk) = (mk(0.0), mk(16.0));
+        let s = |c: &'static str| Sample {
+            prompt: "",
+            completion: c,
+            tokens: 1,
+            max_tokens: 32,
+        };
+        let bang = s("!");
+        assert!(plain.score(&bang) > 0.9, "{}", plain.score(&bang));
+        assert!(shrunk.score(&bang) < 0.75, "{}", shrunk.score(&bang));
+        let long = s(
+            "a wonderful film, beautifully acted, with a moving story and a superb cast; \
+                      the best performance of the year and a joy to watch from start to end",
+        );
+        assert!(shrunk.score(&long) > shrunk.score(&bang));
+        assert!(shrunk.score(&long) > 0.8, "{}", shrunk.score(&long));
+        assert!(shrunk.score(&s("awful")) < 0.5);
+        let bad: Result<SentimentConfig> =
+            maxmin_core::config::from_str_at("prior-ngrams = -1", std::path::Path::new("x.toml"));
+        assert!(bad
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("prior-ngrams"));
     }
 }

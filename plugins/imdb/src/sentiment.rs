@@ -262,16 +262,25 @@ impl SentimentModel {
     /// Mean weight of the distinct known n-grams of `text` (0 when it has none): the logit's
     /// evidence per feature, independent of how many features the text has.
     pub fn mean_evidence(&self, text: &str) -> f64 {
+        self.shrunk_evidence(text, 0.0)
+    }
+
+    /// The mean weight of `text`'s distinct known n-grams as if it had `prior_ngrams` more known
+    /// n-grams of weight 0: Σw / (n + prior). A text with few n-grams is pulled towards neutral
+    /// (a one-word completion carries one word of evidence, not a review's worth); one with many
+    /// (n ≫ prior) keeps its mean. 0 when there is nothing to average.
+    pub fn shrunk_evidence(&self, text: &str, prior_ngrams: f64) -> f64 {
         let mut grams: Vec<String> = ngrams(text, self.bigrams).into_iter().collect();
         grams.sort_unstable();
         let (sum, n) = grams
             .iter()
             .filter_map(|g| self.weights.get(g))
             .fold((0.0f64, 0usize), |(s, n), w| (s + w, n + 1));
-        if n == 0 {
+        let denom = n as f64 + prior_ngrams.max(0.0);
+        if denom == 0.0 {
             0.0
         } else {
-            sum / n as f64
+            sum / denom
         }
     }
 
@@ -279,7 +288,18 @@ impl SentimentModel {
     /// the probability the classifier gives a text of `reference_ngrams` known n-grams that
     /// carries this text's evidence per n-gram.
     pub fn prob_positive_mean(&self, text: &str, reference_ngrams: f64) -> f64 {
-        sigmoid(self.bias + reference_ngrams * self.mean_evidence(text))
+        self.prob_positive_shrunk(text, reference_ngrams, 0.0)
+    }
+
+    /// As [`Self::prob_positive_mean`] with the mean shrunk by `prior_ngrams` neutral n-grams
+    /// ([`Self::shrunk_evidence`]).
+    pub fn prob_positive_shrunk(
+        &self,
+        text: &str,
+        reference_ngrams: f64,
+        prior_ngrams: f64,
+    ) -> f64 {
+        sigmoid(self.bias + reference_ngrams * self.shrunk_evidence(text, prior_ngrams))
     }
 
     /// Fraction of `reviews` classified correctly at threshold 0.5.
