@@ -946,9 +946,8 @@ fn run_jobs<J: Copy + Sync, R: Send>(
         .finish();
     let mut results = Vec::with_capacity(jobs.len());
     for slot in out {
-        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(r) => results.push(r?),
-            None => {}
+        if let Some(r) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            results.push(r?);
         }
     }
     if results.len() != jobs.len() {
