@@ -446,56 +446,92 @@ fn train_policy(
         .join("policies")
         .join(format!("{label}__seed{seed}"));
     let result_path = pol_dir.join("result.json");
-    if let Ok(t) = std::fs::read_to_string(&result_path) {
-        if let Ok(r) = serde_json::from_str::<LmResult>(&t) {
-            tracing::info!("{label} seed {seed}: finished earlier, reused");
-            return Ok(r);
-        }
+    if let Some(r) = std::fs::read_to_string(&result_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<LmResult>(&t).ok())
+    {
+        tracing::info!("{label} seed {seed}: finished earlier, reused");
+        return Ok(r);
     }
     std::fs::create_dir_all(&pol_dir).map_err(|e| Error::io(&pol_dir, e))?;
-    let groups = Groups {
+    let mut objective = ocfg.build(&Groups {
         names: ctx.names.clone(),
         shares: learned.shares.clone(),
-    };
-    let mut objective = ocfg.build(&groups)?;
-    let pseed = maxmin_core::rng::derive_seed(exp.seed, &format!("policy/{label}/{seed}"));
-    let policy = LmPolicy::new(ctx.base.clone(), exp.model.lora.as_ref(), pseed)?;
-    let mut trainer = LmPpoTrainer::new(policy, exp.ppo.clone(), pseed)?;
-    let mut state = PolicyState {
-        step: 0,
-        rng: stream(pseed, "rollouts"),
-        metrics_bytes: 0,
-    };
+    })?;
+    let (mut trainer, mut state) = new_trainer(ctx, &label, seed)?;
     if let Some(ck) = latest_checkpoint(&pol_dir) {
-        trainer.load(&ck)?;
-        let t = std::fs::read_to_string(ck.join("pipeline_state.json"))
-            .map_err(|e| Error::io(ck.join("pipeline_state.json"), e))?;
-        state = serde_json::from_str(&t)
-            .map_err(|e| Error::data(ck.join("pipeline_state.json"), None, e.to_string()))?;
-        if let Some(o) = std::fs::read_to_string(ck.join("objective.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        {
-            objective.restore(&o)?;
-        }
+        state = resume(&ck, &mut trainer, objective.as_mut())?;
         tracing::info!("{label} seed {seed}: resuming at step {}", state.step);
     }
     let mut metrics = Metrics::open(&pol_dir.join("metrics.jsonl"), state.metrics_bytes)?;
     let steps = compare.steps;
-    let bs = exp.ppo.batch_size;
     progress.start(
         &format!("{label} seed {seed}"),
         steps as u64,
         state.step as u64,
     );
     let t0 = Instant::now();
+    let job = PolicyJob {
+        ctx,
+        learned,
+        cals: compare.calibrate.then_some((cal, cal_single)),
+        fz,
+        label: &label,
+        seed,
+        pol_dir: &pol_dir,
+    };
+    run_steps(
+        &job,
+        &mut trainer,
+        objective.as_mut(),
+        &mut state,
+        &mut metrics,
+        progress,
+    )?;
+    progress.finish();
+    let train_seconds = t0.elapsed().as_secs_f64();
+    let mut r = evaluate_policy(ctx, learned, fz, trainer.policy(), &label, seed)?;
+    r.0.train_seconds = train_seconds;
+    let samples: Vec<&Completion> = r.1.iter().take(compare.samples).collect();
+    write_json_atomic(&pol_dir.join("samples.json"), &samples)?;
+    write_json_atomic(&result_path, &r.0)?;
+    Ok(r.0)
+}
+
+/// One objective × seed policy's PPO run, shared by its steps.
+struct PolicyJob<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    learned: &'a Learned,
+    cals: Option<(&'a Calibration, &'a Calibration)>,
+    fz: &'a Featurizer,
+    label: &'a str,
+    seed: u64,
+    pol_dir: &'a Path,
+}
+
+/// PPO steps until `[compare] steps`: sample prompts, roll out, score with the learned rewards,
+/// combine per the objective, update, log the batch's ground truth, checkpoint every
+/// `checkpoint-every` steps; on Ctrl-C checkpoint and return [`Error::Interrupted`].
+fn run_steps(
+    job: &PolicyJob,
+    trainer: &mut LmPpoTrainer,
+    objective: &mut dyn maxmin_core::objective::Objective,
+    state: &mut PolicyState,
+    metrics: &mut Metrics,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let ctx = job.ctx;
+    let compare = ctx
+        .exp
+        .compare
+        .as_ref()
+        .ok_or_else(|| Error::Internal("policies without [compare]".into()))?;
+    let (steps, bs) = (compare.steps, ctx.exp.ppo.batch_size);
     while state.step < steps {
         if maxmin_core::run::interrupted() {
             // The checkpoint must record the metrics written since the last periodic one (and
             // the objective's state), or a resume truncates those lines and repeats no step.
-            state.metrics_bytes = metrics.sync()?;
-            let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
-            write_json_atomic(&ck.join("objective.json"), &objective.state())?;
+            let ck = checkpoint(job.pol_dir, trainer, state, metrics, objective)?;
             return Err(Error::Interrupted(ck));
         }
         let idx: Vec<usize> = (0..bs)
@@ -504,96 +540,188 @@ fn train_policy(
         let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| ctx.train[i].1.clone()).collect();
         let gen = gen_options(ctx, &mut state.rng);
         let rollout = trainer.rollout(&prompts, &gen, &mut state.rng)?;
-        let x = fz.token_rows(&prompts, &rollout.responses)?;
-        let (mut g, single) = learned_rewards(learned, &x)?;
-        let raw_means: Vec<f64> = g
-            .iter()
-            .map(|r| r.iter().map(|v| *v as f64).sum::<f64>() / r.len() as f64)
-            .collect();
-        let mut single = vec![single];
-        if compare.calibrate {
-            cal.apply(&mut g);
-            cal_single.apply(&mut single);
-        }
+        let br = batch_rewards(job.fz, job.learned, job.cals, &prompts, &rollout.responses)?;
         let mean_kl = rollout.kl_per_sample.iter().map(|k| *k as f64).sum::<f64>()
             / rollout.kl_per_sample.len().max(1) as f64;
         let combined = objective.combine(&Batch {
-            group_rewards: &g,
-            single_rewards: Some(&single[0]),
+            group_rewards: &br.groups,
+            single_rewards: Some(&br.single),
             mean_kl,
             beta: trainer.beta(),
         })?;
-        let stats = match trainer.step(&rollout, &combined.rewards) {
-            Ok(s) => s,
-            Err(e) => {
-                let last = latest_checkpoint(&pol_dir);
-                tracing::error!(
-                    "{label} seed {seed}: PPO step {} failed: {e}; last good checkpoint: {}",
-                    state.step + 1,
-                    last.as_ref()
-                        .map_or("none".into(), |p| p.display().to_string())
-                );
-                return Err(Error::Internal(format!(
-                    "{label} seed {seed}: training stopped at PPO step {}: {e} (the update was not applied; last good checkpoint: {})",
-                    state.step + 1,
-                    last.map_or("none".into(), |p| p.display().to_string())
-                )));
-            }
-        };
+        let stats = trainer
+            .step(&rollout, &combined.rewards)
+            .map_err(|e| step_failed(job.label, job.seed, state.step + 1, job.pol_dir, e))?;
         state.step += 1;
         let truth: Vec<Completion> = idx
             .iter()
             .zip(&rollout.responses)
             .map(|(&i, r)| score_truth(ctx, &ctx.train[i].0, r))
             .collect::<Result<_>>()?;
-        let mut fields: Vec<(String, f64)> = stats
-            .fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        for (u, name) in ctx.names.iter().enumerate() {
-            fields.push((format!("group/{name}/utility"), combined.utilities[u]));
-            fields.push((format!("group/{name}/learned_raw"), raw_means[u]));
-            if ctx.truth.is_some() {
-                let m = truth.iter().map(|c| c.scores[u]).sum::<f64>() / truth.len() as f64;
-                fields.push((format!("true/{name}"), m));
-            }
-            fields.push((format!("objective/weight/{name}"), combined.weights[u]));
-        }
-        if let Some(s) = combined.selected {
-            fields.push(("objective/selected".into(), s as f64));
-        }
-        fields.push((
-            "objective/worst_group".into(),
-            combined
-                .utilities
-                .iter()
-                .copied()
-                .fold(f64::INFINITY, f64::min),
-        ));
-        fields.push((
-            "env/mean_tokens".into(),
-            truth.iter().map(|c| c.tokens as f64).sum::<f64>() / truth.len() as f64,
-        ));
+        let fields = step_fields(ctx, &stats, &combined, &br.raw_means, &truth);
         let refs: Vec<(&str, f64)> = fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         metrics.log(state.step as u64, &refs)?;
+        let score = combined.rewards.iter().map(|r| *r as f64).sum::<f64>() / bs as f64;
         progress.update(
             state.step as u64,
-            &format!("kl {:.2} score {:.2}", mean_kl, {
-                combined.rewards.iter().map(|r| *r as f64).sum::<f64>() / bs as f64
-            }),
+            &format!("kl {mean_kl:.2} score {score:.2}"),
         );
         if state.step.is_multiple_of(compare.checkpoint_every) || state.step == steps {
-            state.metrics_bytes = metrics.sync()?;
-            let ck = save_checkpoint(&pol_dir, &trainer, &state)?;
-            write_json_atomic(&ck.join("objective.json"), &objective.state())?;
+            checkpoint(job.pol_dir, trainer, state, metrics, objective)?;
         }
     }
-    progress.finish();
-    let train_seconds = t0.elapsed().as_secs_f64();
-    let (cs, resp) = evaluate(ctx, Some(trainer.policy()))?;
-    let mut r = summarise(ctx, &label, seed, &cs);
-    r.train_seconds = train_seconds;
+    Ok(())
+}
+
+/// A fresh trainer for `label` × `seed` and its state at step 0 (seeds derived from the root seed).
+fn new_trainer(ctx: &Ctx, label: &str, seed: u64) -> Result<(LmPpoTrainer, PolicyState)> {
+    let exp = ctx.exp;
+    let pseed = maxmin_core::rng::derive_seed(exp.seed, &format!("policy/{label}/{seed}"));
+    let policy = LmPolicy::new(ctx.base.clone(), exp.model.lora.as_ref(), pseed)?;
+    let trainer = LmPpoTrainer::new(policy, exp.ppo.clone(), pseed)?;
+    let state = PolicyState {
+        step: 0,
+        rng: stream(pseed, "rollouts"),
+        metrics_bytes: 0,
+    };
+    Ok((trainer, state))
+}
+
+/// Save a checkpoint that records the metrics written so far and the objective's state (a
+/// resume truncates `metrics.jsonl` to the recorded length).
+fn checkpoint(
+    pol_dir: &Path,
+    trainer: &LmPpoTrainer,
+    state: &mut PolicyState,
+    metrics: &mut Metrics,
+    objective: &dyn maxmin_core::objective::Objective,
+) -> Result<PathBuf> {
+    state.metrics_bytes = metrics.sync()?;
+    let ck = save_checkpoint(pol_dir, trainer, state)?;
+    write_json_atomic(&ck.join("objective.json"), &objective.state())?;
+    Ok(ck)
+}
+
+/// Learned rewards of a batch: per group `[K][B]` and single `[B]`, calibrated when `cals` is
+/// given, and each group's raw (uncalibrated) batch mean.
+fn batch_rewards(
+    fz: &Featurizer,
+    learned: &Learned,
+    cals: Option<(&Calibration, &Calibration)>,
+    prompts: &[Vec<u32>],
+    responses: &[Vec<u32>],
+) -> Result<BatchRewards> {
+    let (mut g, single) = learned_rewards(learned, &fz.token_rows(prompts, responses)?)?;
+    let raw_means: Vec<f64> = g
+        .iter()
+        .map(|r| r.iter().map(|v| *v as f64).sum::<f64>() / r.len() as f64)
+        .collect();
+    let mut single = vec![single];
+    if let Some((cal, cal_single)) = cals {
+        cal.apply(&mut g);
+        cal_single.apply(&mut single);
+    }
+    Ok(BatchRewards {
+        groups: g,
+        single: single.pop().unwrap_or_default(),
+        raw_means,
+    })
+}
+
+/// What [`batch_rewards`] returns.
+struct BatchRewards {
+    /// Per group, per response `[K][B]`.
+    groups: Vec<Vec<f32>>,
+    /// The single model's, per response.
+    single: Vec<f32>,
+    /// Each group's raw batch mean.
+    raw_means: Vec<f64>,
+}
+
+/// Trainer, pipeline state and objective state from checkpoint `ck`.
+fn resume(
+    ck: &Path,
+    trainer: &mut LmPpoTrainer,
+    objective: &mut dyn maxmin_core::objective::Objective,
+) -> Result<PolicyState> {
+    trainer.load(ck)?;
+    let t = std::fs::read_to_string(ck.join("pipeline_state.json"))
+        .map_err(|e| Error::io(ck.join("pipeline_state.json"), e))?;
+    let state: PolicyState = serde_json::from_str(&t)
+        .map_err(|e| Error::data(ck.join("pipeline_state.json"), None, e.to_string()))?;
+    if let Some(o) = std::fs::read_to_string(ck.join("objective.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    {
+        objective.restore(&o)?;
+    }
+    Ok(state)
+}
+
+/// The error (and log line) of a PPO step that failed: the update was not applied, and the last
+/// good checkpoint is named.
+fn step_failed(label: &str, seed: u64, step: usize, pol_dir: &Path, e: Error) -> Error {
+    let last = latest_checkpoint(pol_dir).map_or("none".into(), |p| p.display().to_string());
+    tracing::error!(
+        "{label} seed {seed}: PPO step {step} failed: {e}; last good checkpoint: {last}"
+    );
+    Error::Internal(format!(
+        "{label} seed {seed}: training stopped at PPO step {step}: {e} (the update was not applied; last good checkpoint: {last})"
+    ))
+}
+
+/// One PPO step's metrics: the trainer's statistics, per group the objective's utility, the raw
+/// learned reward, the ground truth of the batch and the objective's weight, and the batch's
+/// worst group and length.
+fn step_fields(
+    ctx: &Ctx,
+    stats: &maxmin_lm::ppo::StepStats,
+    combined: &maxmin_core::objective::Combined,
+    raw_means: &[f64],
+    truth: &[Completion],
+) -> Vec<(String, f64)> {
+    let mut fields: Vec<(String, f64)> = stats
+        .fields()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    for (u, name) in ctx.names.iter().enumerate() {
+        fields.push((format!("group/{name}/utility"), combined.utilities[u]));
+        fields.push((format!("group/{name}/learned_raw"), raw_means[u]));
+        if ctx.truth.is_some() {
+            let m = truth.iter().map(|c| c.scores[u]).sum::<f64>() / truth.len() as f64;
+            fields.push((format!("true/{name}"), m));
+        }
+        fields.push((format!("objective/weight/{name}"), combined.weights[u]));
+    }
+    if let Some(s) = combined.selected {
+        fields.push(("objective/selected".into(), s as f64));
+    }
+    let worst = combined
+        .utilities
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    fields.push(("objective/worst_group".into(), worst));
+    fields.push((
+        "env/mean_tokens".into(),
+        truth.iter().map(|c| c.tokens as f64).sum::<f64>() / truth.len() as f64,
+    ));
+    fields
+}
+
+/// A trained policy's evaluation: ground-truth summary and its learned rewards per group on the
+/// evaluation prompts, with the completions.
+fn evaluate_policy(
+    ctx: &Ctx,
+    learned: &Learned,
+    fz: &Featurizer,
+    policy: &LmPolicy,
+    label: &str,
+    seed: u64,
+) -> Result<(LmResult, Vec<Completion>)> {
+    let (cs, resp) = evaluate(ctx, Some(policy))?;
+    let mut r = summarise(ctx, label, seed, &cs);
     let p: Vec<Vec<u32>> = ctx.eval.iter().map(|p| p.1.clone()).collect();
     let (g, _) = learned_rewards(learned, &fz.token_rows(&p, &resp)?)?;
     r.learned = ctx
@@ -607,10 +735,7 @@ fn train_policy(
             )
         })
         .collect();
-    let samples: Vec<&Completion> = cs.iter().take(compare.samples).collect();
-    write_json_atomic(&pol_dir.join("samples.json"), &samples)?;
-    write_json_atomic(&result_path, &r)?;
-    Ok(r)
+    Ok((r, cs))
 }
 
 /// Run options.
