@@ -14,15 +14,20 @@ pub fn load_causal_lm(dir: &Path, dtype: DType, device: &Device) -> Result<Box<d
     match model_type(dir)?.as_str() {
         "gpt2" => Ok(Box::new(crate::Gpt2::load(dir, dtype, device)?)),
         "llama" => Ok(Box::new(crate::Llama::load(dir, dtype, device)?)),
-        other => Err(Error::data(
-            dir.join("config.json"),
-            None,
-            format!(
-                "model_type `{other}` is not supported; expected one of {}",
-                SUPPORTED.join(", ")
-            ),
-        )),
+        other => Err(unsupported(dir, other)),
     }
+}
+
+/// The error for a `model_type` no loader handles.
+fn unsupported(dir: &Path, model_type: &str) -> Error {
+    Error::data(
+        dir.join("config.json"),
+        None,
+        format!(
+            "model_type `{model_type}` is not supported; expected one of {}",
+            SUPPORTED.join(", ")
+        ),
+    )
 }
 
 /// Vocabulary size and context window (positions) of `dir`'s architecture, from `config.json`.
@@ -37,14 +42,7 @@ pub fn shape(dir: &Path) -> Result<(usize, usize)> {
             let c = read_config::<crate::LlamaModelConfig>(dir)?;
             Ok((c.vocab_size, c.max_position_embeddings))
         }
-        other => Err(Error::data(
-            dir.join("config.json"),
-            None,
-            format!(
-                "model_type `{other}` is not supported; expected one of {}",
-                SUPPORTED.join(", ")
-            ),
-        )),
+        other => Err(unsupported(dir, other)),
     }
 }
 
@@ -59,13 +57,6 @@ pub fn memory_estimate(
     match model_type(dir)?.as_str() {
         "gpt2" => Ok(read_config::<crate::Gpt2ModelConfig>(dir)?.accounting(stored, compute)),
         "llama" => Ok(read_config::<crate::LlamaModelConfig>(dir)?.accounting(stored, compute)),
-        other => Err(Error::data(
-            dir.join("config.json"),
-            None,
-            format!(
-                "model_type `{other}` is not supported; expected one of {}",
-                SUPPORTED.join(", ")
-            ),
-        )),
+        other => Err(unsupported(dir, other)),
     }
 }
