@@ -331,14 +331,10 @@ mod tests {
             let want = per_row(&rewards, &values, &lens, w, g, l);
             // the same operations in the same order: bit for bit
             assert_eq!(got.advantages, want);
-            for i in 0..b {
+            for (i, &len) in lens.iter().enumerate() {
                 for t in 0..w {
                     let k = i * w + t;
-                    let ret = if t < lens[i] {
-                        want[k] + values[k]
-                    } else {
-                        0.0
-                    };
+                    let ret = if t < len { want[k] + values[k] } else { 0.0 };
                     assert_eq!(got.returns[k], ret, "row {i} step {t}");
                 }
             }
