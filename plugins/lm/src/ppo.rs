@@ -16,15 +16,18 @@
 //!    update; the value of token t is the value head at the position that predicts t.
 //! 3. GAE(γ, λ) backwards over each response with V after the last token = 0 (a response cut at
 //!    `max_new_tokens` is treated as finished, as TRL does); returns = advantages + values.
-//!    Optional `whiten_rewards` first (whitening without shifting the mean). `compute_advantages`.
+//!    Optional `whiten_rewards` first (whitening without shifting the mean). `compute_advantages`;
+//!    here the shared op's variable-length entry, [`maxmin_core::ops::gae::gae_rows`].
 //! 4. Advantages whitened over every response token of the batch (masked mean, unbiased
-//!    masked variance, `rsqrt(var + 1e-8)`). `masked_whiten`.
+//!    masked variance, `rsqrt(var + 1e-8)`). `masked_whiten`; here
+//!    [`maxmin_core::ppo::stats::whiten`].
 //! 5. `ppo_epochs` passes over a fresh random permutation split into mini-batches of
 //!    `mini_batch_size`; one Adam step (torch defaults, ε = 1e-8) per mini-batch, optional
 //!    global gradient clipping (`max_grad_norm`).
 //! 6. Clipped surrogate `max(−A·ρ, −A·clip(ρ, 1±cliprange))` and clipped value loss
 //!    `0.5·max((V−R)², (clip(V, V_old ± cliprange_value) − R)²)`, both as **token-level** masked
 //!    means over the mini-batch; loss = policy loss + `vf_coef`·value loss. No entropy bonus.
+//!    The losses are the control trainer's ([`maxmin_core::ppo::loss`]) with a token mask.
 //! 7. A mini-batch whose mean ratio exceeds `ratio_threshold` (10) has its loss multiplied by 0
 //!    (TRL: "Skipping batch"); the optimiser still steps, as in TRL.
 //! 8. Early stopping (`early_stopping`, `target_kl`), checked at the end of each epoch on the
@@ -75,17 +78,23 @@ pub use config::LmPpoConfig;
 use crate::generate::GenerateOptions;
 use crate::lm::ForwardOpts;
 use crate::policy::LmPolicy;
-use batch::{gae, masked_mean_var, masked_whiten, mean, pack};
+use batch::{mean, pack};
 use candle_core::{DType, Tensor};
 use maxmin_core::objective::KlController;
+use maxmin_core::ops::gae::{self, GaeRows};
 use maxmin_core::ops::logprob;
 use maxmin_core::optim::{Adam, Params};
+use maxmin_core::ppo::loss::{self, Over, PolicyLoss, ValueLoss};
+use maxmin_core::ppo::stats::{self, Eps};
 use maxmin_core::rng::{self, Rng};
 use maxmin_core::{Error, Result};
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
+
+/// Whitening as TRL's `masked_whiten`: (x − μ)·(σ² + 1e-8)^−½.
+const WHITEN_EPS: Eps = Eps::InVariance(1e-8);
 
 fn non_finite(step: u64, what: &str, value: f64) -> Error {
     Error::Internal(format!(
@@ -334,6 +343,48 @@ impl LmPpoTrainer {
     pub fn step(&mut self, rollout: &Rollout, scores: &[f32]) -> Result<StepStats> {
         let t0 = Instant::now();
         let step = self.steps;
+        self.check_step_input(rollout, scores)?;
+        let beta = self.kl_ctl.value;
+        let scores: Vec<f32> = match self.cfg.score_clip {
+            Some(c) => scores
+                .iter()
+                .map(|s| s.clamp(-c as f32, c as f32))
+                .collect(),
+            None => scores.to_vec(),
+        };
+        let data = self.advantages(rollout, &scores, beta)?;
+
+        // Snapshot so that a non-finite loss or gradient in any mini-batch undoes the whole step.
+        let snapshot: Vec<Tensor> = self
+            .params
+            .values()
+            .map(|v| v.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?;
+        let adam_snapshot = (self.adam.t, self.adam.state_tensors(&self.params)?);
+        let res = self.epochs(rollout, &data, step);
+        let (mbs, epochs_run) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                for (var, t) in self.params.values().zip(&snapshot) {
+                    var.set(t)?;
+                }
+                self.adam.load_state(adam_snapshot.0, &adam_snapshot.1)?;
+                return Err(e);
+            }
+        };
+
+        let kl = rollout.mean_kl();
+        self.kl_ctl.update(kl, self.cfg.batch_size);
+        self.steps += 1;
+        let mut s = step_stats(rollout, &scores, &data, &mbs, t0);
+        (s.step, s.kl, s.kl_coef, s.non_score_reward) = (step, kl, beta, -beta * kl);
+        s.epochs_run = epochs_run;
+        Ok(s)
+    }
+
+    /// Refuse a rollout or scores `step` cannot use: wrong sizes, non-finite values.
+    fn check_step_input(&self, rollout: &Rollout, scores: &[f32]) -> Result<()> {
+        let step = self.steps;
         rollout.check()?;
         let b = rollout.len();
         if b != self.cfg.batch_size {
@@ -372,90 +423,11 @@ impl LmPpoTrainer {
                 ));
             }
         }
-        let beta = self.kl_ctl.value;
-        let scores: Vec<f32> = match self.cfg.score_clip {
-            Some(c) => scores
-                .iter()
-                .map(|s| s.clamp(-c as f32, c as f32))
-                .collect(),
-            None => scores.to_vec(),
-        };
-        let data = self.advantages(rollout, &scores, beta)?;
-
-        // Snapshot so that a non-finite loss or gradient in any mini-batch undoes the whole step.
-        let snapshot: Vec<Tensor> = self
-            .params
-            .values()
-            .map(|v| v.as_tensor().copy())
-            .collect::<candle_core::Result<_>>()?;
-        let adam_snapshot = (self.adam.t, self.adam.state_tensors(&self.params)?);
-        let res = self.epochs(rollout, &data, step);
-        let (mbs, epochs_run) = match res {
-            Ok(x) => x,
-            Err(e) => {
-                for (var, t) in self.params.values().zip(&snapshot) {
-                    var.set(t)?;
-                }
-                self.adam.load_state(adam_snapshot.0, &adam_snapshot.1)?;
-                return Err(e);
-            }
-        };
-
-        let kl = rollout.mean_kl();
-        self.kl_ctl.update(kl, self.cfg.batch_size);
-        self.steps += 1;
-
-        let n_mb = mbs.len().max(1) as f64;
-        let avg = |f: fn(&MbStats) -> f64| mbs.iter().map(f).sum::<f64>() / n_mb;
-        let (ret_mean, ret_var) = masked_mean_var(&data.returns, &data.mask);
-        let score_mean = mean(scores.iter().map(|&s| s as f64));
-        let score_std = mean(scores.iter().map(|&s| (s as f64 - score_mean).powi(2))).sqrt();
-        let tokens = rollout.response_tokens();
-        let train_s = t0.elapsed().as_secs_f64();
-        let total_s = rollout.gen_seconds + rollout.score_seconds + train_s;
-        Ok(StepStats {
-            step,
-            kl,
-            kl_coef: beta,
-            seq_entropy: mean(
-                rollout
-                    .logprobs
-                    .iter()
-                    .map(|l| -l.iter().map(|&x| x as f64).sum::<f64>()),
-            ),
-            non_score_reward: -beta * kl,
-            mean_scores: score_mean,
-            std_scores: score_std,
-            response_len: tokens as f64 / b as f64,
-            policy_loss: avg(|m| m.policy_loss),
-            value_loss: avg(|m| m.value_loss),
-            total_loss: avg(|m| m.total_loss),
-            approxkl: avg(|m| m.approxkl),
-            policykl: avg(|m| m.policykl),
-            clipfrac: avg(|m| m.clipfrac),
-            entropy: avg(|m| m.entropy),
-            value_clipfrac: avg(|m| m.value_clipfrac),
-            returns_mean: ret_mean,
-            returns_var: ret_var,
-            vpred_mean: avg(|m| m.vpred),
-            value_error: avg(|m| m.value_error),
-            advantages_mean: data.raw_adv_mean,
-            ratio_mean: avg(|m| m.ratio),
-            grad_norm: avg(|m| m.grad_norm),
-            epochs_run,
-            minibatches_skipped: mbs.iter().filter(|m| m.skipped).count(),
-            gen_s: rollout.gen_seconds,
-            score_s: rollout.score_seconds,
-            train_s,
-            tokens_per_s: if total_s > 0.0 {
-                tokens as f64 / total_s
-            } else {
-                0.0
-            },
-        })
+        Ok(())
     }
 
-    /// Token rewards, GAE, returns and whitened advantages, flattened `[B, R]`.
+    /// Token rewards, GAE ([`gae::gae_rows`]: one row per response, V = 0 after its last
+    /// token), returns and whitened advantages, flattened `[B, R]`.
     fn advantages(&self, rollout: &Rollout, scores: &[f32], beta: f64) -> Result<BatchData> {
         let b = rollout.len();
         let r = rollout.responses.iter().map(|y| y.len()).max().unwrap_or(1);
@@ -476,25 +448,19 @@ impl LmPpoTrainer {
             rewards[i * r + n - 1] += scores[i];
         }
         if self.cfg.whiten_rewards {
-            masked_whiten(&mut rewards, &mask, false);
+            stats::whiten(&mut rewards, Some(&mask), WHITEN_EPS, false);
         }
         let lens: Vec<usize> = rollout.responses.iter().map(|y| y.len()).collect();
-        let mut advantages = gae(
-            &rewards,
-            &old_values,
-            &lens,
-            r,
-            self.cfg.gamma as f32,
-            self.cfg.lam as f32,
-        );
-        let returns: Vec<f32> = advantages
-            .iter()
-            .zip(&old_values)
-            .zip(&mask)
-            .map(|((a, v), m)| (a + v) * m)
-            .collect();
-        let raw_adv_mean = masked_mean_var(&advantages, &mask).0;
-        masked_whiten(&mut advantages, &mask, true);
+        let rows = GaeRows {
+            rewards: &rewards,
+            values: &old_values,
+            lens: &lens,
+            width: r,
+        };
+        let gae = gae::gae_rows(&rows, self.cfg.gamma as f32, self.cfg.lam as f32)?;
+        let (mut advantages, returns) = (gae.advantages, gae.returns);
+        let raw_adv_mean = stats::mean_var(&advantages, Some(&mask)).0;
+        stats::whiten(&mut advantages, Some(&mask), WHITEN_EPS, true);
         if let Some(k) = advantages.iter().position(|a| !a.is_finite()) {
             return Err(non_finite(
                 self.steps,
@@ -552,6 +518,8 @@ impl LmPpoTrainer {
         Ok((all, epochs_run))
     }
 
+    /// One mini-batch: forward pass with gradients, the shared clipped losses as token-level
+    /// masked means, statistics, then [`LmPpoTrainer::apply`].
     fn minibatch(
         &mut self,
         rollout: &Rollout,
@@ -572,14 +540,12 @@ impl LmPpoTrainer {
             logits_len: Some(r),
         };
         let out = self.policy.forward_with(&pk.input, None, opts)?;
-        let logits = out.logits;
         let lp = logprob::token_logprobs(
             &maxmin_core::device::Device::Cpu,
-            &logits,
+            &out.logits,
             &pk.targets,
             None,
         )?;
-        let logp = lp.logp;
         let vpred = out.values.narrow(1, p - 1, r)?.to_dtype(DType::F32)?;
         let m = data.rows(&data.mask, rows, r, &device)?;
         let old_logp = data.rows(&data.old_logp, rows, r, &device)?;
@@ -590,44 +556,36 @@ impl LmPpoTrainer {
             .iter()
             .map(|&i| rollout.responses[i].len() as f64)
             .sum();
-        let mmean = |x: &Tensor| -> Result<Tensor> { Ok(((x * &m)?.sum_all()? / n)?) };
-
+        let over = Over::Mask { mask: &m, count: n };
         let (clip, clip_v) = (self.cfg.cliprange, self.cfg.cliprange_value);
-        let ratio = (&logp - &old_logp)?.exp()?;
-        let pg1 = (adv.neg()? * &ratio)?;
-        let pg2 = (adv.neg()? * ratio.clamp(1.0 - clip, 1.0 + clip)?)?;
-        let pg_loss = mmean(&pg1.maximum(&pg2)?)?;
-        let v_clipped = (&old_v + (&vpred - &old_v)?.clamp(-clip_v, clip_v)?)?;
-        let vf1 = (&vpred - &ret)?.sqr()?;
-        let vf2 = (&v_clipped - &ret)?.sqr()?;
-        let vf_loss = (mmean(&vf1.maximum(&vf2)?)? * 0.5)?;
-        let mut loss = (&pg_loss + (&vf_loss * self.cfg.vf_coef)?)?;
-
-        // Statistics on the host (a few values per token).
-        let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-        let (mv, lpv, olv, rv) = (flat(&m)?, flat(&logp)?, flat(&old_logp)?, flat(&ratio)?);
-        let (pg1v, pg2v, vf1v, vf2v) = (flat(&pg1)?, flat(&pg2)?, flat(&vf1)?, flat(&vf2)?);
-        let (entv, vpv) = (flat(&lp.entropy)?, flat(&vpred)?);
-        let mm = |f: &dyn Fn(usize) -> f64| -> f64 {
-            (0..mv.len()).filter(|&k| mv[k] > 0.0).map(f).sum::<f64>() / n
-        };
-        let ratio_mean = mm(&|k| rv[k] as f64);
-        let skipped = ratio_mean > self.cfg.ratio_threshold;
-        if skipped {
+        let pg = loss::clipped_policy_loss(&lp.logp, &old_logp, &adv, clip, over)?;
+        let vf = loss::clipped_value_loss(&vpred, &old_v, &ret, Some(clip_v), over)?;
+        let mut loss = (&pg.loss + (&vf.loss * self.cfg.vf_coef)?)?;
+        let mut s = token_stats(&m, n, &lp.logp, &old_logp, &pg, &vf, &lp.entropy, &vpred)?;
+        s.skipped = s.ratio > self.cfg.ratio_threshold;
+        if s.skipped {
             loss = (loss * 0.0)?;
         }
+        s.policy_loss = pg.loss.to_scalar::<f32>()? as f64;
+        s.value_loss = vf.loss.to_scalar::<f32>()? as f64;
+        s.total_loss = s.policy_loss + self.cfg.vf_coef * s.value_loss;
         let where_ = format!("epoch {epoch} mini-batch {mb}");
-        let pg_v = pg_loss.to_scalar::<f32>()? as f64;
-        let vf_v = vf_loss.to_scalar::<f32>()? as f64;
-        let loss_v = loss.to_scalar::<f32>()? as f64;
-        for (what, v) in [
-            ("policy loss", pg_v),
-            ("value loss", vf_v),
-            ("total loss", loss_v),
-        ] {
+        for (what, v) in [("policy loss", s.policy_loss), ("value loss", s.value_loss)] {
             if !v.is_finite() {
                 return Err(non_finite(step, &format!("{what} ({where_})"), v));
             }
+        }
+        s.grad_norm = self.apply(&loss, step, &where_)?;
+        Ok(s)
+    }
+
+    /// Backpropagate `loss` and take one Adam step (gradients clipped to `max-grad-norm`);
+    /// returns the global gradient norm. A non-finite loss or gradient is an error, before any
+    /// weight changes.
+    fn apply(&mut self, loss: &Tensor, step: u64, where_: &str) -> Result<f64> {
+        let loss_v = loss.to_scalar::<f32>()? as f64;
+        if !loss_v.is_finite() {
+            return Err(non_finite(step, &format!("total loss ({where_})"), loss_v));
         }
         let grads = loss.backward()?;
         for (name, var) in &self.params {
@@ -642,24 +600,7 @@ impl LmPpoTrainer {
                 }
             }
         }
-        let grad_norm = self
-            .adam
-            .step(&self.params, &grads, self.cfg.max_grad_norm)?;
-        Ok(MbStats {
-            policy_loss: pg_v,
-            value_loss: vf_v,
-            total_loss: pg_v + self.cfg.vf_coef * vf_v,
-            approxkl: 0.5 * mm(&|k| ((lpv[k] - olv[k]) as f64).powi(2)),
-            policykl: mm(&|k| (olv[k] - lpv[k]) as f64),
-            clipfrac: mm(&|k| (pg2v[k] > pg1v[k]) as u8 as f64),
-            entropy: mm(&|k| entv[k] as f64),
-            value_clipfrac: mm(&|k| (vf2v[k] > vf1v[k]) as u8 as f64),
-            vpred: mm(&|k| vpv[k] as f64),
-            value_error: mm(&|k| vf1v[k] as f64),
-            ratio: ratio_mean,
-            grad_norm,
-            skipped,
-        })
+        self.adam.step(&self.params, &grads, self.cfg.max_grad_norm)
     }
 
     /// Everything [`LmPpoTrainer::restore`] needs, as tensors (`param.<name>`, `adam.m.<name>`,
@@ -756,5 +697,100 @@ impl LmPpoTrainer {
         let state: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::data(&js, None, e.to_string()))?;
         self.restore(&tensors, &state)
+    }
+}
+
+/// Token-level statistics of one mini-batch (TRL's), masked means over its `n` response tokens
+/// computed on the host; the losses and the gradient norm are filled in by the caller.
+#[allow(clippy::too_many_arguments)] // the tensors one mini-batch's statistics come from
+fn token_stats(
+    mask: &Tensor,
+    n: f64,
+    logp: &Tensor,
+    old_logp: &Tensor,
+    pg: &PolicyLoss,
+    vf: &ValueLoss,
+    entropy: &Tensor,
+    vpred: &Tensor,
+) -> Result<MbStats> {
+    let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    let vf_clipped = vf
+        .clipped
+        .as_ref()
+        .ok_or_else(|| Error::Internal("the LM value loss is always clipped".into()))?;
+    let (mv, lpv, olv, rv) = (flat(mask)?, flat(logp)?, flat(old_logp)?, flat(&pg.ratio)?);
+    let (pg1v, pg2v) = (flat(&pg.unclipped)?, flat(&pg.clipped)?);
+    let (vf1v, vf2v) = (flat(&vf.unclipped)?, flat(vf_clipped)?);
+    let (entv, vpv) = (flat(entropy)?, flat(vpred)?);
+    let mm = |f: &dyn Fn(usize) -> f64| -> f64 {
+        (0..mv.len()).filter(|&k| mv[k] > 0.0).map(f).sum::<f64>() / n
+    };
+    Ok(MbStats {
+        approxkl: 0.5 * mm(&|k| ((lpv[k] - olv[k]) as f64).powi(2)),
+        policykl: mm(&|k| (olv[k] - lpv[k]) as f64),
+        clipfrac: mm(&|k| (pg2v[k] > pg1v[k]) as u8 as f64),
+        entropy: mm(&|k| entv[k] as f64),
+        value_clipfrac: mm(&|k| (vf2v[k] > vf1v[k]) as u8 as f64),
+        vpred: mm(&|k| vpv[k] as f64),
+        value_error: mm(&|k| vf1v[k] as f64),
+        ratio: mm(&|k| rv[k] as f64),
+        ..MbStats::default()
+    })
+}
+
+/// A step's [`StepStats`] from its rollout, clipped scores, batch data and mini-batch
+/// statistics (averaged over the mini-batches that ran); the caller fills in the step index,
+/// KL, β and epochs.
+fn step_stats(
+    rollout: &Rollout,
+    scores: &[f32],
+    data: &BatchData,
+    mbs: &[MbStats],
+    t0: Instant,
+) -> StepStats {
+    let b = rollout.len();
+    let n_mb = mbs.len().max(1) as f64;
+    let avg = |f: fn(&MbStats) -> f64| mbs.iter().map(f).sum::<f64>() / n_mb;
+    let (ret_mean, ret_var) = stats::mean_var(&data.returns, Some(&data.mask));
+    let score_mean = mean(scores.iter().map(|&s| s as f64));
+    let score_std = mean(scores.iter().map(|&s| (s as f64 - score_mean).powi(2))).sqrt();
+    let tokens = rollout.response_tokens();
+    let train_s = t0.elapsed().as_secs_f64();
+    let total_s = rollout.gen_seconds + rollout.score_seconds + train_s;
+    StepStats {
+        seq_entropy: mean(
+            rollout
+                .logprobs
+                .iter()
+                .map(|l| -l.iter().map(|&x| x as f64).sum::<f64>()),
+        ),
+        mean_scores: score_mean,
+        std_scores: score_std,
+        response_len: tokens as f64 / b as f64,
+        policy_loss: avg(|m| m.policy_loss),
+        value_loss: avg(|m| m.value_loss),
+        total_loss: avg(|m| m.total_loss),
+        approxkl: avg(|m| m.approxkl),
+        policykl: avg(|m| m.policykl),
+        clipfrac: avg(|m| m.clipfrac),
+        entropy: avg(|m| m.entropy),
+        value_clipfrac: avg(|m| m.value_clipfrac),
+        returns_mean: ret_mean,
+        returns_var: ret_var,
+        vpred_mean: avg(|m| m.vpred),
+        value_error: avg(|m| m.value_error),
+        advantages_mean: data.raw_adv_mean,
+        ratio_mean: avg(|m| m.ratio),
+        grad_norm: avg(|m| m.grad_norm),
+        minibatches_skipped: mbs.iter().filter(|m| m.skipped).count(),
+        gen_s: rollout.gen_seconds,
+        score_s: rollout.score_seconds,
+        train_s,
+        tokens_per_s: if total_s > 0.0 {
+            tokens as f64 / total_s
+        } else {
+            0.0
+        },
+        ..StepStats::default()
     }
 }

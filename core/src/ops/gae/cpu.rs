@@ -1,7 +1,7 @@
 //! CPU GAE: the backward recurrence of CleanRL's `ppo.py`, over all envs of a time step at
 //! once (the inner loop runs along a contiguous row, so it vectorises).
 
-use super::GaeInput;
+use super::{GaeInput, GaeRows};
 
 /// Advantages and returns, both [T, N] row-major like the inputs.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,5 +39,54 @@ pub fn gae(x: &GaeInput, gamma: f32, lambda: f32) -> Gae {
     Gae {
         advantages: adv,
         returns: ret,
+    }
+}
+
+/// GAE(γ, λ) over a validated batch of variable-length rows ([`super::GaeRows`]): the rows are
+/// laid out time-major as a [W, B] rollout — the end of each row a termination with V = 0 after
+/// it, padding a terminated step with zero reward and value — run through [`gae`], and
+/// transposed back. The recurrence, and so the floating-point order, is [`gae`]'s.
+pub fn gae_rows(x: &GaeRows, gamma: f32, lambda: f32) -> Gae {
+    let (b, w) = (x.lens.len(), x.width);
+    let mut rewards = vec![0f32; w * b];
+    let mut values = vec![0f32; w * b];
+    let mut next_values = vec![0f32; w * b];
+    let mut terminated = vec![true; w * b];
+    for (i, &len) in x.lens.iter().enumerate() {
+        for t in 0..len {
+            let (src, dst) = (i * w + t, t * b + i);
+            rewards[dst] = x.rewards[src];
+            values[dst] = x.values[src];
+            if t + 1 < len {
+                next_values[dst] = x.values[src + 1];
+                terminated[dst] = false;
+            }
+        }
+    }
+    let time_major = gae(
+        &GaeInput {
+            rewards: &rewards,
+            values: &values,
+            next_values: &next_values,
+            terminated: &terminated,
+            truncated: &vec![false; w * b],
+            t: w,
+            n: b,
+        },
+        gamma,
+        lambda,
+    );
+    let row_major = |v: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; b * w];
+        for (i, &len) in x.lens.iter().enumerate() {
+            for t in 0..len {
+                out[i * w + t] = v[t * b + i];
+            }
+        }
+        out
+    };
+    Gae {
+        advantages: row_major(&time_major.advantages),
+        returns: row_major(&time_major.returns),
     }
 }

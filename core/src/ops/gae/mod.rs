@@ -23,7 +23,16 @@
 //! truncation as a termination (no bootstrap); here it bootstraps from the final observation,
 //! as Gymnasium's `terminated`/`truncated` split intends.
 //!
-//! CPU ([`cpu::gae`], the PPO trainer's default) and CUDA ([`cuda`], unverified on GPU).
+//! **Variable-length rows** ([`gae_rows`], token-level PPO for language models): a batch of
+//! B episodes laid out [B, W] row-major, row i holding `lens[i]` steps and then padding. Each
+//! row is one whole episode that ends at its last step with V = 0 after it (TRL's
+//! `compute_advantages`; a response cut at the length limit counts as finished), so inside a
+//! row `next_value_t = V(s_{t+1})` and at the end `A_t = r_t − V(s_t)`. Padding gets advantage
+//! and return 0. It runs the same recurrence as [`gae`] on the rows laid out time-major.
+//!
+//! Both PPO loops use this op: the control trainer (`maxmin_core::ppo`) calls [`gae`], the
+//! token-level trainer (`maxmin_lm::ppo`) calls [`gae_rows`] (docs/algorithms.md, "PPO
+//! details"). CPU ([`cpu`]) and CUDA ([`cuda`], [T, N] input only, unverified on GPU).
 
 pub mod cpu;
 pub mod cuda;
@@ -78,6 +87,49 @@ impl GaeInput<'_> {
     }
 }
 
+/// A batch of variable-length episodes, [B, W] row-major (see the module doc): row i holds
+/// `lens[i]` steps, then padding (ignored).
+#[derive(Debug, Clone, Copy)]
+pub struct GaeRows<'a> {
+    /// r_t, [B, W].
+    pub rewards: &'a [f32],
+    /// V(s_t), [B, W].
+    pub values: &'a [f32],
+    /// Steps in each row (B entries, each ≤ W).
+    pub lens: &'a [usize],
+    /// Row width W.
+    pub width: usize,
+}
+
+impl GaeRows<'_> {
+    /// Check that both arrays are [B, W] and every length fits in a row.
+    pub fn validate(&self) -> Result<()> {
+        let want = self.lens.len() * self.width;
+        for (name, len) in [
+            ("rewards", self.rewards.len()),
+            ("values", self.values.len()),
+        ] {
+            if len != want {
+                return Err(Error::input(
+                    format!(
+                        "gae: `{name}` has {len} entries, expected B × W = {} × {}",
+                        self.lens.len(),
+                        self.width
+                    ),
+                    None,
+                ));
+            }
+        }
+        if let Some((i, l)) = self.lens.iter().enumerate().find(|(_, &l)| l > self.width) {
+            return Err(Error::input(
+                format!("gae: row {i} has {l} steps, wider than W = {}", self.width),
+                None,
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn check_params(gamma: f32, lambda: f32) -> Result<()> {
     for (name, v) in [("gamma", gamma), ("lambda", lambda)] {
         if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
@@ -90,11 +142,19 @@ fn check_params(gamma: f32, lambda: f32) -> Result<()> {
     Ok(())
 }
 
-/// GAE(γ, λ) on the CPU: the plain entry point for the PPO trainer.
+/// GAE(γ, λ) over a [T, N] rollout on the CPU: the control PPO trainer's entry point.
 pub fn gae(input: &GaeInput, gamma: f32, lambda: f32) -> Result<Gae> {
     input.validate()?;
     check_params(gamma, lambda)?;
     Ok(cpu::gae(input, gamma, lambda))
+}
+
+/// GAE(γ, λ) over variable-length rows on the CPU (see the module doc); results are [B, W]
+/// with padding 0.
+pub fn gae_rows(input: &GaeRows, gamma: f32, lambda: f32) -> Result<Gae> {
+    input.validate()?;
+    check_params(gamma, lambda)?;
+    Ok(cpu::gae_rows(input, gamma, lambda))
 }
 
 /// GAE(γ, λ) on `device` (`Device::Cuda` copies the rollout to the GPU and back).
@@ -225,6 +285,91 @@ mod tests {
         };
         let out = gae(&x, g, l).unwrap();
         assert!((out.advantages[1] - (1.0 - 0.6)).abs() < 1e-6);
+    }
+
+    /// GAE over each row on its own, written directly from the definition: the oracle for
+    /// [`gae_rows`].
+    fn per_row(
+        rewards: &[f32],
+        values: &[f32],
+        lens: &[usize],
+        w: usize,
+        g: f32,
+        l: f32,
+    ) -> Vec<f32> {
+        let mut adv = vec![0f32; rewards.len()];
+        for (i, &n) in lens.iter().enumerate() {
+            let mut last = 0f32;
+            for t in (0..n).rev() {
+                let k = i * w + t;
+                let next = if t + 1 < n { values[k + 1] } else { 0.0 };
+                let delta = rewards[k] + g * next - values[k];
+                last = delta + g * l * last;
+                adv[k] = last;
+            }
+        }
+        adv
+    }
+
+    #[test]
+    fn rows_equal_a_direct_per_row_loop() {
+        let (b, w) = (7, 9);
+        let mut r = rng::stream(5, "gae-rows-test");
+        let lens: Vec<usize> = (0..b)
+            .map(|i| if i == 2 { w } else { r.random_range(1..=w) })
+            .collect();
+        let rewards: Vec<f32> = (0..b * w).map(|_| r.random_range(-1.0..1.0)).collect();
+        let values: Vec<f32> = (0..b * w).map(|_| r.random_range(-2.0..2.0)).collect();
+        for (g, l) in [(1.0, 0.95), (0.9, 0.5), (0.0, 1.0)] {
+            let x = GaeRows {
+                rewards: &rewards,
+                values: &values,
+                lens: &lens,
+                width: w,
+            };
+            let got = gae_rows(&x, g, l).unwrap();
+            let want = per_row(&rewards, &values, &lens, w, g, l);
+            // the same operations in the same order: bit for bit
+            assert_eq!(got.advantages, want);
+            for (i, &len) in lens.iter().enumerate() {
+                for t in 0..w {
+                    let k = i * w + t;
+                    let ret = if t < len { want[k] + values[k] } else { 0.0 };
+                    assert_eq!(got.returns[k], ret, "row {i} step {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_by_hand_and_padding_stays_zero() {
+        // Row 0: 2 tokens, row 1: 1 token (+1 pad, whose reward and value are ignored).
+        let rewards = [0.0, 1.0, 2.0, 5.0];
+        let values = [0.5, 0.25, 1.0, 3.0];
+        let x = GaeRows {
+            rewards: &rewards,
+            values: &values,
+            lens: &[2, 1],
+            width: 2,
+        };
+        let out = gae_rows(&x, 1.0, 0.5).unwrap();
+        // Row 0: δ1 = 1 − 0.25 = 0.75; δ0 = 0 + 0.25 − 0.5 = −0.25; A0 = δ0 + 0.5·A1 = 0.125.
+        // Row 1: δ0 = 2 − 1 = 1.
+        assert_eq!(out.advantages, vec![0.125, 0.75, 1.0, 0.0]);
+        assert_eq!(out.returns, vec![0.625, 1.0, 2.0, 0.0]);
+        let bad = GaeRows { lens: &[3, 1], ..x };
+        assert!(gae_rows(&bad, 1.0, 0.5)
+            .unwrap_err()
+            .to_string()
+            .contains("row 0"));
+        let bad = GaeRows {
+            values: &values[..3],
+            ..x
+        };
+        assert!(gae_rows(&bad, 1.0, 0.5)
+            .unwrap_err()
+            .to_string()
+            .contains("`values`"));
     }
 
     #[test]

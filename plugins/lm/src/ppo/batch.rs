@@ -1,6 +1,8 @@
 //! The data of one PPO step: the [`Rollout`] (responses and what the policy, reference and
-//! value head said about them), the [`StepStats`] it produces, and the masked arithmetic TRL's
-//! `PPOTrainer` does on `[B, R]` response-token arrays (packing, whitening, GAE).
+//! value head said about them), the [`StepStats`] it produces, and the packing of prompts and
+//! responses into `[b, P + R]` inputs. GAE, whitening and the masked statistics on the `[B, R]`
+//! response-token arrays are the shared PPO core's ([`maxmin_core::ops::gae`],
+//! [`maxmin_core::ppo::stats`]).
 
 use crate::lm::LmInput;
 use candle_core::Tensor;
@@ -258,98 +260,9 @@ pub(super) fn mean(it: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Masked mean and (unbiased when more than one entry) masked variance, TRL's `masked_var`.
-pub(super) fn masked_mean_var(x: &[f32], m: &[f32]) -> (f64, f64) {
-    let n: f64 = m.iter().map(|&v| v as f64).sum();
-    if n == 0.0 {
-        return (0.0, 0.0);
-    }
-    let mu = x
-        .iter()
-        .zip(m)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum::<f64>()
-        / n;
-    let var = x
-        .iter()
-        .zip(m)
-        .map(|(&a, &b)| (a as f64 - mu).powi(2) * b as f64)
-        .sum::<f64>()
-        / n;
-    let var = if n > 1.0 { var * n / (n - 1.0) } else { var };
-    (mu, var)
-}
-
-/// TRL's `masked_whiten`: (x − mean)/sqrt(var + 1e-8), plus the mean back when `!shift_mean`;
-/// padded entries become 0.
-pub(super) fn masked_whiten(x: &mut [f32], m: &[f32], shift_mean: bool) {
-    let (mu, var) = masked_mean_var(x, m);
-    let inv = 1.0 / (var + 1e-8).sqrt();
-    for (a, &b) in x.iter_mut().zip(m) {
-        let mut w = (*a as f64 - mu) * inv;
-        if !shift_mean {
-            w += mu;
-        }
-        *a = (w * b as f64) as f32;
-    }
-}
-
-/// GAE(γ, λ) backwards over each response of a `[B, R]` batch (row i has `lens[i]` tokens, the
-/// rest is padding and stays 0), with V after the last token = 0 (TRL's `compute_advantages`).
-pub(super) fn gae(
-    rewards: &[f32],
-    values: &[f32],
-    lens: &[usize],
-    r: usize,
-    gamma: f32,
-    lam: f32,
-) -> Vec<f32> {
-    let mut adv = vec![0f32; rewards.len()];
-    for (i, &n) in lens.iter().enumerate() {
-        let mut last = 0f32;
-        for t in (0..n).rev() {
-            let k = i * r + t;
-            let next = if t + 1 < n { values[k + 1] } else { 0.0 };
-            let delta = rewards[k] + gamma * next - values[k];
-            last = delta + gamma * lam * last;
-            adv[k] = last;
-        }
-    }
-    adv
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gae_by_hand_and_padding_stays_zero() {
-        // Row 0: 2 tokens, row 1: 1 token (+1 pad). γ = 1, λ = 0.5.
-        let rewards = [0.0, 1.0, 2.0, 0.0];
-        let values = [0.5, 0.25, 1.0, 0.0];
-        let a = gae(&rewards, &values, &[2, 1], 2, 1.0, 0.5);
-        // Row 0: δ1 = 1 − 0.25 = 0.75; δ0 = 0 + 0.25 − 0.5 = −0.25; A0 = δ0 + 0.5·A1 = 0.125.
-        // Row 1: δ0 = 2 − 1 = 1.
-        assert_eq!(a, vec![0.125, 0.75, 1.0, 0.0]);
-    }
-
-    #[test]
-    fn whitening_matches_trl() {
-        let m = [1.0, 1.0, 1.0, 0.0];
-        let mut x = [1.0f32, 2.0, 3.0, 100.0];
-        // mean 2, unbiased var 1.
-        masked_whiten(&mut x, &m, true);
-        for (got, want) in x.iter().zip([-1.0f32, 0.0, 1.0, 0.0]) {
-            assert!((got - want).abs() < 1e-6, "{x:?}");
-        }
-        let mut y = [1.0f32, 2.0, 3.0, 100.0];
-        masked_whiten(&mut y, &m, false);
-        assert!((y[0] - 1.0).abs() < 1e-6 && y[3] == 0.0, "{y:?}");
-        // One token: no Bessel correction (TRL divides by zero), the result is 0, finite.
-        let mut z = [5.0f32, 7.0];
-        masked_whiten(&mut z, &[1.0, 0.0], true);
-        assert_eq!(z, [0.0, 0.0]);
-    }
 
     #[test]
     fn packing_left_pads_prompts_and_right_pads_responses() {
