@@ -48,28 +48,46 @@ fn every_config_checks() {
 fn tulu2_config_checks_on_fixtures_and_fails_early_without_weights() {
     let cfg = "configs/tulu2-psoups__maxmin.toml";
     let files = "preferences.files=[{group=\"P1A\",path=\"tests/data/psoups/P1A.jsonl\"},{group=\"P1B\",path=\"tests/data/psoups/P1B.json\"}]";
+    // The 7B shape in f32 needs ≈ 26 GiB: checked against a stated memory limit, so the result
+    // does not depend on this machine's memory; below it, `check` refuses with the estimate.
+    let check = |model: &str, limit: &str| {
+        crate::common::maxmin()
+            .args([
+                "check",
+                cfg,
+                "--set",
+                &format!("model.model={model}"),
+                "--set",
+                "model.tokenizer=tests/data/lm/tokenizer.json",
+                "--set",
+                "model.device=cpu",
+                "--set",
+                "model.dtype=f32",
+                "--set",
+                files,
+                "--set",
+                "prompts.path=tests/data/psoups/prompts.txt",
+                "--set",
+                "prompts.eval=4",
+            ])
+            .current_dir(crate::common::root())
+            .env("RUST_LOG", "warn")
+            .env("MAXMIN_MEMORY_LIMIT", limit)
+            .output()
+            .unwrap()
+    };
     for model in ["tests/data/lm/llama-mha", "tests/data/lm/llama2-7b-shape"] {
-        let o = run(&[
-            "check",
-            cfg,
-            "--set",
-            &format!("model.model={model}"),
-            "--set",
-            "model.tokenizer=tests/data/lm/tokenizer.json",
-            "--set",
-            "model.device=cpu",
-            "--set",
-            "model.dtype=f32",
-            "--set",
-            files,
-            "--set",
-            "prompts.path=tests/data/psoups/prompts.txt",
-            "--set",
-            "prompts.eval=4",
-        ]);
+        let o = check(model, "68719476736");
         let (out, err) = text(&o);
         assert!(o.status.success(), "{model}: {out}{err}");
     }
+    let o = check("tests/data/lm/llama2-7b-shape", "17179869184");
+    let err = text(&o).1;
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("model.model") && err.contains("needs at least") && err.contains("GiB"),
+        "{err}"
+    );
     let o = run(&["check", cfg]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("allenai/tulu-2-7b"), "{}", text(&o).1);

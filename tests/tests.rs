@@ -3,6 +3,8 @@
 //! - `cli`: exit codes and error messages for broken configs and arguments, `list`, `check-env`.
 //! - `compare`: the policy-comparison stage (objectives × seeds), its report, resume, `bandit`.
 //! - `configs`: every file in `configs/` passes `maxmin check`.
+//! - `gpu`: GPT-2 on the GPU against the CPU, the fused log-prob op on GPU logits (ignored
+//!   unless run with `--ignored` from the CUDA build; `benches/gpu-check.sh`).
 //! - `lm`: the language-model pipeline on the fixture GPT-2: report, determinism, resume after
 //!   SIGINT, bad input.
 //! - `prefs`: the preference + EM stage: run contents, determinism, bad-input handling.
@@ -13,6 +15,7 @@ mod cli;
 mod common;
 mod compare;
 mod configs;
+mod gpu;
 mod lm;
 mod prefs;
 mod runs;

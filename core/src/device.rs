@@ -8,6 +8,11 @@
 //!
 //! Kernels are compiled from `core/kernels/*.cu` with NVRTC for `sm_90` (H100/H200), once per
 //! process ([`compile`], cached in a `OnceLock`), and loaded into each opened device once.
+//!
+//! In the `cuda` build (candle's CUDA backend, `scripts/build-cuda.sh`) there is one cudarc,
+//! linked: [`CudaDevice`] is made from candle's device for the GPU ([`candle_cuda`], one per
+//! process), so the kernels run in candle's context on candle's stream, and the candle ops of
+//! [`crate::ops`] read and write candle's CUDA storage directly (unverified on GPU).
 
 use crate::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
@@ -111,15 +116,47 @@ nvidia-cuda-nvrtc==13.0.88`) and put its `nvidia/cu13/lib` folder (with \
 
 /// Whether the CUDA driver library (`libcuda.so`) can be loaded. cudarc panics on its first
 /// driver call when it cannot, so every CUDA path checks this first.
+///
+/// In the `cuda` build cudarc is linked against `libcuda.so.1` (candle's `dynamic-linking`): the
+/// process could not have started without it, so this is `true`.
 pub fn cuda_driver_present() -> bool {
+    #[cfg(not(feature = "cuda"))]
     // SAFETY: only tries `dlopen` on the candidate names; no symbol is called.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    unsafe {
+        cudarc::driver::sys::is_culib_present()
+    }
+    #[cfg(feature = "cuda")]
+    true
 }
 
 /// Whether the NVRTC library (`libnvrtc.so.13`) can be loaded.
+/// Linked (so `true`) in the `cuda` build, like the driver.
 pub fn nvrtc_present() -> bool {
+    #[cfg(not(feature = "cuda"))]
     // SAFETY: only tries `dlopen` on the candidate names; no symbol is called.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    unsafe {
+        cudarc::nvrtc::sys::is_culib_present()
+    }
+    #[cfg(feature = "cuda")]
+    true
+}
+
+/// candle's device for CUDA GPU `ordinal`, created once per process and shared, so that every
+/// model, adapter and kernel of a run is on the same candle device and stream (candle checks
+/// device identity, and each `Device::new_cuda` call makes a new device). Without the `cuda`
+/// build this is candle's own error ("not compiled with cuda support").
+pub fn candle_cuda(ordinal: usize) -> candle_core::Result<candle_core::Device> {
+    static OPEN: OnceLock<Mutex<HashMap<usize, candle_core::Device>>> = OnceLock::new();
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("candle device table poisoned".into()))?;
+    if let Some(d) = open.get(&ordinal) {
+        return Ok(d.clone());
+    }
+    let d = candle_core::Device::new_cuda(ordinal)?;
+    open.insert(ordinal, d.clone());
+    Ok(d)
 }
 
 /// The CUDA sources, one module per op.
@@ -216,6 +253,9 @@ pub struct CudaDevice {
     name: String,
     peak_gbs: Option<f64>,
     modules: Mutex<HashMap<Kernel, Arc<CudaModule>>>,
+    /// candle's device this one was made from (the `cuda` build).
+    #[cfg(feature = "cuda")]
+    candle: candle_core::Device,
 }
 
 /// Turn a driver error into ours, naming what was being done.
@@ -241,24 +281,41 @@ impl CudaDevice {
                 Some(DRIVER_HINT.to_string()),
             ));
         }
-        let ctx = CudaContext::new(ordinal).map_err(|e| {
+        let cannot_open = |e: String| {
             Error::input(
                 format!(
                     "device = \"cuda\" was requested but CUDA device {ordinal} cannot be \
-                     opened: {e:?}"
+                     opened: {e}"
                 ),
                 Some(DRIVER_HINT.to_string()),
             )
-        })?;
+        };
+        // the `cuda` build: candle's device, its context and its stream
+        #[cfg(feature = "cuda")]
+        let (ctx, stream, candle) = {
+            let candle = candle_cuda(ordinal).map_err(|e| cannot_open(e.to_string()))?;
+            let stream = candle
+                .as_cuda_device()
+                .map_err(|e| cannot_open(e.to_string()))?
+                .cuda_stream();
+            (stream.context().clone(), stream, candle)
+        };
+        #[cfg(not(feature = "cuda"))]
+        let (ctx, stream) = {
+            let ctx = CudaContext::new(ordinal).map_err(|e| cannot_open(format!("{e:?}")))?;
+            let stream = ctx.default_stream();
+            (ctx, stream)
+        };
         let name = ctx.name().map_err(|e| driver_err("reading the name", e))?;
         let peak_gbs = peak_bandwidth_gbs(&ctx, &name);
-        let stream = ctx.default_stream();
         let dev = Arc::new(CudaDevice {
             ctx,
             stream,
             name,
             peak_gbs,
             modules: Mutex::new(HashMap::new()),
+            #[cfg(feature = "cuda")]
+            candle,
         });
         open.insert(ordinal, dev.clone());
         Ok(dev)
@@ -277,6 +334,12 @@ impl CudaDevice {
     /// The context.
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// candle's device sharing this context and stream (the `cuda` build).
+    #[cfg(feature = "cuda")]
+    pub fn candle_device(&self) -> &candle_core::Device {
+        &self.candle
     }
 
     /// Theoretical memory bandwidth in GB/s (1e9 bytes/s): from the driver's memory clock and

@@ -11,9 +11,11 @@
 //!   bus width × 2) or the card's datasheet; CPU — of a read bandwidth measured in the same
 //!   run (a rayon sum over a 256 MiB buffer, best of 5), reported as `cpu_read_gbs`.
 //! - **Baseline on CPU**: the candle composition ([`super::logprob::naive`], `index_add`,
-//!   a per-step tensor loop for GAE). **On GPU**: candle's CUDA backend is not built
-//!   (docs/gpu.md), so the logprob baseline is [`super::logprob::cuda::Unfused`], one kernel per
-//!   step of the same composition; the BT E-step and GAE have no GPU baseline.
+//!   a per-step tensor loop for GAE). **On GPU**: [`super::logprob::cuda::Unfused`], one kernel
+//!   per step of the same composition; and in the `cuda` build (candle's CUDA backend) also the
+//!   candle op on candle's CUDA tensors against candle's own CUDA composition
+//!   ([`super::logprob::naive`], autograd for the backward), rows `candle_*`. The BT E-step and
+//!   GAE have no GPU baseline.
 
 use super::{bt_estep, gae, logprob};
 use crate::device::{CudaDevice, Device};
@@ -217,7 +219,11 @@ pub fn run(device: &Device, cfg: &KernelBenchConfig) -> Result<KernelReport> {
     for &v in &cfg.vocabs {
         match device {
             Device::Cpu => results.extend(logprob_cpu(cfg, v, peak)?),
-            Device::Cuda(d) => results.extend(logprob_cuda(d, cfg, v, peak)?),
+            Device::Cuda(d) => {
+                results.extend(logprob_cuda(d, cfg, v, peak)?);
+                #[cfg(feature = "cuda")]
+                results.extend(logprob_candle_cuda(d, cfg, v, peak)?);
+            }
         }
     }
     results.push(bt_estep_bench(device, cfg, peak)?);
@@ -466,6 +472,105 @@ fn logprob_cuda(
         baseline_name: None,
         baseline: None,
         speedup: None,
+        max_abs_diff: None,
+    });
+    Ok(out)
+}
+
+/// The candle op ([`logprob::token_logprobs`]) on candle's CUDA tensors against candle's own
+/// CUDA composition ([`logprob::naive`]) on the same tensors: forward f32 (without and with
+/// the reference), forward bf16, and the backward through autograd (fused op vs composition).
+#[cfg(feature = "cuda")]
+fn logprob_candle_cuda(
+    dev: &Arc<CudaDevice>,
+    cfg: &KernelBenchConfig,
+    v: usize,
+    peak: Option<f64>,
+) -> Result<Vec<KernelResult>> {
+    let n = cfg.tokens;
+    let cd = dev.candle_device().clone();
+    let mut r = rng::stream(cfg.seed, "bench-targets");
+    let t: Vec<u32> = (0..n).map(|_| r.random_range(0..v as u32)).collect();
+    let zt = Tensor::from_vec(random_logits(n, v, cfg.seed, "bench-logits"), (n, v), &cd)?;
+    let wt = Tensor::from_vec(
+        random_logits(n, v, cfg.seed, "bench-ref-logits"),
+        (n, v),
+        &cd,
+    )?;
+    let tt = Tensor::from_vec(t, n, &cd)?;
+    let sync = || -> Result<()> { Ok(cd.synchronize()?) };
+    let shape = format!("N={n} V={v}");
+    let host = |x: &Tensor| -> Result<Vec<f32>> {
+        Ok(x.to_dtype(DType::F32)?
+            .to_device(&CDevice::Cpu)?
+            .to_vec1()?)
+    };
+    let mut out = Vec::new();
+    for (name, dtype, with_ref) in [
+        ("candle_logprob_fwd_f32", DType::F32, false),
+        ("candle_logprob_fwd_f32_kl", DType::F32, true),
+        ("candle_logprob_fwd_bf16", DType::BF16, false),
+    ] {
+        let z = zt.to_dtype(dtype)?;
+        let w = wt.to_dtype(dtype)?;
+        let wref = with_ref.then_some(&w);
+        let mut fused = None;
+        let (fms, fit) = time(cfg, &sync, || {
+            fused = Some(logprob::token_logprobs(&Device::Cpu, &z, &tt, wref)?);
+            Ok(())
+        })?;
+        let mut base = None;
+        let (bms, bit) = time(cfg, &sync, || {
+            base = Some(logprob::naive(&z, &tt, wref)?);
+            Ok(())
+        })?;
+        let (f, (lp, ent, _)) = match (fused, base) {
+            (Some(f), Some(b)) => (f, b),
+            _ => return Err(Error::Internal("benchmark did not run".into())),
+        };
+        let diff = max_abs_diff(&host(&f.logp)?, &host(&lp)?)
+            .max(max_abs_diff(&host(&f.entropy)?, &host(&ent)?));
+        let elem = if dtype == DType::BF16 { 2 } else { 4 };
+        let bytes = logprob_bytes(n, v, elem, with_ref);
+        out.push(KernelResult {
+            kernel: name.into(),
+            shape: shape.clone(),
+            bytes,
+            fused: timing(fms, fit, bytes, peak),
+            baseline_name: Some("candle-cuda composition".into()),
+            baseline: Some(timing(bms, bit, bytes, peak)),
+            speedup: Some(bms / fms),
+            max_abs_diff: Some(diff),
+        });
+    }
+    // backward: loss = Σ logp + 0.01 Σ H + 0.1 Σ KL through autograd, fused op vs composition
+    // (both include their forward)
+    let zv = candle_core::Var::from_tensor(&zt)?;
+    let (fms, fit) = time(cfg, &sync, || {
+        let o = logprob::token_logprobs(&Device::Cpu, zv.as_tensor(), &tt, Some(&wt))?;
+        let kl =
+            o.kl.ok_or_else(|| Error::Internal("fused KL missing".into()))?;
+        let loss =
+            ((o.logp.sum_all()? + (o.entropy.sum_all()? * 0.01)?)? + (kl.sum_all()? * 0.1)?)?;
+        loss.backward()?;
+        Ok(())
+    })?;
+    let (bms, bit) = time(cfg, &sync, || {
+        let (lp, ent, kl) = logprob::naive(zv.as_tensor(), &tt, Some(&wt))?;
+        let kl = kl.ok_or_else(|| Error::Internal("naive KL missing".into()))?;
+        let loss = ((lp.sum_all()? + (ent.sum_all()? * 0.01)?)? + (kl.sum_all()? * 0.1)?)?;
+        loss.backward()?;
+        Ok(())
+    })?;
+    let bytes = (5 * n * v * 4 + 2 * n * 4 + 3 * n * logprob::NSTATS * 4) as u64;
+    out.push(KernelResult {
+        kernel: "candle_logprob_fwd_bwd_f32_kl".into(),
+        shape,
+        bytes,
+        fused: timing(fms, fit, bytes, peak),
+        baseline_name: Some("candle-cuda composition autograd (fwd+bwd)".into()),
+        baseline: Some(timing(bms, bit, bytes, peak)),
+        speedup: Some(bms / fms),
         max_abs_diff: None,
     });
     Ok(out)

@@ -183,3 +183,66 @@ fn gpu_parity_gae() {
     assert_close("gae advantages", &gpu.advantages, &cpu.advantages, 1e-5);
     assert_close("gae returns", &gpu.returns, &cpu.returns, 1e-5);
 }
+
+/// The candle op on candle's CUDA tensors (the `cuda` build): forward and autograd backward in
+/// place on the GPU against the same op on CPU tensors, f32 and bf16, with and without a
+/// reference, on a row count that is not a multiple of anything and a sliced (offset) input.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a GPU: run with --ignored on the GPU machine (benches/gpu-check.sh)"]
+fn candle_storage_logprob_matches_cpu() {
+    use candle_core::{DType, Tensor, Var};
+    let dev = gpu();
+    let cd = dev.candle_device().clone();
+    let (n, v) = (37usize, 32_000usize);
+    let z = Tensor::from_vec(
+        logits(n + 3, v, 6.0, 7),
+        (n + 3, v),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .narrow(0, 3, n) // an offset into the storage
+    .unwrap();
+    let w = Tensor::from_vec(logits(n, v, 6.0, 8), (n, v), &candle_core::Device::Cpu).unwrap();
+    let mut r = rng::stream(9, "targets");
+    let t: Vec<u32> = (0..n).map(|_| r.random_range(0..v as u32)).collect();
+    let t = Tensor::from_vec(t, n, &candle_core::Device::Cpu).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        for with_ref in [false, true] {
+            let run = |d: &candle_core::Device| -> (Vec<Vec<f32>>, Vec<f32>) {
+                let zv =
+                    Var::from_tensor(&z.to_dtype(dtype).unwrap().to_device(d).unwrap()).unwrap();
+                let wd = w.to_dtype(dtype).unwrap().to_device(d).unwrap();
+                let out = logprob::token_logprobs(
+                    &Device::Cpu,
+                    zv.as_tensor(),
+                    &t.to_device(d).unwrap(),
+                    with_ref.then_some(&wd),
+                )
+                .unwrap();
+                let mut loss = (out.logp.sum_all().unwrap()
+                    + (&out.entropy * 0.5).unwrap().sum_all().unwrap())
+                .unwrap();
+                if let Some(kl) = &out.kl {
+                    loss = (loss - (kl * 0.25).unwrap().sum_all().unwrap()).unwrap();
+                }
+                let grads = loss.backward().unwrap();
+                let g = grads.get(zv.as_tensor()).unwrap();
+                assert!(g.device().same_device(d), "gradient left the device");
+                let host = |x: &Tensor| -> Vec<f32> {
+                    let x = x.to_device(&candle_core::Device::Cpu).unwrap();
+                    let x = x.to_dtype(DType::F32).unwrap();
+                    x.flatten_all().unwrap().to_vec1().unwrap()
+                };
+                (vec![host(&out.stats)], host(g))
+            };
+            let (sc, gc) = run(&candle_core::Device::Cpu);
+            let (sg, gg) = run(&cd);
+            let tag = format!("candle op {dtype:?} n={n} v={v} ref={with_ref}");
+            assert_close(&format!("{tag} stats"), &sg[0], &sc[0], 1e-5);
+            // bf16 gradients are rounded to bf16 on both sides; one bf16 ulp apart allowed
+            let gtol = if dtype == DType::BF16 { 1e-2 } else { 1e-5 };
+            assert_close(&format!("{tag} gradient"), &gg, &gc, gtol);
+        }
+    }
+}

@@ -333,7 +333,8 @@ pub fn parse_device(key: &str, s: &str) -> Result<Device> {
             }
         },
     };
-    Device::new_cuda(ordinal).map_err(|e| Error::Config {
+    // one candle device per GPU and process, shared with the kernels (maxmin_core::device)
+    maxmin_core::device::candle_cuda(ordinal).map_err(|e| Error::Config {
         loc: maxmin_core::error::Location {
             key: Some(key.into()),
             ..Default::default()

@@ -17,7 +17,11 @@
 //!
 //! The CPU path ([`cpu`]) is the default and the oracle; `--device cuda` runs
 //! `core/kernels/logprob.cu` ([`cuda`], unverified on GPU until `benches/gpu-check.sh` passes).
+//! In the `cuda` build the candle op also runs on candle's CUDA tensors, in place on candle's
+//! stream (`candle_cuda`, unverified on GPU).
 
+#[cfg(feature = "cuda")]
+mod candle_cuda;
 pub mod cpu;
 pub mod cuda;
 
@@ -287,10 +291,11 @@ pub struct TokenLogProbs {
     pub stats: Tensor,
 }
 
-/// Fused log-probs as a differentiable candle op. `logits` is `[..., V]` (f32 or bf16, CPU
-/// tensors), `targets` the leading shape (any integer dtype), `reference` like `logits`.
-/// Runs the kernels of `device`: `Device::Cuda` copies the rows to the GPU and back (candle's
-/// own CUDA backend is not built; see docs/gpu.md).
+/// Fused log-probs as a differentiable candle op. `logits` is `[..., V]` (f32 or bf16),
+/// `targets` the leading shape (any integer dtype), `reference` like `logits`.
+/// CPU tensors run the kernels of `device`: `Device::Cuda` copies the rows to the GPU and back.
+/// CUDA tensors (the `cuda` build) run the CUDA kernels on them in place, whatever `device`
+/// says (candle dispatches on where the tensors are).
 ///
 /// ```text
 /// let out = token_logprobs(&Device::Cpu, &logits, &actions, Some(&ref_logits))?;
@@ -410,7 +415,7 @@ fn cpu_of<'a>(s: &'a Storage, what: &str) -> candle_core::Result<&'a CpuStorage>
     match s {
         Storage::Cpu(c) => Ok(c),
         _ => Err(candle_core::Error::Msg(format!(
-            "logprob: `{what}` must be a CPU tensor (candle's CUDA backend is not built)"
+            "logprob: `{what}` must be on the CPU like the logits"
         ))),
     }
 }
@@ -451,6 +456,10 @@ impl LogProbOp {
         let (n, v) = z.dims2()?;
         let grad_res = grad_res.to_dtype(DType::F32)?.contiguous()?;
         let res = res.contiguous()?;
+        #[cfg(feature = "cuda")]
+        if z.device().is_cuda() {
+            return candle_cuda::grad(z, w, t, &res, &grad_res);
+        }
         let (zs, zl) = z.storage_and_layout();
         let ws = w.map(|w| w.storage_and_layout());
         let (ts, tl) = t.storage_and_layout();
@@ -504,6 +513,17 @@ impl CustomOp2 for LogProbOp {
         self.fwd(slice_of(s1, l1, "logits")?, None, targets_of(s2, l2)?, l1)
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        candle_cuda::forward(s1, l1, None, s2, l2)
+    }
+
     fn bwd(
         &self,
         logits: &Tensor,
@@ -535,6 +555,19 @@ impl CustomOp3 for LogProbOp {
             targets_of(s3, l3)?,
             l1,
         )
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        candle_cuda::forward(s1, l1, Some((s2, l2)), s3, l3)
     }
 
     fn bwd(
