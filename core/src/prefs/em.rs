@@ -334,6 +334,226 @@ fn m_step(
     Ok(())
 }
 
+/// The state of one EM restart, updated in place by each iteration.
+struct RestartState {
+    models: Vec<RewardModel>,
+    assign: Vec<usize>,
+    resp: Vec<Vec<f64>>,
+    weights: Vec<f64>,
+}
+
+/// How a restart ended.
+struct RestartEnd {
+    log_likelihood: f64,
+    iterations: usize,
+    converged: bool,
+}
+
+/// What the restarts of one fit accumulate for [`MixtureFit`].
+#[derive(Default)]
+struct Trace {
+    history: Vec<IterStats>,
+    restart_lls: Vec<f64>,
+    empty_events: usize,
+}
+
+/// The fixed inputs of one EM fit with K clusters.
+struct Em<'a> {
+    ud: &'a UserData,
+    k: usize,
+    spec: &'a RewardSpec,
+    cfg: &'a EmConfig,
+}
+
+impl Em<'_> {
+    /// User `h`'s log-likelihoods under the K models, from [`user_log_likelihood`]'s `ll`.
+    fn row<'l>(&self, ll: &'l [f64], h: usize) -> &'l [f64] {
+        &ll[h * self.k..(h + 1) * self.k]
+    }
+
+    /// The first assignment (`h mod K` for restart 0 with `init = "modulo"`, else a seeded
+    /// shuffle dealt round-robin), fresh models, and one M-step on it.
+    fn start(&self, restart: usize, feats: &Features, rng: &mut Rng) -> Result<RestartState> {
+        let (n, k) = (self.ud.users(), self.k);
+        let assign: Vec<usize> = if restart == 0 && self.cfg.init == Init::Modulo {
+            (0..n).map(|h| h % k).collect()
+        } else {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(rng);
+            let mut a = vec![0; n];
+            for (i, h) in order.into_iter().enumerate() {
+                a[h] = i % k;
+            }
+            a
+        };
+        let resp: Vec<Vec<f64>> = assign.iter().map(|&a| one_hot(a, k)).collect();
+        let weights = vec![1.0 / k as f64; k];
+        let mut models = (0..k)
+            .map(|_| RewardModel::new(&self.spec.hidden, feats.clone(), rng))
+            .collect::<Result<Vec<_>>>()?;
+        m_step(
+            &mut models,
+            self.ud,
+            &resp,
+            self.spec,
+            self.cfg.m_step_epochs,
+            rng,
+        )?;
+        Ok(RestartState {
+            models,
+            assign,
+            resp,
+            weights,
+        })
+    }
+
+    /// Iterate E- and M-steps until the assignment is stable or `max-iterations`.
+    fn iterate(
+        &self,
+        st: &mut RestartState,
+        restart: usize,
+        rng: &mut Rng,
+        trace: &mut Trace,
+        on_iter: &mut dyn FnMut(&IterStats) -> Result<()>,
+    ) -> Result<RestartEnd> {
+        let (k, cfg) = (self.k, self.cfg);
+        let mut end = RestartEnd {
+            log_likelihood: f64::NEG_INFINITY,
+            iterations: 0,
+            converged: false,
+        };
+        for it in 1..=cfg.max_iterations {
+            let ll = user_log_likelihood(&st.models, self.ud)?;
+            let old = st.assign.clone();
+            let old_resp = st.resp.clone();
+            self.e_step(st, &ll);
+            let mut sizes = vec![0usize; k];
+            for &a in &st.assign {
+                sizes[a] += 1;
+            }
+            let empty = sizes.iter().filter(|&&s| s == 0).count();
+            trace.empty_events += empty;
+            if empty > 0 && cfg.empty_clusters == EmptyClusters::Reseed {
+                self.reseed_empty(st, &mut sizes, &ll);
+            }
+            end.log_likelihood = self.update_weights(st, &sizes, &ll);
+            let changes = st.assign.iter().zip(&old).filter(|(a, b)| a != b).count();
+            let stats = IterStats {
+                k,
+                restart,
+                iteration: it,
+                log_likelihood: end.log_likelihood,
+                assignment_changes: changes,
+                group_sizes: sizes.clone(),
+                empty_clusters: sizes.iter().filter(|&&s| s == 0).count(),
+                purity: self.ud.truth.as_ref().map(|t| purity(&st.assign, t)),
+                ari: self.ud.truth.as_ref().map(|t| ari(&st.assign, t)),
+            };
+            on_iter(&stats)?;
+            trace.history.push(stats);
+            end.iterations = it;
+            let resp_moved = old_resp
+                .iter()
+                .zip(&st.resp)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0f64, f64::max);
+            let stable = changes == 0 && (cfg.e_step == EStep::Hard || resp_moved < 1e-3);
+            if stable && it > 1 {
+                end.converged = true;
+                break;
+            }
+            if it < cfg.max_iterations {
+                m_step(
+                    &mut st.models,
+                    self.ud,
+                    &st.resp,
+                    self.spec,
+                    cfg.m_step_epochs,
+                    rng,
+                )?;
+            }
+        }
+        Ok(end)
+    }
+
+    /// Assign each user (hard: the best model; soft: responsibilities ∝ π_k · likelihood).
+    fn e_step(&self, st: &mut RestartState, ll: &[f64]) {
+        match self.cfg.e_step {
+            EStep::Hard => {
+                for (h, a) in st.assign.iter_mut().enumerate() {
+                    *a = argmax(self.row(ll, h));
+                }
+            }
+            EStep::Soft => {
+                let lw: Vec<f64> = st.weights.iter().map(|w| w.max(1e-300).ln()).collect();
+                for h in 0..self.ud.users() {
+                    let s: Vec<f64> = self
+                        .row(ll, h)
+                        .iter()
+                        .zip(&lw)
+                        .map(|(a, b)| a + b)
+                        .collect();
+                    let z = logsumexp(&s);
+                    st.resp[h] = s.iter().map(|x| (x - z).exp()).collect();
+                    st.assign[h] = argmax(&st.resp[h]);
+                }
+            }
+        }
+    }
+
+    /// Give each empty cluster the worst-fitting user (per comparison) of a cluster that can
+    /// spare one; `sizes` follows.
+    fn reseed_empty(&self, st: &mut RestartState, sizes: &mut [usize], ll: &[f64]) {
+        let (n, k) = (self.ud.users(), self.k);
+        let assign = &mut st.assign;
+        for c in 0..k {
+            if sizes[c] > 0 {
+                continue;
+            }
+            let worst = (0..n).filter(|&h| sizes[assign[h]] > 1).min_by(|&a, &b| {
+                let fa = self.row(ll, a)[assign[a]] / self.ud.rows_of[a].len().max(1) as f64;
+                let fb = self.row(ll, b)[assign[b]] / self.ud.rows_of[b].len().max(1) as f64;
+                fa.total_cmp(&fb)
+            });
+            if let Some(h) = worst {
+                sizes[assign[h]] -= 1;
+                assign[h] = c;
+                sizes[c] += 1;
+                if self.cfg.e_step == EStep::Soft {
+                    st.resp[h] = one_hot(c, k);
+                }
+            }
+        }
+    }
+
+    /// Update responsibilities (hard) and mixing weights after the E-step; returns the training
+    /// log-likelihood (hard: of the assignment; soft: of the mixture under the old weights).
+    fn update_weights(&self, st: &mut RestartState, sizes: &[usize], ll: &[f64]) -> f64 {
+        let (n, k) = (self.ud.users(), self.k);
+        if self.cfg.e_step == EStep::Hard {
+            st.resp = st.assign.iter().map(|&a| one_hot(a, k)).collect();
+            st.weights = sizes.iter().map(|&s| s as f64 / n as f64).collect();
+            (0..n).map(|h| self.row(ll, h)[st.assign[h]]).sum()
+        } else {
+            let ll_total = (0..n)
+                .map(|h| {
+                    let s: Vec<f64> = self
+                        .row(ll, h)
+                        .iter()
+                        .zip(&st.weights)
+                        .map(|(a, w)| a + w.max(1e-300).ln())
+                        .collect();
+                    logsumexp(&s)
+                })
+                .sum();
+            st.weights = (0..k)
+                .map(|c| st.resp.iter().map(|r| r[c]).sum::<f64>() / n as f64)
+                .collect();
+            ll_total
+        }
+    }
+}
+
 /// Run EM with K clusters (all restarts); `on_iter` sees every iteration (metrics, interrupt).
 pub fn fit_mixture(
     ud: &UserData,
@@ -351,134 +571,26 @@ pub fn fit_mixture(
             Some("lower [em] k or add users".into()),
         ));
     }
+    let em = Em { ud, k, spec, cfg };
     let mut best: Option<MixtureFit> = None;
-    let mut history = Vec::new();
-    let mut restart_lls = Vec::new();
-    let mut empty_events = 0;
+    let mut trace = Trace::default();
     for restart in 0..cfg.restarts {
         let mut rng = stream(seed, &format!("em/k{k}/restart{restart}"));
-        let mut assign: Vec<usize> = if restart == 0 && cfg.init == Init::Modulo {
-            (0..n).map(|h| h % k).collect()
-        } else {
-            let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(&mut rng);
-            let mut a = vec![0; n];
-            for (i, h) in order.into_iter().enumerate() {
-                a[h] = i % k;
-            }
-            a
-        };
-        let mut resp: Vec<Vec<f64>> = assign.iter().map(|&a| one_hot(a, k)).collect();
-        let mut weights = vec![1.0 / k as f64; k];
-        let mut models = (0..k)
-            .map(|_| RewardModel::new(&spec.hidden, feats.clone(), &mut rng))
-            .collect::<Result<Vec<_>>>()?;
-        m_step(&mut models, ud, &resp, spec, cfg.m_step_epochs, &mut rng)?;
-        let (mut ll_total, mut iterations, mut converged) = (f64::NEG_INFINITY, 0, false);
-        for it in 1..=cfg.max_iterations {
-            let ll = user_log_likelihood(&models, ud)?;
-            let row = |h: usize| &ll[h * k..(h + 1) * k];
-            let old = assign.clone();
-            let old_resp = resp.clone();
-            match cfg.e_step {
-                EStep::Hard => {
-                    for (h, a) in assign.iter_mut().enumerate() {
-                        *a = argmax(row(h));
-                    }
-                }
-                EStep::Soft => {
-                    let lw: Vec<f64> = weights.iter().map(|w| w.max(1e-300).ln()).collect();
-                    for h in 0..n {
-                        let s: Vec<f64> = row(h).iter().zip(&lw).map(|(a, b)| a + b).collect();
-                        let z = logsumexp(&s);
-                        resp[h] = s.iter().map(|x| (x - z).exp()).collect();
-                        assign[h] = argmax(&resp[h]);
-                    }
-                }
-            }
-            let mut sizes = vec![0usize; k];
-            for &a in &assign {
-                sizes[a] += 1;
-            }
-            let empty = sizes.iter().filter(|&&s| s == 0).count();
-            empty_events += empty;
-            if empty > 0 && cfg.empty_clusters == EmptyClusters::Reseed {
-                for c in 0..k {
-                    if sizes[c] > 0 {
-                        continue;
-                    }
-                    // The worst-fitting user (per comparison) of a cluster that can spare one.
-                    let worst = (0..n).filter(|&h| sizes[assign[h]] > 1).min_by(|&a, &b| {
-                        let fa = row(a)[assign[a]] / ud.rows_of[a].len().max(1) as f64;
-                        let fb = row(b)[assign[b]] / ud.rows_of[b].len().max(1) as f64;
-                        fa.total_cmp(&fb)
-                    });
-                    if let Some(h) = worst {
-                        sizes[assign[h]] -= 1;
-                        assign[h] = c;
-                        sizes[c] += 1;
-                        if cfg.e_step == EStep::Soft {
-                            resp[h] = one_hot(c, k);
-                        }
-                    }
-                }
-            }
-            if cfg.e_step == EStep::Hard {
-                resp = assign.iter().map(|&a| one_hot(a, k)).collect();
-                weights = sizes.iter().map(|&s| s as f64 / n as f64).collect();
-                ll_total = (0..n).map(|h| row(h)[assign[h]]).sum();
-            } else {
-                ll_total = (0..n)
-                    .map(|h| {
-                        let s: Vec<f64> = row(h)
-                            .iter()
-                            .zip(&weights)
-                            .map(|(a, w)| a + w.max(1e-300).ln())
-                            .collect();
-                        logsumexp(&s)
-                    })
-                    .sum();
-                weights = (0..k)
-                    .map(|c| resp.iter().map(|r| r[c]).sum::<f64>() / n as f64)
-                    .collect();
-            }
-            let changes = assign.iter().zip(&old).filter(|(a, b)| a != b).count();
-            let stats = IterStats {
-                k,
-                restart,
-                iteration: it,
-                log_likelihood: ll_total,
-                assignment_changes: changes,
-                group_sizes: sizes.clone(),
-                empty_clusters: sizes.iter().filter(|&&s| s == 0).count(),
-                purity: ud.truth.as_ref().map(|t| purity(&assign, t)),
-                ari: ud.truth.as_ref().map(|t| ari(&assign, t)),
-            };
-            on_iter(&stats)?;
-            history.push(stats);
-            iterations = it;
-            let resp_moved = old_resp
-                .iter()
-                .zip(&resp)
-                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-                .fold(0f64, f64::max);
-            let stable = changes == 0 && (cfg.e_step == EStep::Hard || resp_moved < 1e-3);
-            if stable && it > 1 {
-                converged = true;
-                break;
-            }
-            if it < cfg.max_iterations {
-                m_step(&mut models, ud, &resp, spec, cfg.m_step_epochs, &mut rng)?;
-            }
-        }
+        let mut st = em.start(restart, feats, &mut rng)?;
+        let end = em.iterate(&mut st, restart, &mut rng, &mut trace, on_iter)?;
+        let RestartEnd {
+            log_likelihood: ll_total,
+            iterations,
+            converged,
+        } = end;
         tracing::info!("EM K={k} restart {restart}: log-likelihood {ll_total:.2} after {iterations} iterations (converged: {converged})");
-        restart_lls.push(ll_total);
+        trace.restart_lls.push(ll_total);
         if best.as_ref().is_none_or(|b| ll_total > b.log_likelihood) {
             best = Some(MixtureFit {
-                models,
-                assign,
-                resp,
-                weights,
+                models: st.models,
+                assign: st.assign,
+                resp: st.resp,
+                weights: st.weights,
                 log_likelihood: ll_total,
                 iterations,
                 converged,
@@ -490,9 +602,9 @@ pub fn fit_mixture(
         }
     }
     let mut best = best.ok_or_else(|| Error::Internal("EM ran no restart".into()))?;
-    best.restart_log_likelihoods = restart_lls;
-    best.history = history;
-    best.empty_events = empty_events;
+    best.restart_log_likelihoods = trace.restart_lls;
+    best.history = trace.history;
+    best.empty_events = trace.empty_events;
     Ok(best)
 }
 

@@ -316,15 +316,8 @@ fn strip_preference_prompt(prompt: &str) -> String {
     p.trim().to_string()
 }
 
-/// Load `files`, form users per group and split them as `split` says.
-pub fn load(files: &[PsoupsFile], split: &PsoupsSplit) -> Result<PsoupsData> {
-    split.validate()?;
-    if files.is_empty() {
-        return Err(Error::config(
-            "files",
-            "expected at least one P-Soups file ([[preferences.files]] group = \"P1A\", path = \"…\")",
-        ));
-    }
+/// Group names in order of first appearance in `files`; an empty name is a config error.
+fn group_names(files: &[PsoupsFile]) -> Result<Vec<String>> {
     let mut groups: Vec<String> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         if f.group.trim().is_empty() {
@@ -337,7 +330,13 @@ pub fn load(files: &[PsoupsFile], split: &PsoupsSplit) -> Result<PsoupsData> {
             groups.push(f.group.clone());
         }
     }
-    let minority = match (&split.minority_fraction, &split.minority_group) {
+    Ok(groups)
+}
+
+/// The group `minority-fraction` cuts (`minority-group`, else the last group); `None` without
+/// `minority-fraction`.
+fn minority_of(split: &PsoupsSplit, groups: &[String]) -> Result<Option<String>> {
+    Ok(match (&split.minority_fraction, &split.minority_group) {
         (None, _) => None,
         (Some(_), Some(g)) if !groups.contains(g) => {
             return Err(Error::config(
@@ -347,8 +346,157 @@ pub fn load(files: &[PsoupsFile], split: &PsoupsSplit) -> Result<PsoupsData> {
         }
         (Some(_), Some(g)) => Some(g.clone()),
         (Some(_), None) => groups.last().cloned(),
-    };
+    })
+}
 
+/// The records of group `g` (its files in listed order, each holding at least one user's
+/// worth) and those files' paths.
+fn read_group(
+    files: &[PsoupsFile],
+    g: &str,
+    split: &PsoupsSplit,
+) -> Result<(Vec<Record>, Vec<PathBuf>)> {
+    let mut records = Vec::new();
+    let mut paths = Vec::new();
+    for f in files.iter().filter(|f| f.group == g) {
+        let rs = load_file(&f.path)?;
+        if rs.len() < split.comparisons_per_user {
+            return Err(Error::data(
+                &f.path,
+                None,
+                format!(
+                    "{} comparisons, fewer than one user needs (comparisons-per-user = {})",
+                    rs.len(),
+                    split.comparisons_per_user
+                ),
+            ));
+        }
+        records.extend(rs);
+        paths.push(f.path.clone());
+    }
+    Ok((records, paths))
+}
+
+/// How one group's records become users.
+struct GroupPlan {
+    /// Record indices in the group's seeded shuffle; user `u` gets the `u`-th run of
+    /// `comparisons-per-user` of them.
+    order: Vec<usize>,
+    /// Users formed.
+    users: usize,
+    /// Users not held out whole (the first ones).
+    train_users: usize,
+    /// Training users that keep their training comparisons (`minority-fraction`).
+    kept_train_users: usize,
+}
+
+/// Shuffle group `g`'s `records` and count its users; too few users for `held-out-users` is an
+/// input error naming the group's `paths`.
+fn plan_group(
+    g: &str,
+    records: usize,
+    paths: &[PathBuf],
+    split: &PsoupsSplit,
+    minority: Option<&String>,
+) -> Result<GroupPlan> {
+    let mut order: Vec<usize> = (0..records).collect();
+    order.shuffle(&mut rng::stream(split.seed, &format!("psoups/{g}")));
+
+    let available = records / split.comparisons_per_user;
+    let users = split
+        .users_per_group
+        .map_or(available, |u| u.min(available));
+    if split.held_out_users >= users {
+        return Err(Error::input(
+            format!(
+                "group `{g}` ({}) fills {users} user(s) of {} comparisons, not more than \
+                 held-out-users = {}",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                split.comparisons_per_user,
+                split.held_out_users
+            ),
+            Some("lower held-out-users or comparisons-per-user, or add data".into()),
+        ));
+    }
+    let train_users = users - split.held_out_users;
+    let kept_train_users = match (minority, split.minority_fraction) {
+        (Some(m), Some(f)) if m == g => ((train_users as f64 * f).floor() as usize).max(1),
+        _ => train_users,
+    };
+    Ok(GroupPlan {
+        order,
+        users,
+        train_users,
+        kept_train_users,
+    })
+}
+
+/// Form group `g`'s users as `plan` says and append their comparisons to `data`'s splits,
+/// counting them in `st`.
+fn assign_users(
+    data: &mut PsoupsData,
+    g: &str,
+    records: &[Record],
+    plan: &GroupPlan,
+    split: &PsoupsSplit,
+    st: &mut GroupStats,
+) {
+    let context_of = |r: &Record| {
+        Value::String(if split.keep_preference_prompt {
+            r.user_input.clone()
+        } else {
+            strip_preference_prompt(&r.user_input)
+        })
+    };
+    for u in 0..plan.users {
+        let user = format!("{g}/u{u:03}");
+        let mine =
+            &plan.order[u * split.comparisons_per_user..(u + 1) * split.comparisons_per_user];
+        let (to_train, to_held): (&[usize], &[usize]) = if u >= plan.train_users {
+            data.held_out_users.push(user.clone());
+            (&[], mine)
+        } else {
+            let (t, rest) = mine.split_at(split.train_per_user);
+            let t: &[usize] = if u < plan.kept_train_users {
+                t
+            } else {
+                data.dropped_users.push(user.clone());
+                &[]
+            };
+            (t, &rest[..split.held_out_per_user])
+        };
+        for (idx, dest) in [(to_train, &mut data.train), (to_held, &mut data.held_out)] {
+            for &i in idx {
+                let r = &records[i];
+                dest.push(Comparison {
+                    user: user.clone(),
+                    context: context_of(r),
+                    chosen: Segment::Text(r.completion_a.clone()),
+                    rejected: Segment::Text(r.completion_b.clone()),
+                    group: Some(g.to_string()),
+                });
+            }
+        }
+        st.train += to_train.len();
+        st.held_out += to_held.len();
+    }
+}
+
+/// Load `files`, form users per group and split them as `split` says.
+pub fn load(files: &[PsoupsFile], split: &PsoupsSplit) -> Result<PsoupsData> {
+    split.validate()?;
+    if files.is_empty() {
+        return Err(Error::config(
+            "files",
+            "expected at least one P-Soups file ([[preferences.files]] group = \"P1A\", path = \"…\")",
+        ));
+    }
+    let groups = group_names(files)?;
+    let minority = minority_of(split, &groups)?;
     let mut data = PsoupsData {
         train: Vec::new(),
         held_out: Vec::new(),
@@ -358,102 +506,20 @@ pub fn load(files: &[PsoupsFile], split: &PsoupsSplit) -> Result<PsoupsData> {
         stats: Vec::new(),
     };
     for g in &groups {
-        let mut records = Vec::new();
-        let mut paths = Vec::new();
-        for f in files.iter().filter(|f| &f.group == g) {
-            let rs = load_file(&f.path)?;
-            if rs.len() < split.comparisons_per_user {
-                return Err(Error::data(
-                    &f.path,
-                    None,
-                    format!(
-                        "{} comparisons, fewer than one user needs (comparisons-per-user = {})",
-                        rs.len(),
-                        split.comparisons_per_user
-                    ),
-                ));
-            }
-            records.extend(rs);
-            paths.push(f.path.clone());
-        }
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.shuffle(&mut rng::stream(split.seed, &format!("psoups/{g}")));
-
-        let available = records.len() / split.comparisons_per_user;
-        let users = split
-            .users_per_group
-            .map_or(available, |u| u.min(available));
-        if split.held_out_users >= users {
-            return Err(Error::input(
-                format!(
-                    "group `{g}` ({}) fills {users} user(s) of {} comparisons, not more than \
-                     held-out-users = {}",
-                    paths
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    split.comparisons_per_user,
-                    split.held_out_users
-                ),
-                Some("lower held-out-users or comparisons-per-user, or add data".into()),
-            ));
-        }
-        let train_users = users - split.held_out_users;
-        let kept_train_users = match (&minority, split.minority_fraction) {
-            (Some(m), Some(f)) if m == g => ((train_users as f64 * f).floor() as usize).max(1),
-            _ => train_users,
-        };
-
+        let (records, paths) = read_group(files, g, split)?;
+        let plan = plan_group(g, records.len(), &paths, split, minority.as_ref())?;
         let mut st = GroupStats {
             group: g.clone(),
             files: paths,
             records: records.len(),
-            users,
+            users: plan.users,
             held_out_users: split.held_out_users,
-            dropped_users: train_users - kept_train_users,
+            dropped_users: plan.train_users - plan.kept_train_users,
             train: 0,
             held_out: 0,
             unused: 0,
         };
-        let context_of = |r: &Record| {
-            Value::String(if split.keep_preference_prompt {
-                r.user_input.clone()
-            } else {
-                strip_preference_prompt(&r.user_input)
-            })
-        };
-        for u in 0..users {
-            let user = format!("{g}/u{u:03}");
-            let mine = &order[u * split.comparisons_per_user..(u + 1) * split.comparisons_per_user];
-            let (to_train, to_held): (&[usize], &[usize]) = if u >= train_users {
-                data.held_out_users.push(user.clone());
-                (&[], mine)
-            } else {
-                let (t, rest) = mine.split_at(split.train_per_user);
-                let t: &[usize] = if u < kept_train_users {
-                    t
-                } else {
-                    data.dropped_users.push(user.clone());
-                    &[]
-                };
-                (t, &rest[..split.held_out_per_user])
-            };
-            for (idx, dest) in [(to_train, &mut data.train), (to_held, &mut data.held_out)] {
-                for &i in idx {
-                    let r = &records[i];
-                    dest.push(Comparison {
-                        user: user.clone(),
-                        context: context_of(r),
-                        chosen: Segment::Text(r.completion_a.clone()),
-                        rejected: Segment::Text(r.completion_b.clone()),
-                        group: Some(g.clone()),
-                    });
-                }
-            }
-            st.train += to_train.len();
-            st.held_out += to_held.len();
-        }
+        assign_users(&mut data, g, &records, &plan, split, &mut st);
         st.unused = st.records - st.train - st.held_out;
         data.stats.push(st);
     }

@@ -297,17 +297,22 @@ fn rows_of_group(ud: &UserData, g: usize) -> Vec<usize> {
     }
 }
 
-/// Run the stage once at `shares`; `log` receives per-iteration metrics (main run only), `out`
-/// is where the data files go (main run only).
-pub fn run_once(
-    c: &StageConfig,
-    shares: &[f64],
-    mut log: Option<&mut Metrics>,
-    out: Option<&Path>,
-    progress: &mut dyn Progress,
-    interrupt_dir: &Path,
-) -> Result<Outcome> {
-    let t0 = Instant::now();
+/// What the stage trains and evaluates on, built from the config before any model is fitted.
+struct Inputs {
+    rspec: RewardSpec,
+    feats: Features,
+    /// Group names, in config order (a group's index is its true label).
+    names: Vec<String>,
+    train: UserData,
+    /// Training user ids, in the order of `train`'s users.
+    train_ids: Vec<String>,
+    held: Option<UserData>,
+    /// Malformed lines skipped when reading a preference file.
+    skipped: usize,
+}
+
+/// Build the feature layout, get the comparisons (simulated or read) and encode them per user.
+fn prepare(c: &StageConfig, shares: &[f64], out: Option<&Path>) -> Result<Inputs> {
     let env_spec = c.env.build()?.spec().clone();
     let rspec = RewardSpec::from_config(c.reward_model)?;
     let feats = Features {
@@ -326,21 +331,48 @@ pub fn run_once(
     } else {
         Some(user_data(&split.held_out, &names, &feats)?.0)
     };
-    let absent: Vec<&String> = match &train.truth {
-        Some(t) => names
+    Ok(Inputs {
+        rspec,
+        feats,
+        names,
+        train,
+        train_ids,
+        held,
+        skipped: split.skipped,
+    })
+}
+
+/// Groups with no user in the training data (empty when the true groups are unknown).
+fn absent_groups(inp: &Inputs) -> Vec<String> {
+    match &inp.train.truth {
+        Some(t) => inp
+            .names
             .iter()
             .enumerate()
             .filter(|(g, _)| !t.contains(g))
-            .map(|(_, n)| n)
+            .map(|(_, n)| n.clone())
             .collect(),
         None => vec![],
-    };
-    if !absent.is_empty() {
-        tracing::warn!("groups absent from the training data: {absent:?} (their oracle and accuracy are reported as null)");
     }
-    let all: Vec<usize> = (0..train.data.m).collect();
-    let single = fit_model(&train, &all, &rspec, &feats, &mut stream(c.seed, "single"))?;
+}
 
+/// Where EM's iterations are reported: metrics, the progress bar, and the interrupt check.
+struct EmHooks<'a> {
+    log: Option<&'a mut Metrics>,
+    progress: &'a mut dyn Progress,
+    interrupt_dir: &'a Path,
+}
+
+/// One fitted K: the K, its fit and its held-out log-likelihood (when there is held-out data).
+type Candidate = (usize, MixtureFit, Option<f64>);
+
+/// Fit the mixture at every candidate K (`[em] select-k`, else just `[em] k`).
+fn fit_candidates(c: &StageConfig, inp: &Inputs, hooks: EmHooks) -> Result<Vec<Candidate>> {
+    let EmHooks {
+        mut log,
+        progress,
+        interrupt_dir,
+    } = hooks;
     let ks = if c.em.select_k.is_empty() {
         vec![c.em.k]
     } else {
@@ -349,7 +381,7 @@ pub fn run_once(
     let total = (ks.len() * c.em.restarts * c.em.max_iterations) as u64;
     progress.start("EM", total, 0);
     let mut step = 0u64;
-    let mut fits: Vec<(usize, MixtureFit, Option<f64>)> = Vec::new();
+    let mut fits: Vec<Candidate> = Vec::new();
     for &k in &ks {
         let mut on_iter = |s: &IterStats| -> Result<()> {
             step += 1;
@@ -368,98 +400,189 @@ pub fn run_once(
             }
             Ok(())
         };
-        let fit = fit_mixture(&train, k, &rspec, &feats, c.em, c.seed, &mut on_iter)?;
-        let hll = match &held {
+        let fit = fit_mixture(
+            &inp.train,
+            k,
+            &inp.rspec,
+            &inp.feats,
+            c.em,
+            c.seed,
+            &mut on_iter,
+        )?;
+        let hll = match &inp.held {
             Some(h) => Some(held_out_log_likelihood(&fit.models, &fit.weights, h)?),
             None => None,
         };
         fits.push((k, fit, hll));
     }
     progress.finish();
+    Ok(fits)
+}
+
+/// The EM fit kept after choosing K, with what the summary reports about the choice.
+struct Selected {
+    k: usize,
+    fit: MixtureFit,
+    /// `k_candidates` of the summary: every candidate's log-likelihoods.
+    by_k: Vec<Value>,
+}
+
+/// Keep the candidate [`select_k`] picks.
+fn select(c: &StageConfig, mut fits: Vec<Candidate>) -> Selected {
     let by_k: Vec<Value> = fits.iter().map(|(k, f, h)| json!({"k": k, "train_log_likelihood": f.log_likelihood, "held_out_log_likelihood": h})).collect();
     let best = select_k(&fits, c.em.select_k_margin);
     let (k, fit, _) = fits.swap_remove(best);
+    Selected { k, fit, by_k }
+}
 
-    let groups = names.len();
-    let oracle: Vec<Option<RewardModel>> = if c.em.oracle {
-        (0..groups)
-            .map(|g| {
-                let rows = rows_of_group(&train, g);
-                if rows.is_empty() {
-                    return Ok(None);
-                }
-                fit_model(
-                    &train,
-                    &rows,
-                    &rspec,
-                    &feats,
-                    &mut stream(c.seed, &format!("oracle/{g}")),
-                )
-                .map(Some)
-            })
-            .collect::<Result<_>>()?
-    } else {
-        vec![]
-    };
-    let matching = match &train.truth {
-        Some(t) => match_groups(&fit.assign, t, k, groups),
-        None => vec![None; groups],
-    };
-    let (mut acc_s, mut acc_m, mut acc_o) = (
-        GroupAccuracy::new(),
-        GroupAccuracy::new(),
-        GroupAccuracy::new(),
-    );
-    if let Some(h) = &held {
-        let ds = single.diffs(&h.data)?;
-        let dm: Vec<Vec<f32>> = fit
-            .models
-            .iter()
-            .map(|m| m.diffs(&h.data))
-            .collect::<Result<_>>()?;
-        for (g, name) in names.iter().enumerate() {
-            let rows = rows_of_group(h, g);
+/// With `[em] oracle`, one model per true group trained on that group's users (`None` for a
+/// group without training data); empty otherwise.
+fn fit_oracles(c: &StageConfig, inp: &Inputs) -> Result<Vec<Option<RewardModel>>> {
+    if !c.em.oracle {
+        return Ok(vec![]);
+    }
+    (0..inp.names.len())
+        .map(|g| {
+            let rows = rows_of_group(&inp.train, g);
             if rows.is_empty() {
-                continue;
+                return Ok(None);
             }
-            acc_s.insert(name.clone(), accuracy(&ds, &rows));
-            if let Some(cl) = matching[g] {
-                acc_m.insert(name.clone(), accuracy(&dm[cl], &rows));
-            }
-            if let Some(Some(o)) = oracle.get(g) {
-                acc_o.insert(name.clone(), accuracy(&o.diffs(&h.data)?, &rows));
-            }
+            fit_model(
+                &inp.train,
+                &rows,
+                &inp.rspec,
+                &inp.feats,
+                &mut stream(c.seed, &format!("oracle/{g}")),
+            )
+            .map(Some)
+        })
+        .collect()
+}
+
+/// Held-out accuracy per true group of the three kinds of model.
+struct Accuracies {
+    single: GroupAccuracy,
+    mixture: GroupAccuracy,
+    oracle: GroupAccuracy,
+}
+
+/// Evaluate the single model, the mixture model matched to each group (`matching`: cluster of
+/// each group) and the oracles on the held-out users of each group.
+fn held_out_accuracy(
+    inp: &Inputs,
+    single: &RewardModel,
+    fit: &MixtureFit,
+    matching: &[Option<usize>],
+    oracle: &[Option<RewardModel>],
+) -> Result<Accuracies> {
+    let mut acc = Accuracies {
+        single: GroupAccuracy::new(),
+        mixture: GroupAccuracy::new(),
+        oracle: GroupAccuracy::new(),
+    };
+    let Some(h) = &inp.held else {
+        return Ok(acc);
+    };
+    let ds = single.diffs(&h.data)?;
+    let dm: Vec<Vec<f32>> = fit
+        .models
+        .iter()
+        .map(|m| m.diffs(&h.data))
+        .collect::<Result<_>>()?;
+    for (g, name) in inp.names.iter().enumerate() {
+        let rows = rows_of_group(h, g);
+        if rows.is_empty() {
+            continue;
+        }
+        acc.single.insert(name.clone(), accuracy(&ds, &rows));
+        if let Some(cl) = matching[g] {
+            acc.mixture.insert(name.clone(), accuracy(&dm[cl], &rows));
+        }
+        if let Some(Some(o)) = oracle.get(g) {
+            acc.oracle
+                .insert(name.clone(), accuracy(&o.diffs(&h.data)?, &rows));
         }
     }
-    let ari = train
-        .truth
-        .as_ref()
-        .map(|t| super::diagnostics::ari(&fit.assign, t));
-    let purity = train
-        .truth
-        .as_ref()
-        .map(|t| super::diagnostics::purity(&fit.assign, t));
+    Ok(acc)
+}
+
+/// The summary's `em` object beyond the [`Outcome`] fields.
+fn detail(
+    inp: &Inputs,
+    sel: &Selected,
+    matching: &[Option<usize>],
+    absent: &[String],
+    t0: Instant,
+) -> Value {
+    let (k, fit, held) = (sel.k, &sel.fit, &inp.held);
     let sizes: Vec<usize> = (0..k)
         .map(|c| fit.assign.iter().filter(|&&a| a == c).count())
         .collect();
-    let assignment: BTreeMap<&String, usize> =
-        train_ids.iter().zip(fit.assign.iter().copied()).collect();
-    let detail = json!({
-        "k_candidates": by_k,
+    let assignment: BTreeMap<&String, usize> = inp
+        .train_ids
+        .iter()
+        .zip(fit.assign.iter().copied())
+        .collect();
+    json!({
+        "k_candidates": sel.by_k,
         "log_likelihood": fit.log_likelihood,
         "restart": fit.restart,
         "restart_log_likelihoods": fit.restart_log_likelihoods,
         "empty_cluster_events": fit.empty_events,
         "group_sizes": sizes,
         "mixing_weights": fit.weights,
-        "cluster_of_group": names.iter().zip(&matching).map(|(n, m)| (n.clone(), json!(m))).collect::<BTreeMap<_, _>>(),
+        "cluster_of_group": inp.names.iter().zip(matching).map(|(n, m)| (n.clone(), json!(m))).collect::<BTreeMap<_, _>>(),
         "absent_groups": absent,
-        "users": {"train": train.users(), "held_out": held.as_ref().map_or(0, |h| h.users())},
-        "comparisons": {"train": train.data.m, "held_out": held.as_ref().map_or(0, |h| h.data.m)},
-        "skipped_lines": split.skipped,
+        "users": {"train": inp.train.users(), "held_out": held.as_ref().map_or(0, |h| h.users())},
+        "comparisons": {"train": inp.train.data.m, "held_out": held.as_ref().map_or(0, |h| h.data.m)},
+        "skipped_lines": inp.skipped,
         "assignment": assignment,
         "wall_time_s": t0.elapsed().as_secs_f64(),
-    });
+    })
+}
+
+/// Run the stage once at `shares`; `log` receives per-iteration metrics (main run only), `out`
+/// is where the data files go (main run only).
+pub fn run_once(
+    c: &StageConfig,
+    shares: &[f64],
+    log: Option<&mut Metrics>,
+    out: Option<&Path>,
+    progress: &mut dyn Progress,
+    interrupt_dir: &Path,
+) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let inp = prepare(c, shares, out)?;
+    let absent = absent_groups(&inp);
+    if !absent.is_empty() {
+        tracing::warn!("groups absent from the training data: {absent:?} (their oracle and accuracy are reported as null)");
+    }
+    let all: Vec<usize> = (0..inp.train.data.m).collect();
+    let single = fit_model(
+        &inp.train,
+        &all,
+        &inp.rspec,
+        &inp.feats,
+        &mut stream(c.seed, "single"),
+    )?;
+    let hooks = EmHooks {
+        log,
+        progress,
+        interrupt_dir,
+    };
+    let sel = select(c, fit_candidates(c, &inp, hooks)?);
+    let oracle = fit_oracles(c, &inp)?;
+    let groups = inp.names.len();
+    let matching = match &inp.train.truth {
+        Some(t) => match_groups(&sel.fit.assign, t, sel.k, groups),
+        None => vec![None; groups],
+    };
+    let acc = held_out_accuracy(&inp, &single, &sel.fit, &matching, &oracle)?;
+    let truth = inp.train.truth.as_ref();
+    let ari = truth.map(|t| super::diagnostics::ari(&sel.fit.assign, t));
+    let purity = truth.map(|t| super::diagnostics::purity(&sel.fit.assign, t));
+    let detail = detail(&inp, &sel, &matching, &absent, t0);
+    let Selected { k, fit, .. } = sel;
     Ok(Outcome {
         shares: shares.to_vec(),
         k,
@@ -467,9 +590,9 @@ pub fn run_once(
         purity,
         iterations: fit.iterations,
         converged: fit.converged,
-        single: acc_s,
-        mixture: acc_m,
-        oracle: acc_o,
+        single: acc.single,
+        mixture: acc.mixture,
+        oracle: acc.oracle,
         detail,
         history: fit.history,
         ensemble: Some(RewardEnsemble {

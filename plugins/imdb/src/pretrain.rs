@@ -416,19 +416,23 @@ pub fn config_json(mc: &Gpt2ModelConfig, storage: Storage) -> serde_json::Value 
     })
 }
 
-/// Pretrain on `train` reviews, evaluate on `heldout`, write `config.json`, `model.safetensors`
-/// and `metrics.json` into `out` (which must already hold the `tokenizer.json` at `tok_path`'s
-/// content; the tokenizer is read from `tok_path`).
-pub fn pretrain(
+/// The tokenised sentence units of the training and held-out reviews, and the vocabulary facts
+/// the model config needs.
+struct Corpus {
+    train: Vec<Vec<u32>>,
+    held: Vec<Vec<u32>>,
+    vocab: usize,
+    eos: u32,
+}
+
+/// Read the tokenizer at `tok_path` and cut both review sets into sentence units; no training
+/// unit within the length limits is an input error.
+fn tokenise(
     train: &[&Review],
     heldout: &[&Review],
     tok_path: &Path,
     cfg: &PretrainConfig,
-    out: &Path,
-    progress: &mut dyn maxmin_core::run::Progress,
-) -> Result<PretrainReport> {
-    cfg.validate()?;
-    let device = Device::Cpu;
+) -> Result<Corpus> {
     let tok = tokenizers::Tokenizer::from_file(tok_path)
         .map_err(|e| Error::data(tok_path, None, format!("cannot read tokenizer: {e}")))?;
     let eos = tok
@@ -450,15 +454,32 @@ pub fn pretrain(
         secs = t0.elapsed().as_secs_f64(),
         "tokenised sentence units"
     );
-    let mc = cfg.model_config(vocab, eos);
-    let mut trainer = Gpt2Trainer::new(mc.clone(), &init_named(&mc, cfg.seed)?)?;
-    let n_params = trainer.num_params();
-    tracing::info!(
-        params = n_params,
+    Ok(Corpus {
+        train: units,
+        held,
         vocab,
-        threads = rayon::current_num_threads(),
-        "initialised GPT-2"
-    );
+        eos,
+    })
+}
+
+/// What the training loop hands to the report.
+struct TrainLosses {
+    /// Losses of the first 10 steps.
+    first: Vec<f64>,
+    /// Losses of the last 10 steps.
+    last: std::collections::VecDeque<f64>,
+    /// Wall time of the loop in seconds.
+    wall: f64,
+}
+
+/// `cfg.steps` Adam steps on batches of random windows of `units`, with progress and the
+/// interrupt check; a non-finite loss stops training.
+fn train_steps(
+    trainer: &mut Gpt2Trainer,
+    units: &[Vec<u32>],
+    cfg: &PretrainConfig,
+    progress: &mut dyn maxmin_core::run::Progress,
+) -> Result<TrainLosses> {
     let mut rng = maxmin_core::rng::stream(cfg.seed, "imdb/pretrain/windows");
     let (mut first, mut last) = (Vec::new(), std::collections::VecDeque::new());
     let train_start = Instant::now();
@@ -470,7 +491,7 @@ pub fn pretrain(
             ));
         }
         let windows: Vec<Vec<u32>> = (0..cfg.batch)
-            .map(|_| window(&units, rng.random_range(0..units.len()), cfg.context + 1))
+            .map(|_| window(units, rng.random_range(0..units.len()), cfg.context + 1))
             .collect();
         let l = trainer.loss_and_grads(&windows)?;
         if !l.is_finite() {
@@ -495,49 +516,91 @@ pub fn pretrain(
     }
     progress.finish();
     let wall = train_start.elapsed().as_secs_f64();
+    Ok(TrainLosses { first, last, wall })
+}
+
+/// The trainer's weights as `storage` rounds them, as parameters on `device`.
+fn stored_params(
+    trainer: &Gpt2Trainer,
+    mc: &Gpt2ModelConfig,
+    storage: Storage,
+    device: &Device,
+) -> Result<Params> {
     let stored: HashMap<String, Vec<f32>> = trainer
         .named_params()
         .into_iter()
-        .map(|(n, _, v)| {
-            (
-                n,
-                v.into_iter()
-                    .map(|x| stored_value(x, cfg.storage))
-                    .collect(),
-            )
-        })
+        .map(|(n, _, v)| (n, v.into_iter().map(|x| stored_value(x, storage)).collect()))
         .collect();
-    let params = params_of(&mc, stored, &device)?;
+    params_of(mc, stored, device)
+}
+
+/// Write `config.json`, `model.safetensors` and `metrics.json` into `out`.
+fn write_model(
+    out: &Path,
+    mc: &Gpt2ModelConfig,
+    cfg: &PretrainConfig,
+    params: &Params,
+    report: &PretrainReport,
+) -> Result<()> {
+    let cfg_json = serde_json::to_string_pretty(&config_json(mc, cfg.storage))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    maxmin_core::run::write_atomic(&out.join("config.json"), cfg_json.as_bytes())?;
+    maxmin_core::run::write_atomic(
+        &out.join("model.safetensors"),
+        &safetensors_bytes(params, cfg.storage)?,
+    )?;
+    maxmin_core::run::write_json_atomic(
+        &out.join("metrics.json"),
+        &serde_json::json!({ "config": cfg, "report": report }),
+    )
+}
+
+/// Pretrain on `train` reviews, evaluate on `heldout`, write `config.json`, `model.safetensors`
+/// and `metrics.json` into `out` (which must already hold the `tokenizer.json` at `tok_path`'s
+/// content; the tokenizer is read from `tok_path`).
+pub fn pretrain(
+    train: &[&Review],
+    heldout: &[&Review],
+    tok_path: &Path,
+    cfg: &PretrainConfig,
+    out: &Path,
+    progress: &mut dyn maxmin_core::run::Progress,
+) -> Result<PretrainReport> {
+    cfg.validate()?;
+    let device = Device::Cpu;
+    let corpus = tokenise(train, heldout, tok_path, cfg)?;
+    let (units, held) = (&corpus.train, &corpus.held);
+    let mc = cfg.model_config(corpus.vocab, corpus.eos);
+    let mut trainer = Gpt2Trainer::new(mc.clone(), &init_named(&mc, cfg.seed)?)?;
+    let n_params = trainer.num_params();
+    tracing::info!(
+        params = n_params,
+        vocab = corpus.vocab,
+        threads = rayon::current_num_threads(),
+        "initialised GPT-2"
+    );
+    let mut losses = train_steps(&mut trainer, units, cfg, progress)?;
+    let params = stored_params(&trainer, &mc, cfg.storage, &device)?;
     let model = model_of(&mc, &params, &device)?;
-    let (nll, ntok) = heldout_nll(&model, &held, cfg.context, cfg.eval_windows, &device)?;
+    let (nll, ntok) = heldout_nll(&model, held, cfg.context, cfg.eval_windows, &device)?;
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let report = PretrainReport {
         params: n_params,
         train_sentences: units.len(),
         heldout_sentences: held.len(),
         train_tokens_seen: cfg.steps * cfg.batch * cfg.context,
-        first_loss: mean(&first),
-        last_loss: mean(last.make_contiguous()),
+        first_loss: mean(&losses.first),
+        last_loss: mean(losses.last.make_contiguous()),
         heldout_nll: nll,
         heldout_perplexity: nll.exp(),
         heldout_tokens: ntok,
-        wall_seconds: wall,
+        wall_seconds: losses.wall,
     };
     tracing::info!(
         heldout_perplexity = report.heldout_perplexity,
-        wall_s = wall,
+        wall_s = losses.wall,
         "pretraining done"
     );
-    let cfg_json = serde_json::to_string_pretty(&config_json(&mc, cfg.storage))
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    maxmin_core::run::write_atomic(&out.join("config.json"), cfg_json.as_bytes())?;
-    maxmin_core::run::write_atomic(
-        &out.join("model.safetensors"),
-        &safetensors_bytes(&params, cfg.storage)?,
-    )?;
-    maxmin_core::run::write_json_atomic(
-        &out.join("metrics.json"),
-        &serde_json::json!({ "config": cfg, "report": report }),
-    )?;
+    write_model(out, &mc, cfg, &params, &report)?;
     Ok(report)
 }
