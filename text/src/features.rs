@@ -162,15 +162,11 @@ impl Featurizer {
         prompts: &[Vec<u32>],
         completions: &[Vec<u32>],
     ) -> Result<Vec<Vec<Vec<f32>>>> {
-        let dense = self.dense_rows(prompts, completions)?;
         if self.mean {
-            return dense
-                .iter()
-                .zip(completions)
-                .map(|(rs, ids)| Ok(vec![self.pooled(rs, ids)?]))
-                .collect();
+            let pooled = self.completion_sums(prompts, completions)?;
+            return Ok(pooled.into_iter().map(|row| vec![row]).collect());
         }
-        let mut rows = dense;
+        let mut rows = self.dense_rows(prompts, completions)?;
         for (rs, ids) in rows.iter_mut().zip(completions) {
             for (row, &tok) in rs.iter_mut().zip(ids) {
                 if let Some(v) = self.counts {

@@ -473,6 +473,7 @@ fn train_policy(
     let t0 = Instant::now();
     let job = PolicyJob {
         ctx,
+        compare,
         learned,
         cals: compare.calibrate.then_some((cal, cal_single)),
         fz,
@@ -490,17 +491,19 @@ fn train_policy(
     )?;
     progress.finish();
     let train_seconds = t0.elapsed().as_secs_f64();
-    let mut r = evaluate_policy(ctx, learned, fz, trainer.policy(), &label, seed)?;
-    r.0.train_seconds = train_seconds;
-    let samples: Vec<&Completion> = r.1.iter().take(compare.samples).collect();
+    let (mut result, completions) =
+        evaluate_policy(ctx, learned, fz, trainer.policy(), &label, seed)?;
+    result.train_seconds = train_seconds;
+    let samples: Vec<&Completion> = completions.iter().take(compare.samples).collect();
     write_json_atomic(&pol_dir.join("samples.json"), &samples)?;
-    write_json_atomic(&result_path, &r.0)?;
-    Ok(r.0)
+    write_json_atomic(&result_path, &result)?;
+    Ok(result)
 }
 
 /// One objective × seed policy's PPO run, shared by its steps.
 struct PolicyJob<'a, 'c> {
     ctx: &'a Ctx<'c>,
+    compare: &'a LmCompare,
     learned: &'a Learned,
     cals: Option<(&'a Calibration, &'a Calibration)>,
     fz: &'a Featurizer,
@@ -520,12 +523,7 @@ fn run_steps(
     metrics: &mut Metrics,
     progress: &mut dyn Progress,
 ) -> Result<()> {
-    let ctx = job.ctx;
-    let compare = ctx
-        .exp
-        .compare
-        .as_ref()
-        .ok_or_else(|| Error::Internal("policies without [compare]".into()))?;
+    let (ctx, compare) = (job.ctx, job.compare);
     let (steps, bs) = (compare.steps, ctx.exp.ppo.batch_size);
     while state.step < steps {
         if maxmin_core::run::interrupted() {
@@ -1013,13 +1011,11 @@ fn group_shares(exp: &LmExperiment) -> Value {
     let Some(p) = &exp.population else {
         return Value::Null;
     };
-    let shares = p.shares();
-    let total: f64 = shares.iter().sum();
     Value::Object(
         p.groups
             .iter()
-            .zip(&shares)
-            .map(|(g, s)| (g.name.clone(), serde_json::json!(s / total)))
+            .zip(p.shares())
+            .map(|(g, s)| (g.name.clone(), serde_json::json!(s)))
             .collect(),
     )
 }

@@ -255,11 +255,10 @@ fn claims_section(
     let get = |m: &BTreeMap<String, (f64, f64)>, k: &str| {
         m.get(k).copied().unwrap_or((f64::NAN, f64::NAN))
     };
-    let nan = (f64::NAN, f64::NAN);
     let (sm, sh) = get(single, major);
     let (wm, wh) = get(maxmin, "worst group");
     let ref_worst = reference.worst_utility;
-    let util_worst = row("utilitarian").map_or(nan, |m| get(m, "worst group")).0;
+    let util_worst = row("utilitarian").map(|m| get(m, "worst group").0);
     let single_worst = get(single, "worst group").0;
     let mm_major = get(maxmin, major).0;
     let gain = sm - r(major);
@@ -290,7 +289,7 @@ fn claims_section(
             format!("{wm:.3} vs {single_worst:.3}"),
         ),
     ];
-    if util_worst.is_finite() {
+    if let Some(util_worst) = util_worst {
         claims.push((
             "maxmin's worst group above utilitarian's".into(),
             wm > util_worst,
