@@ -103,6 +103,12 @@ pub struct FeatureConfig {
     /// How token rows become a completion's reward: `sum` (default) or `mean`.
     #[serde(default)]
     pub pooling: Pooling,
+    /// With `mean` pooling: divide a completion's summed content rows by (tokens +
+    /// `prior-tokens`) instead of by its token count, so a completion of few tokens scores near
+    /// zero content evidence rather than its words' full weight — the form of a sentiment ground
+    /// truth shrunk by `prior-ngrams` (docs/lm-rlhf.md, "Reward features"). Default 0: the mean.
+    #[serde(default)]
+    pub prior_tokens: f32,
     /// Append the completion's length (tokens / `[generation] max-new-tokens`) as one column:
     /// what lets a `mean`-pooled head express a length preference. With `sum` pooling each token
     /// row carries 1 / max-new-tokens, so the sum is the same number.
@@ -131,6 +137,7 @@ impl Default for FeatureConfig {
             token_identity: true,
             token_counts: false,
             pooling: Pooling::Sum,
+            prior_tokens: 0.0,
             length: false,
         }
     }
@@ -143,6 +150,21 @@ impl FeatureConfig {
             return Err(Error::config(
                 "contextual",
                 "every feature channel is off: turn on at least one of contextual, token-identity, token-counts, length",
+            ));
+        }
+        if !(self.prior_tokens.is_finite() && self.prior_tokens >= 0.0) {
+            return Err(Error::config(
+                "prior-tokens",
+                format!(
+                    "expected a finite number of tokens ≥ 0, got {}",
+                    self.prior_tokens
+                ),
+            ));
+        }
+        if self.prior_tokens > 0.0 && self.pooling != Pooling::Mean {
+            return Err(Error::config(
+                "prior-tokens",
+                "only means something with pooling = \"mean\" (a sum of per-token rewards has no denominator to shrink)",
             ));
         }
         Ok(())

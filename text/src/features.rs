@@ -56,6 +56,8 @@ pub struct Featurizer {
     counts: Option<usize>,
     /// One row per completion, the mean of its token rows.
     mean: bool,
+    /// Pseudo-tokens added to the mean's denominator (`prior-tokens`).
+    prior: f32,
     /// Tokens per unit of the length column, when it is on.
     length: Option<f32>,
 }
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Featurizer {
             .field("token_identity", &self.token_table.is_some())
             .field("token_counts", &self.counts)
             .field("mean", &self.mean)
+            .field("prior", &self.prior)
             .field("length", &self.length)
             .finish()
     }
@@ -85,6 +88,7 @@ impl Featurizer {
             token_table: None,
             counts: None,
             mean: false,
+            prior: 0.0,
             length: None,
         }
     }
@@ -95,6 +99,7 @@ impl Featurizer {
         cfg.validate()?;
         self.contextual = cfg.contextual;
         self.mean = cfg.pooling == Pooling::Mean;
+        self.prior = cfg.prior_tokens;
         self.length = cfg.length.then_some(max_new_tokens.max(1) as f32);
         if cfg.token_identity {
             self = self.with_token_identity()?;
@@ -198,7 +203,7 @@ impl Featurizer {
     }
 
     /// One completion's dense rows and token ids pooled into one row: summed (divided by the
-    /// length with `mean` pooling), the length column as the length.
+    /// length plus `prior-tokens` with `mean` pooling), the length column as the length.
     fn pooled(&self, dense: &[Vec<f32>], ids: &[u32]) -> Result<Vec<f32>> {
         let d = self.dense_dim();
         let mut out = vec![0f32; self.dim()];
@@ -214,9 +219,10 @@ impl Featurizer {
         }
         let n = ids.len() as f32;
         let content = d + self.counts.unwrap_or(0);
-        if self.mean && n > 0.0 {
+        if self.mean && n + self.prior > 0.0 {
+            let denominator = n + self.prior;
             for a in &mut out[..content] {
-                *a /= n;
+                *a /= denominator;
             }
         }
         if let Some(scale) = self.length {
@@ -387,6 +393,7 @@ mod tests {
             token_identity: false,
             token_counts: true,
             pooling,
+            prior_tokens: 0.0,
             length: true,
         };
         let mean = Featurizer::new(base.clone(), 0, 2)
@@ -434,6 +441,45 @@ mod tests {
                 let want = toks.iter().map(|r| r[j]).sum::<f32>() / toks.len() as f32;
                 assert!((p[0][j] - want).abs() < 1e-5);
             }
+        }
+    }
+
+    /// `prior-tokens`: the content part is the token sum over (tokens + prior), so a short
+    /// completion scores a fraction of its words' weight and a long one nearly their mean; the
+    /// length column is untouched. Negative, non-finite and sum-pooled priors are refused.
+    #[test]
+    fn prior_tokens_shrink_short_completions_towards_zero() {
+        let base = fixture();
+        let v = base.vocab_size();
+        let cfg = |pooling, prior_tokens| FeatureConfig {
+            contextual: false,
+            token_identity: false,
+            token_counts: true,
+            pooling,
+            prior_tokens,
+            length: true,
+        };
+        let f = Featurizer::new(base.clone(), 0, 2)
+            .with_config(&cfg(Pooling::Mean, 2.0), 8)
+            .unwrap();
+        let prompts = vec![vec![1], vec![1]];
+        let comps = vec![vec![5, 7], vec![5, 7, 5, 7, 5, 7]];
+        let rows = f.completion_sums(&prompts, &comps).unwrap();
+        // 1 / (2 + 2) and 3 / (6 + 2): the longer text carries more of its words' weight.
+        assert_eq!((rows[0][5], rows[0][7], rows[0][v]), (0.25, 0.25, 0.25));
+        assert_eq!((rows[1][5], rows[1][7], rows[1][v]), (0.375, 0.375, 0.75));
+        assert_eq!(f.token_rows(&prompts, &comps).unwrap()[1][0], rows[1]);
+
+        for (pooling, prior, key) in [
+            (Pooling::Mean, -1.0, "prior-tokens"),
+            (Pooling::Mean, f32::NAN, "prior-tokens"),
+            (Pooling::Sum, 4.0, "prior-tokens"),
+        ] {
+            let err = Featurizer::new(base.clone(), 0, 2)
+                .with_config(&cfg(pooling, prior), 8)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
         }
     }
 }
