@@ -18,7 +18,6 @@ pub mod em;
 pub mod group_reward;
 pub mod group_reward_pendulum;
 pub mod population;
-pub mod psoups;
 pub mod report;
 pub mod reward_model;
 pub mod simulate;
