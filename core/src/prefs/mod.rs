@@ -16,7 +16,6 @@ pub mod data;
 pub mod diagnostics;
 pub mod em;
 pub mod group_reward;
-pub mod group_reward_pendulum;
 pub mod population;
 pub mod report;
 pub mod reward_model;

@@ -68,8 +68,7 @@ pub fn validate(c: &StageConfig) -> Result<()> {
     RewardSpec::from_config(c.reward_model)?;
     let spec = c.env.build().map_err(|e| e.under("env"))?.spec().clone();
     for (i, g) in c.population.groups.iter().enumerate() {
-        g.reward
-            .build(&spec)
+        crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
             .map_err(|e| e.under(&format!("population.groups.{i}.reward")))?;
     }
     Ok(())
@@ -125,8 +124,7 @@ fn simulate(c: &StageConfig, shares: &[f64], out: Option<&Path>) -> Result<Split
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            g.reward
-                .build(&spec)
+            crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
                 .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
         })
         .collect::<Result<Vec<_>>>()?;
