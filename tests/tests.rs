@@ -5,6 +5,8 @@
 //! - `configs`: every file in `configs/` passes `maxmin check`.
 //! - `gpu`: GPT-2 on the GPU against the CPU, the fused log-prob op on GPU logits (ignored
 //!   unless run with `--ignored` from the CUDA build; `benches/gpu-check.sh`).
+//! - `layering`: crate dependencies, core's imports, model files and file cycles against
+//!   docs/architecture.md "Layering".
 //! - `lm`: the language-model pipeline on the fixture GPT-2: report, determinism, resume after
 //!   SIGINT, bad input.
 //! - `prefs`: the preference + EM stage: run contents, determinism, bad-input handling.
@@ -16,6 +18,7 @@ mod common;
 mod compare;
 mod configs;
 mod gpu;
+mod layering;
 mod lm;
 mod prefs;
 mod runs;
