@@ -311,7 +311,12 @@ fn list() {
             kind = p.kind;
             println!("{kind}:");
         }
-        println!("  {:<22} {}", p.name, p.doc);
+        let envs = if p.envs.is_empty() {
+            String::new()
+        } else {
+            format!(" (for {})", p.envs.join(", "))
+        };
+        println!("  {:<22} {}{envs}", p.name, p.doc);
     }
 }
 

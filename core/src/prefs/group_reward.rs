@@ -5,7 +5,7 @@
 //!
 //! Only the plugin point lives here. The rewards themselves read one environment's observations,
 //! so they sit next to that environment (`envs/src/cartpole.rs`: `cart-position`, …; the guide
-//! `envs/README.md`, "Adding group rewards") and are registered with the ids of the environments
+//! `envs/README.md`, "4. Group rewards") and are registered with the ids of the environments
 //! they score: `register_plugin!(GroupRewardConfig, "…", "…", envs = [ID])`. [`build`] refuses
 //! one on any other environment, so a reward's own `build` may rely on the observation layout.
 
