@@ -67,8 +67,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
         "core/src/ops/logprob/cuda.rs",
         "core/src/ops/logprob/mod.rs",
     ],
-    // The stage writes its report; the report reads the stage's outcome types.
-    &["core/src/prefs/report.rs", "core/src/prefs/stage.rs"],
     // CartPole builds its vectorised version, which shares CartPole's constants and step.
     &["envs/src/cartpole.rs", "envs/src/cartpole_vec.rs"],
     &[
