@@ -2,12 +2,17 @@
 //!
 //! `maxmin bench kernels [--device cpu|cuda] [--tokens N] [--json PATH]` times every fused
 //! kernel of `maxmin_core::ops` against the unfused composition it replaces, in the same run
-//! (see `maxmin_core::ops::bench` for what is measured and how), prints one line per kernel
-//! and shape, and writes the full report as JSON. Output is documented in docs/gpu.md.
+//! (see [`kernels`] for what is measured and how), prints one line per kernel and shape, and
+//! writes the full report as JSON. Output is documented in docs/gpu.md.
+
+mod estep_gae;
+mod kernels;
+mod logprob;
 
 use anyhow::Context as _;
-use maxmin_core::device::DeviceConfig;
-use maxmin_core::ops::bench::{self, KernelBenchConfig, KernelReport, Timing};
+use kernels::{self as bench, KernelBenchConfig, KernelReport, Timing};
+use maxmin_core::device::{Device, DeviceConfig};
+use maxmin_core::Result;
 use std::path::PathBuf;
 
 /// Benchmark subcommands.
@@ -61,7 +66,7 @@ fn kernels(a: KernelsArgs) -> anyhow::Result<()> {
         peak_gbs: a.peak_gbs,
         ..KernelBenchConfig::default()
     };
-    let report = bench::run(&device, &cfg)?;
+    let report = run_kernels(&device, &cfg)?;
     print!("{}", render(&report));
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -70,6 +75,58 @@ fn kernels(a: KernelsArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Run every kernel benchmark on `device`.
+/// Run every kernel benchmark on `device` (the log-prob ones per vocabulary size).
+fn run_kernels(device: &Device, cfg: &KernelBenchConfig) -> Result<KernelReport> {
+    if cfg.tokens == 0 || cfg.vocabs.contains(&0) || cfg.min_iters == 0 {
+        return Err(maxmin_core::Error::input(
+            "bench kernels: --tokens, vocabulary sizes and --iters must be positive",
+            None,
+        ));
+    }
+    let (device_name, peak, peak_source) = match device {
+        Device::Cpu => {
+            let bw = kernels::cpu_read_gbs();
+            (
+                kernels::cpu_name(),
+                Some(bw),
+                "measured: rayon sum over 256 MiB, best of 5".to_string(),
+            )
+        }
+        Device::Cuda(d) => (
+            d.name().to_string(),
+            d.peak_bandwidth_gbs(),
+            "driver: 2 × memory clock × bus width (or datasheet)".to_string(),
+        ),
+    };
+    let (peak, peak_source) = match cfg.peak_gbs {
+        Some(p) => (Some(p), "--peak-gbs".to_string()),
+        None => (peak, peak_source),
+    };
+    let mut results = Vec::new();
+    for &v in &cfg.vocabs {
+        match device {
+            Device::Cpu => results.extend(logprob::logprob_cpu(cfg, v, peak)?),
+            Device::Cuda(d) => {
+                results.extend(logprob::logprob_cuda(d, cfg, v, peak)?);
+                #[cfg(feature = "cuda")]
+                results.extend(logprob::logprob_candle_cuda(d, cfg, v, peak)?);
+            }
+        }
+    }
+    results.push(estep_gae::bt_estep_bench(device, cfg, peak)?);
+    results.push(estep_gae::gae_bench(device, cfg, peak)?);
+    Ok(KernelReport {
+        device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
+        device_name,
+        peak_gbs: peak,
+        peak_source,
+        threads: rayon::current_num_threads(),
+        tokens: cfg.tokens,
+        results,
+    })
 }
 
 fn fmt_timing(t: &Timing) -> String {

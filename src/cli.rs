@@ -156,21 +156,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", run_dir.join("report.md").display());
             Ok(())
         }
-        Cmd::Bandit { out, sets } => {
-            let cfg: maxmin_core::bandit::BanditConfig = maxmin_core::config::load_str(
-                "",
-                std::path::Path::new("<bandit defaults>"),
-                &sets,
-            )?
-            .value;
-            let dir = out.unwrap_or_else(|| {
-                PathBuf::from("runs").join(format!("bandit__{}", maxmin_core::run::timestamp()))
-            });
-            let rows = maxmin_core::bandit::sweep(&cfg);
-            maxmin_core::bandit::write_report(&dir, &cfg, &rows)?;
-            println!("{}", dir.display());
-            Ok(())
-        }
+        Cmd::Bandit { out, sets } => Ok(crate::bandit::run(out, &sets)?),
         Cmd::List => {
             list();
             Ok(())
@@ -325,7 +311,12 @@ fn list() {
             kind = p.kind;
             println!("{kind}:");
         }
-        println!("  {:<22} {}", p.name, p.doc);
+        let envs = if p.envs.is_empty() {
+            String::new()
+        } else {
+            format!(" (for {})", p.envs.join(", "))
+        };
+        println!("  {:<22} {}{envs}", p.name, p.doc);
     }
 }
 

@@ -1,6 +1,10 @@
 //! `maxmin`: the command-line front end. Parses arguments, sets up logging, dispatches to the
 //! library, and turns errors into exit codes (0 success, 2 bad input, 1 internal error).
 
+// maxmin_core::Error is the project-wide error type; its size is core's decision.
+#![allow(clippy::result_large_err)]
+
+mod bandit;
 mod bench;
 mod cli;
 mod lm;

@@ -140,7 +140,16 @@ fn list_names_every_plugin_kind() {
     let o = run(&["list"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
-    for needle in ["EnvConfig:", "cartpole", "pendulum", "PolicyConfig:", "mlp"] {
+    for needle in [
+        "EnvConfig:",
+        "cartpole",
+        "pendulum",
+        "PolicyConfig:",
+        "mlp",
+        "GroupRewardConfig:",
+        "corridor-left",
+        "(for Corridor-v0)",
+    ] {
         assert!(out.contains(needle), "`{needle}` missing from:\n{out}");
     }
 }
@@ -164,5 +173,25 @@ fn every_subcommand_has_help() {
         let (out, _) = text(&o);
         assert!(o.status.success(), "{sub} --help");
         assert!(out.contains("Usage"), "{sub}: {out}");
+    }
+}
+
+#[test]
+fn group_reward_on_another_environment_is_refused_naming_both() {
+    let o = run(&[
+        "check",
+        "configs/cartpole__maxmin.toml",
+        "--set",
+        "population.groups.1.reward={type=\"pendulum-upright\"}",
+    ]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for needle in [
+        "population.groups.1.reward.type",
+        "pendulum-upright",
+        "Pendulum-v1",
+        "CartPole-v1",
+    ] {
+        assert!(err.contains(needle), "`{needle}` missing from:\n{err}");
     }
 }

@@ -259,7 +259,7 @@ pub struct CudaDevice {
 }
 
 /// Turn a driver error into ours, naming what was being done.
-pub(crate) fn driver_err(what: &str, e: cudarc::driver::DriverError) -> Error {
+pub fn driver_err(what: &str, e: cudarc::driver::DriverError) -> Error {
     Error::Internal(format!("CUDA driver error while {what}: {e:?}"))
 }
 

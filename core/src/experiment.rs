@@ -310,8 +310,7 @@ fn run_compare(
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            g.reward
-                .build(&spec)
+            crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
                 .map(|r| (g.name.clone(), r))
                 .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
         })

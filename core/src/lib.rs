@@ -4,7 +4,6 @@
 //! Library code returns [`error::Error`]; only the `maxmin` binary uses `anyhow`.
 #![warn(missing_docs)]
 
-pub mod bandit;
 pub mod budget;
 pub mod checkpoint;
 pub mod compare;
@@ -28,6 +27,9 @@ pub mod run;
 
 pub use error::{Error, Result};
 
+/// The cudarc the custom kernels run on, for code that holds their device buffers (the kernel
+/// benchmarks of `maxmin bench kernels`).
+pub use cudarc;
 #[doc(hidden)]
 pub use inventory;
 #[doc(hidden)]

@@ -8,6 +8,11 @@
 //! ```text
 //! maxmin_core::register_plugin!(EnvConfig, "cartpole", "CartPole-v1: balance a pole on a cart");
 //! ```
+//! A plugin that only makes sense for some environments (a group reward reads one environment's
+//! observations) names their ids, and the pipeline refuses it on any other environment:
+//! ```text
+//! maxmin_core::register_plugin!(GroupRewardConfig, "cart-position", "…", envs = [ID]);
+//! ```
 
 /// One registered plugin type.
 #[derive(Debug, Clone, Copy)]
@@ -18,16 +23,27 @@ pub struct PluginInfo {
     pub name: &'static str,
     /// One-line description.
     pub doc: &'static str,
+    /// Ids of the environments it is for (`EnvSpec::id`); empty = any environment.
+    pub envs: &'static [&'static str],
 }
 
 inventory::collect!(PluginInfo);
 
-/// Register a plugin type for `maxmin list` and config suggestions.
+/// Register a plugin type for `maxmin list` and config suggestions; with `envs = [id, …]`, also
+/// the environments it is restricted to (see [`check_env`]).
 #[macro_export]
 macro_rules! register_plugin {
     ($kind:ident, $name:expr, $doc:expr) => {
+        $crate::register_plugin!($kind, $name, $doc, envs = []);
+    };
+    ($kind:ident, $name:expr, $doc:expr, envs = [$($env:expr),* $(,)?]) => {
         $crate::inventory::submit! {
-            $crate::registry::PluginInfo { kind: stringify!($kind), name: $name, doc: $doc }
+            $crate::registry::PluginInfo {
+                kind: stringify!($kind),
+                name: $name,
+                doc: $doc,
+                envs: &[$($env),*],
+            }
         }
     };
 }
@@ -48,6 +64,26 @@ pub fn names(kind: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The registered plugin `name` of `kind`, if any.
+pub fn find(kind: &str, name: &str) -> Option<PluginInfo> {
+    all().into_iter().find(|p| p.kind == kind && p.name == name)
+}
+
+/// Refuse plugin `name` of `kind` on environment `env_id` when its registration restricts it to
+/// other environments. The error's key is `type`, so callers prefix where the plugin sits.
+pub fn check_env(kind: &str, name: &str, env_id: &str) -> crate::Result<()> {
+    match find(kind, name) {
+        Some(p) if !p.envs.is_empty() && !p.envs.contains(&env_id) => Err(crate::Error::config(
+            "type",
+            format!(
+                "`{name}` is registered for {}, but the environment is {env_id}",
+                p.envs.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The name in `known` closest to `unknown` (by Jaro–Winkler similarity), if any is close.
 pub fn nearest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
     known
@@ -56,4 +92,32 @@ pub fn nearest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
         .filter(|(s, _)| *s > 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::register_plugin!(
+        TestOnlyConfig,
+        "test-only",
+        "registry test plugin",
+        envs = ["Test-v0", "Test-v1"]
+    );
+    crate::register_plugin!(TestOnlyConfig, "test-any", "registry test plugin");
+
+    #[test]
+    fn env_restriction_is_checked() {
+        assert_eq!(find("TestOnlyConfig", "test-only").unwrap().envs.len(), 2);
+        assert!(check_env("TestOnlyConfig", "test-only", "Test-v1").is_ok());
+        let e = check_env("TestOnlyConfig", "test-only", "CartPole-v1").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("test-only") && msg.contains("Test-v0, Test-v1"),
+            "{msg}"
+        );
+        assert!(msg.contains("CartPole-v1"), "{msg}");
+        assert!(check_env("TestOnlyConfig", "test-any", "CartPole-v1").is_ok());
+        assert!(check_env("TestOnlyConfig", "unregistered", "CartPole-v1").is_ok());
+    }
 }

@@ -35,6 +35,10 @@
 //! 3. Truncation: the episode reaches `max-episode-steps` (500) steps without terminating.
 //!
 //! Reward threshold 475. Config: `[env] type = "cartpole"`.
+//!
+//! ## Group rewards
+//! `cart-position` (`[population.groups.reward]`): keep the cart near `target`, optionally also
+//! the pole upright (`angle-weight`) and the episode going (`alive-bonus`).
 
 use crate::common::{
     discrete_action, from_bits, parse_snapshot, snapshot_value, time_limit, to_bits,
@@ -44,6 +48,8 @@ use crate::np_rng::NpRng;
 use maxmin_core::env::{
     Action, AutoresetMode, Env, EnvConfig, EnvSpec, Space, StepOutcome, VecEnv,
 };
+use maxmin_core::error::check;
+use maxmin_core::prefs::group_reward::{GroupReward, GroupRewardConfig};
 use maxmin_core::Result;
 use serde::{Deserialize, Serialize};
 
@@ -291,5 +297,92 @@ impl Env for CartPole {
         self.steps = s.steps;
         self.steps_beyond_terminated = s.steps_beyond_terminated;
         Ok(())
+    }
+}
+
+// Group rewards (ground truths of simulated groups, `[population.groups.reward]`): they read
+// this environment's observations, so they live here and are registered for its id only.
+
+/// `type = "cart-position"`: r = alive-bonus − |x − target| − angle-weight·|θ| per step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CartPositionConfig {
+    /// Cart position the group wants (CartPole's track is [−2.4, 2.4]).
+    pub target: f64,
+    /// Weight of keeping the pole upright (|θ| in radians); 0 = position only.
+    #[serde(default)]
+    pub angle_weight: f64,
+    /// Constant added to every step's reward. Comparisons of equal-length segments cannot see
+    /// it, but an episode's utility can: with a bonus larger than the worst position penalty
+    /// (3.4 on CartPole's track) the group also wants the episode to go on, as CartPole's own
+    /// reward does. 0 keeps the reward a pure position preference.
+    #[serde(default)]
+    pub alive_bonus: f64,
+}
+
+#[derive(Debug)]
+struct CartPosition {
+    target: f64,
+    angle_weight: f64,
+    alive_bonus: f64,
+}
+
+impl GroupReward for CartPosition {
+    fn step_reward(&self, obs: &[f32], _act: &[f32]) -> f64 {
+        self.alive_bonus
+            - (obs[0] as f64 - self.target).abs()
+            - self.angle_weight * (obs[2] as f64).abs()
+    }
+}
+
+#[typetag::serde(name = "cart-position")]
+impl GroupRewardConfig for CartPositionConfig {
+    fn validate(&self) -> Result<()> {
+        check::in_range("target", self.target, -2.4, 2.4)?;
+        check::non_negative_f64("alive-bonus", self.alive_bonus)?;
+        check::non_negative_f64("angle-weight", self.angle_weight)
+    }
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        self.validate()?;
+        Ok(Box::new(CartPosition {
+            target: self.target,
+            angle_weight: self.angle_weight,
+            alive_bonus: self.alive_bonus,
+        }))
+    }
+}
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "cart-position",
+    "CartPole group reward: keep the cart near `target` (−|x − target|, optional pole angle term)",
+    envs = [ID]
+);
+
+#[cfg(test)]
+mod group_reward_tests {
+    use super::*;
+    use maxmin_core::prefs::group_reward::build;
+
+    fn cart(target: f64) -> CartPositionConfig {
+        CartPositionConfig {
+            target,
+            angle_weight: 0.0,
+            alive_bonus: 0.0,
+        }
+    }
+
+    #[test]
+    fn cart_position_prefers_its_side_and_checks_env() {
+        let spec = CartPoleConfig::default().build().unwrap().spec().clone();
+        let left = build(&cart(-1.0), &spec).unwrap();
+        let a = vec![vec![-0.2, 0.0, 0.0, 0.0, 1.0]];
+        let b = vec![vec![0.2, 0.0, 0.0, 0.0, 0.0]];
+        assert!(left.segment_return(&a, 4) > left.segment_return(&b, 4));
+        let mut other = spec.clone();
+        other.id = "MountainCar-v0".into();
+        let e = build(&cart(1.0), &other).unwrap_err();
+        assert!(e.to_string().contains("MountainCar-v0"), "{e}");
+        assert!(cart(9.0).validate().is_err());
     }
 }

@@ -20,13 +20,22 @@
 //! 2. Truncation: the episode reaches `max-episode-steps` (100) steps without terminating.
 //!
 //! Config: `[env] type = "corridor"`, options `length` (default 10) and `max-episode-steps`.
+//!
+//! ## Group rewards
+//! For a population of users (`[population.groups.reward]`): `corridor-right` scores the
+//! position (0 at the left wall, 1 at the goal) per step, `corridor-left` one minus it. Two
+//! groups that want opposite ends make the smallest MaxMin experiment (`envs/README.md`).
 
 use maxmin_core::env::{Action, Env, EnvConfig, EnvSpec, Space, StepOutcome};
 use maxmin_core::error::check;
+use maxmin_core::prefs::group_reward::{GroupReward, GroupRewardConfig};
 use maxmin_core::rng::Rng;
 use maxmin_core::{Error, Result};
 use rand::{Rng as _, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+/// Environment id.
+pub const ID: &str = "Corridor-v0";
 
 /// `[env] type = "corridor"`: walk right to the end of a corridor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,7 +110,7 @@ impl Corridor {
     pub fn new(cfg: &CorridorConfig) -> Self {
         Self {
             spec: EnvSpec {
-                id: "Corridor-v0".into(),
+                id: ID.into(),
                 observation_space: Space::Box {
                     low: vec![0.0],
                     high: vec![1.0],
@@ -180,6 +189,61 @@ impl Env for Corridor {
     }
 }
 
+/// `[population.groups.reward] type = "corridor-right"`: r = position per step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorridorRightConfig {}
+
+/// `[population.groups.reward] type = "corridor-left"`: r = 1 − position per step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorridorLeftConfig {}
+
+/// Both rewards: the observation is the position in [0, 1].
+#[derive(Debug)]
+struct Side {
+    right: bool,
+}
+
+impl GroupReward for Side {
+    fn step_reward(&self, obs: &[f32], _act: &[f32]) -> f64 {
+        let x = obs[0] as f64;
+        if self.right {
+            x
+        } else {
+            1.0 - x
+        }
+    }
+}
+
+#[typetag::serde(name = "corridor-right")]
+impl GroupRewardConfig for CorridorRightConfig {
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        Ok(Box::new(Side { right: true }))
+    }
+}
+
+#[typetag::serde(name = "corridor-left")]
+impl GroupRewardConfig for CorridorLeftConfig {
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        Ok(Box::new(Side { right: false }))
+    }
+}
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "corridor-right",
+    "Corridor group reward: be near the goal (the position per step)",
+    envs = [ID]
+);
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "corridor-left",
+    "Corridor group reward: stay near the left wall (1 − the position per step)",
+    envs = [ID]
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +281,19 @@ mod tests {
             .map(|_| env.step(Action::Discrete(0), &mut obs).truncated)
             .collect();
         assert_eq!(ends, [false, false, true]);
+    }
+
+    #[test]
+    fn group_rewards_want_opposite_ends_of_this_corridor_only() {
+        use maxmin_core::prefs::group_reward::build;
+        let spec = Corridor::new(&CorridorConfig::default()).spec().clone();
+        let right = build(&CorridorRightConfig {}, &spec).unwrap();
+        let left = build(&CorridorLeftConfig {}, &spec).unwrap();
+        assert_eq!(right.step_reward(&[0.75], &[1.0]), 0.75);
+        assert_eq!(left.step_reward(&[0.75], &[1.0]), 0.25);
+        let mut other = spec;
+        other.id = "CartPole-v1".into();
+        let e = build(&CorridorLeftConfig {}, &other).unwrap_err();
+        assert!(e.to_string().contains("corridor-left"), "{e}");
     }
 }

@@ -26,6 +26,11 @@
 //! 2. Truncation: the episode reaches `max-episode-steps` (200) steps without terminating.
 //!
 //! Reward threshold -110. Config: `[env] type = "mountain-car"`.
+//!
+//! ## Group rewards
+//! `mountain-car-goal` (the car's position per step: reach the goal fast) and
+//! `mountain-car-frugal` (−1 per accelerating step: use little force), for
+//! `[population.groups.reward]`.
 
 use crate::common::{
     discrete_action, from_bits, parse_snapshot, snapshot_value, time_limit, to_bits,
@@ -33,6 +38,7 @@ use crate::common::{
 };
 use crate::np_rng::NpRng;
 use maxmin_core::env::{Action, Env, EnvConfig, EnvSpec, Space, StepOutcome};
+use maxmin_core::prefs::group_reward::{GroupReward, GroupRewardConfig};
 use maxmin_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -202,5 +208,87 @@ impl Env for MountainCar {
         self.rng = s.rng;
         self.steps = s.steps;
         Ok(())
+    }
+}
+
+// Group rewards (ground truths of simulated groups, `[population.groups.reward]`): they read
+// this environment's observations and actions, so they live here and are registered for its id
+// only.
+
+/// `type = "mountain-car-goal"`: reach the goal fast — r = position per step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MountainCarGoalConfig {}
+
+#[derive(Debug)]
+struct MountainCarGoal;
+
+impl GroupReward for MountainCarGoal {
+    fn step_reward(&self, obs: &[f32], _act: &[f32]) -> f64 {
+        obs[0] as f64
+    }
+}
+
+#[typetag::serde(name = "mountain-car-goal")]
+impl GroupRewardConfig for MountainCarGoalConfig {
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        Ok(Box::new(MountainCarGoal))
+    }
+}
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "mountain-car-goal",
+    "MountainCar group reward: reach the goal fast (the car's position per step)",
+    envs = [ID]
+);
+
+/// `type = "mountain-car-frugal"`: use little force — r = −1 per step that accelerates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MountainCarFrugalConfig {}
+
+#[derive(Debug)]
+struct MountainCarFrugal;
+
+impl GroupReward for MountainCarFrugal {
+    fn step_reward(&self, _obs: &[f32], act: &[f32]) -> f64 {
+        // Action 1 is "do not accelerate".
+        -((act[0] as f64 - 1.0).abs())
+    }
+}
+
+#[typetag::serde(name = "mountain-car-frugal")]
+impl GroupRewardConfig for MountainCarFrugalConfig {
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        Ok(Box::new(MountainCarFrugal))
+    }
+}
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "mountain-car-frugal",
+    "MountainCar group reward: use little force (−1 per accelerating step)",
+    envs = [ID]
+);
+
+#[cfg(test)]
+mod group_reward_tests {
+    use super::*;
+    use maxmin_core::prefs::group_reward::build;
+
+    #[test]
+    fn goal_rewards_position_frugal_penalises_force_and_both_check_env() {
+        let spec = MountainCarConfig::default().build().unwrap().spec().clone();
+        let goal = build(&MountainCarGoalConfig {}, &spec).unwrap();
+        assert!(goal.step_reward(&[0.4, 0.0], &[1.0]) > goal.step_reward(&[-0.4, 0.0], &[1.0]));
+        let frugal = build(&MountainCarFrugalConfig {}, &spec).unwrap();
+        assert_eq!(frugal.step_reward(&[0.0, 0.0], &[1.0]), 0.0);
+        assert_eq!(frugal.step_reward(&[0.0, 0.0], &[2.0]), -1.0);
+        let mut other = spec.clone();
+        other.id = "CartPole-v1".into();
+        let e = build(&MountainCarFrugalConfig {}, &other).unwrap_err();
+        assert!(e.to_string().contains("mountain-car-frugal"), "{e}");
+        assert!(build(&MountainCarGoalConfig {}, &other).is_err());
     }
 }

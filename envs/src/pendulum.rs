@@ -25,6 +25,10 @@
 //! Never terminates; truncation after `max-episode-steps` (200) steps.
 //!
 //! Config: `[env] type = "pendulum"`, option `g` (gravity, default 10).
+//!
+//! ## Group rewards
+//! `pendulum-upright` ((1 + cos θ)/2 per step: keep it up) and `pendulum-gentle` (1 − |u|/2 per
+//! step: use little torque), both in [0, 1], for `[population.groups.reward]`.
 
 use crate::common::{
     from_bits, parse_snapshot, scalar_action, snapshot_value, time_limit, to_bits,
@@ -33,6 +37,7 @@ use crate::common::{
 use crate::np_rng::NpRng;
 use maxmin_core::env::{Action, Env, EnvConfig, EnvSpec, Space, StepOutcome};
 use maxmin_core::error::check;
+use maxmin_core::prefs::group_reward::{GroupReward, GroupRewardConfig};
 use maxmin_core::Result;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -217,5 +222,126 @@ impl Env for Pendulum {
         self.rng = s.rng;
         self.steps = s.steps;
         Ok(())
+    }
+}
+
+// Group rewards (ground truths of simulated groups, `[population.groups.reward]`; docs/algorithms.md
+// "Experiments to reproduce" item 3, the continuous task). Two groups that disagree on *how* to
+// act, both in [0, 1] per step so episodic utilities share a scale and the worst group is
+// meaningful. Registered for this environment's id only.
+
+/// `type = "pendulum-upright"`: r = (1 + cos θ)/2 per step — wants the pendulum up.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PendulumUprightConfig {}
+
+#[derive(Debug)]
+struct PendulumUpright;
+
+impl GroupReward for PendulumUpright {
+    fn step_reward(&self, obs: &[f32], _act: &[f32]) -> f64 {
+        // obs[0] = cos θ; θ = 0 is upright.
+        (1.0 + (obs[0] as f64).clamp(-1.0, 1.0)) / 2.0
+    }
+}
+
+#[typetag::serde(name = "pendulum-upright")]
+impl GroupRewardConfig for PendulumUprightConfig {
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        Ok(Box::new(PendulumUpright))
+    }
+}
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "pendulum-upright",
+    "Pendulum group reward: keep the pendulum up ((1 + cos θ)/2 per step, in [0, 1])",
+    envs = [ID]
+);
+
+/// `type = "pendulum-gentle"`: r = 1 − |u|/2 per step — wants little torque (u ∈ [−2, 2]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PendulumGentleConfig {}
+
+#[derive(Debug)]
+struct PendulumGentle;
+
+impl GroupReward for PendulumGentle {
+    fn step_reward(&self, _obs: &[f32], act: &[f32]) -> f64 {
+        // Rollout actions may be unclipped Gaussian samples; the environment applies the
+        // clipped torque, so score that one (keeps r in [0, 1]).
+        let max = MAX_TORQUE as f64;
+        let u = (act[0] as f64).clamp(-max, max);
+        1.0 - u.abs() / max
+    }
+}
+
+#[typetag::serde(name = "pendulum-gentle")]
+impl GroupRewardConfig for PendulumGentleConfig {
+    fn build(&self, _env: &EnvSpec) -> Result<Box<dyn GroupReward>> {
+        Ok(Box::new(PendulumGentle))
+    }
+}
+
+maxmin_core::register_plugin!(
+    GroupRewardConfig,
+    "pendulum-gentle",
+    "Pendulum group reward: use little torque (1 − |u|/2 per step, in [0, 1])",
+    envs = [ID]
+);
+
+#[cfg(test)]
+mod group_reward_tests {
+    use super::*;
+    use maxmin_core::prefs::group_reward::build;
+
+    fn pendulum() -> EnvSpec {
+        PendulumConfig::default().build().unwrap().spec().clone()
+    }
+
+    #[test]
+    fn upright_rewards_the_top_and_ignores_torque() {
+        let r = build(&PendulumUprightConfig {}, &pendulum()).unwrap();
+        let up = r.step_reward(&[1.0, 0.0, 0.0], &[2.0]);
+        let side = r.step_reward(&[0.0, 1.0, 0.0], &[0.0]);
+        let down = r.step_reward(&[-1.0, 0.0, 0.0], &[0.0]);
+        assert!((up - 1.0).abs() < 1e-12, "{up}");
+        assert!((side - 0.5).abs() < 1e-12, "{side}");
+        assert!(down.abs() < 1e-12, "{down}");
+        // Segment return sums rows obs ++ act.
+        let seg = vec![vec![1.0, 0.0, 0.0, 0.3], vec![-1.0, 0.0, 0.0, -0.3]];
+        assert!((r.segment_return(&seg, 3) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gentle_rewards_little_torque_and_clips() {
+        let r = build(&PendulumGentleConfig {}, &pendulum()).unwrap();
+        assert!((r.step_reward(&[-1.0, 0.0, 0.0], &[0.0]) - 1.0).abs() < 1e-12);
+        assert!((r.step_reward(&[1.0, 0.0, 0.0], &[-1.0]) - 0.5).abs() < 1e-12);
+        assert!(r.step_reward(&[1.0, 0.0, 0.0], &[2.0]).abs() < 1e-12);
+        // An unclipped sample beyond the bound scores as the applied (clipped) torque.
+        assert!(r.step_reward(&[1.0, 0.0, 0.0], &[5.0]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn both_reject_other_environments() {
+        let mut cartpole = pendulum();
+        cartpole.id = "CartPole-v1".into();
+        let e = build(&PendulumUprightConfig {}, &cartpole).unwrap_err();
+        assert!(e.to_string().contains("CartPole-v1"), "{e}");
+        let e = build(&PendulumGentleConfig {}, &cartpole).unwrap_err();
+        assert!(e.to_string().contains("pendulum-gentle"), "{e}");
+    }
+
+    #[test]
+    fn configs_parse_from_toml() {
+        #[derive(Deserialize)]
+        struct W {
+            reward: Box<dyn GroupRewardConfig>,
+        }
+        let w: W = toml::from_str("reward = { type = \"pendulum-gentle\" }").unwrap();
+        assert!(build(w.reward.as_ref(), &pendulum()).is_ok());
+        assert!(toml::from_str::<W>("reward = { type = \"pendulum-upright\", x = 1 }").is_err());
     }
 }

@@ -2,30 +2,42 @@
 
 use maxmin_core::env::{Action, Env, EnvConfig, EnvSpec, Space, StepOutcome};
 use maxmin_core::Result;
-use maxmin_envs::{
-    check_env, AcrobotConfig, CartPoleConfig, CorridorConfig, MountainCarConfig, PendulumConfig,
-};
+use maxmin_envs::{check_env, CartPoleConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Every registered environment, default config (the registry is the one list: an environment
+/// added to the crate is checked without editing this test).
+fn registered() -> Vec<(&'static str, Box<dyn EnvConfig>)> {
+    let names = maxmin_core::registry::names("EnvConfig");
+    for must in ["cartpole", "corridor", "pendulum"] {
+        assert!(names.contains(&must), "{must} not registered: {names:?}");
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            let cfg: Box<dyn EnvConfig> =
+                serde_json::from_str(&format!(r#"{{"type": "{n}"}}"#)).unwrap();
+            (n, cfg)
+        })
+        .collect()
+}
+
 #[test]
 fn passes_on_all_envs() {
-    let cfgs: Vec<Box<dyn EnvConfig>> = vec![
-        Box::new(CartPoleConfig::default()),
-        Box::new(MountainCarConfig::default()),
-        Box::new(AcrobotConfig::default()),
-        Box::new(PendulumConfig::default()),
-        Box::new(CorridorConfig::default()),
-        // A short limit so the time-limit check sees truncations of CartPole too.
+    let mut cfgs = registered();
+    // A short limit so the time-limit check sees truncations of CartPole too.
+    cfgs.push((
+        "cartpole, 15 steps",
         Box::new(CartPoleConfig {
             max_episode_steps: 15,
             ..CartPoleConfig::default()
         }),
-    ];
-    for cfg in cfgs {
+    ));
+    for (name, cfg) in cfgs {
         let report = check_env(cfg.as_ref(), 7).unwrap();
         println!("{report}");
-        assert!(report.passed(), "{report}");
+        assert!(report.passed(), "{name}: {report}");
         assert_eq!(report.checks.len(), 6);
     }
 }

@@ -3,13 +3,13 @@
 //! language models. See `configs/gpt2-imdb__maxmin.toml` for a documented example.
 
 use crate::prompts::PromptsConfig;
+use crate::psoups::{PsoupsFile, PsoupsSplit};
 use crate::rewards::TextRewardConfig;
 use maxmin_core::config::Validate;
 use maxmin_core::error::check;
 use maxmin_core::objective::ObjectiveConfig;
 use maxmin_core::policy::RewardModelConfig;
 use maxmin_core::prefs::population::{check_groups, normalised};
-use maxmin_core::prefs::psoups::{PsoupsFile, PsoupsSplit};
 use maxmin_core::prefs::EmConfig;
 use maxmin_core::{Error, Result};
 use maxmin_lm::ppo::LmPpoConfig;

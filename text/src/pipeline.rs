@@ -184,7 +184,7 @@ pub fn check(exp: &LmExperiment) -> Result<()> {
         );
     }
     if !exp.preferences.files.is_empty() {
-        let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &psoups_split(exp))?;
+        let d = crate::psoups::load(&exp.preferences.files, &psoups_split(exp))?;
         tracing::info!(
             "P-Soups: {} training and {} held-out comparisons",
             d.train.len(),
@@ -195,11 +195,11 @@ pub fn check(exp: &LmExperiment) -> Result<()> {
 }
 
 /// `[preferences.split]`, or its defaults with the seed derived from the root seed.
-fn psoups_split(exp: &LmExperiment) -> maxmin_core::prefs::psoups::PsoupsSplit {
+fn psoups_split(exp: &LmExperiment) -> crate::psoups::PsoupsSplit {
     exp.preferences
         .split
         .clone()
-        .unwrap_or_else(|| maxmin_core::prefs::psoups::PsoupsSplit {
+        .unwrap_or_else(|| crate::psoups::PsoupsSplit {
             seed: maxmin_core::rng::derive_seed(exp.seed, "psoups"),
             ..Default::default()
         })
@@ -823,7 +823,7 @@ fn preferences(
             (Some(pool), train, held, stats)
         }
         None => {
-            let d = maxmin_core::prefs::psoups::load(&exp.preferences.files, &psoups_split(exp))?;
+            let d = crate::psoups::load(&exp.preferences.files, &psoups_split(exp))?;
             let stats = serde_json::to_value(&d.stats).unwrap_or(Value::Null);
             (None, d.train, d.held_out, stats)
         }

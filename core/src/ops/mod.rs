@@ -10,7 +10,6 @@
 //! - [`fastmath`]: a branch-free, vectorisable `exp` shared by the CPU kernels and the GPT-2
 //!   pretraining loop.
 
-pub mod bench;
 pub mod bt_estep;
 pub mod gae;
 pub mod logprob;

@@ -133,7 +133,7 @@ impl Comparison {
 }
 
 /// "a string", "an array", … — what a JSON value is, for error messages.
-pub(crate) fn json_kind(v: &Value) -> &'static str {
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -9,6 +9,7 @@
 //! - [`em`]: `[em]`, the single pooled model, the EM mixture and the [`em::RewardEnsemble`] a
 //!   policy trainer consumes;
 //! - [`diagnostics`]: ARI, purity, cluster ↔ group matching;
+//! - [`outcome`]: what the stage produces (its report's input);
 //! - [`stage`]: the pipeline stage `maxmin run` executes when `[population]` is present;
 //! - [`report`]: `report.md` and SVG plots of the stage.
 
@@ -16,9 +17,8 @@ pub mod data;
 pub mod diagnostics;
 pub mod em;
 pub mod group_reward;
-pub mod group_reward_pendulum;
+pub mod outcome;
 pub mod population;
-pub mod psoups;
 pub mod report;
 pub mod reward_model;
 pub mod simulate;

@@ -3,7 +3,7 @@
 //! mixture vs oracle), the EM log-likelihood per iteration, and the majority:minority ratio
 //! sweep (the paper's Tulu2-7B experiment, docs/algorithms.md "Experiments to reproduce" 2, on control).
 
-use super::stage::{GroupAccuracy, Outcome, SweepRow};
+use super::outcome::{GroupAccuracy, Outcome, SweepRow};
 use crate::error::{Error, Result};
 use crate::run::write_atomic;
 use plotters::prelude::*;

@@ -9,6 +9,8 @@
 //! with [`Error::Interrupted`]; `--resume` restarts the stage from the beginning (it is
 //! deterministic, so the result equals an uninterrupted run's).
 
+pub use super::outcome::{GroupAccuracy, Outcome, SweepRow};
+
 use super::data::{read_all, Comparison, PrefWriter, ReadOptions};
 use super::diagnostics::match_groups;
 use super::em::{
@@ -23,7 +25,6 @@ use crate::error::{Error, Result};
 use crate::policy::RewardModelConfig;
 use crate::rng::stream;
 use crate::run::{Metrics, Progress};
-use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,45 +69,10 @@ pub fn validate(c: &StageConfig) -> Result<()> {
     RewardSpec::from_config(c.reward_model)?;
     let spec = c.env.build().map_err(|e| e.under("env"))?.spec().clone();
     for (i, g) in c.population.groups.iter().enumerate() {
-        g.reward
-            .build(&spec)
+        crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
             .map_err(|e| e.under(&format!("population.groups.{i}.reward")))?;
     }
     Ok(())
-}
-
-/// Held-out accuracy of one kind of model on each true group.
-pub type GroupAccuracy = BTreeMap<String, f64>;
-
-/// One run of the stage at given shares.
-#[derive(Debug, Serialize)]
-pub struct Outcome {
-    /// Group shares used.
-    pub shares: Vec<f64>,
-    /// K used.
-    pub k: usize,
-    /// ARI of the EM assignment against the true groups.
-    pub ari: Option<f64>,
-    /// Purity of the EM assignment.
-    pub purity: Option<f64>,
-    /// EM iterations of the winning restart.
-    pub iterations: usize,
-    /// Whether it stopped because assignments stopped changing.
-    pub converged: bool,
-    /// Held-out accuracy per true group: single pooled model.
-    pub single: GroupAccuracy,
-    /// Held-out accuracy per true group: the mixture model matched to that group.
-    pub mixture: GroupAccuracy,
-    /// Held-out accuracy per true group: the oracle model trained on that group's users.
-    pub oracle: GroupAccuracy,
-    /// Everything else for `summary.json`.
-    pub detail: Value,
-    /// EM iterations of every restart (for the report's plot).
-    #[serde(skip)]
-    pub history: Vec<IterStats>,
-    /// The trained models.
-    #[serde(skip)]
-    pub ensemble: Option<RewardEnsemble>,
 }
 
 struct Split {
@@ -125,8 +91,7 @@ fn simulate(c: &StageConfig, shares: &[f64], out: Option<&Path>) -> Result<Split
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            g.reward
-                .build(&spec)
+            crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
                 .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -627,15 +592,6 @@ fn select_k(fits: &[(usize, MixtureFit, Option<f64>)], margin: f64) -> usize {
         }
     }
     best
-}
-
-/// One row of the ratio sweep.
-#[derive(Debug, Serialize)]
-pub struct SweepRow {
-    /// Majority:minority ratio.
-    pub ratio: f64,
-    /// The stage's outcome at that ratio.
-    pub outcome: Outcome,
 }
 
 /// The whole stage: the main run, then the ratio sweep. Returns the summary's `em` object and

@@ -27,9 +27,9 @@
 //!
 //! Every bad input is an [`Error`] naming the file and the line, array element or field.
 
-use super::data::{json_kind as kind, Comparison, Segment};
-use crate::error::{check, Error, Result};
-use crate::rng;
+use maxmin_core::error::{check, Error, Result};
+use maxmin_core::prefs::data::{json_kind as kind, Comparison, Segment};
+use maxmin_core::rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! The impossibility result in numbers (docs/algorithms.md, "Impossibility result"): a K-armed bandit with
+//! `maxmin bandit`: the impossibility result in numbers (docs/algorithms.md, "Impossibility result"): a K-armed bandit with
 //! two groups whose rewards are linear in arm features, where every KL-regularised optimum is
 //! closed form, π ∝ π_ref·exp(r/β). No sampling and no training noise: the pooled Bradley–Terry
 //! reward is the exact population maximum-likelihood fit (Newton's method on the expected
@@ -16,6 +16,22 @@
 //! - Alignment gap of group u under π: F_u* − F_u(π) ≥ 0.
 
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `maxmin bandit [--out DIR] [--set key=value]…`: the defaults of [`BanditConfig`] with the
+/// overrides, the sweep, and its report in `DIR` (default `runs/bandit__<timestamp>`), whose
+/// path is printed.
+pub fn run(out: Option<PathBuf>, sets: &[String]) -> maxmin_core::Result<()> {
+    let cfg: BanditConfig =
+        maxmin_core::config::load_str("", Path::new("<bandit defaults>"), sets)?.value;
+    let dir = out.unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!("bandit__{}", maxmin_core::run::timestamp()))
+    });
+    let rows = sweep(&cfg);
+    write_report(&dir, &cfg, &rows)?;
+    println!("{}", dir.display());
+    Ok(())
+}
 
 /// `[bandit]`: the sweep.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,18 +82,18 @@ impl Default for BanditConfig {
     }
 }
 
-impl crate::config::Validate for BanditConfig {
-    fn validate(&self) -> crate::Result<()> {
+impl maxmin_core::config::Validate for BanditConfig {
+    fn validate(&self) -> maxmin_core::Result<()> {
         BanditConfig::validate(self)
     }
 }
 
 impl BanditConfig {
     /// Check values; keys relative to `[bandit]`.
-    pub fn validate(&self) -> crate::Result<()> {
-        use crate::error::check;
+    pub fn validate(&self) -> maxmin_core::Result<()> {
+        use maxmin_core::error::check;
         if self.arms < 2 {
-            return Err(crate::Error::config(
+            return Err(maxmin_core::Error::config(
                 "arms",
                 format!("expected at least 2 arms, found {}", self.arms),
             ));
@@ -89,7 +105,7 @@ impl BanditConfig {
         }
         for (i, s) in self.minority_shares.iter().enumerate() {
             if !(s.is_finite() && *s > 0.0 && *s <= 0.5) {
-                return Err(crate::Error::config(
+                return Err(maxmin_core::Error::config(
                     format!("minority-shares.{i}"),
                     format!("expected a share in (0, 0.5], found {s}"),
                 ));
@@ -317,12 +333,13 @@ pub fn write_report(
     dir: &std::path::Path,
     cfg: &BanditConfig,
     rows: &[GapRow],
-) -> crate::Result<()> {
+) -> maxmin_core::Result<()> {
     use plotters::prelude::*;
-    let err = |e: &dyn std::fmt::Debug| crate::Error::Internal(format!("plotting failed: {e:?}"));
+    let err =
+        |e: &dyn std::fmt::Debug| maxmin_core::Error::Internal(format!("plotting failed: {e:?}"));
     let plots = dir.join("plots");
-    std::fs::create_dir_all(&plots).map_err(|e| crate::Error::io(&plots, e))?;
-    crate::run::write_json_atomic(
+    std::fs::create_dir_all(&plots).map_err(|e| maxmin_core::Error::io(&plots, e))?;
+    maxmin_core::run::write_json_atomic(
         &dir.join("sweep.json"),
         &serde_json::json!({ "config": cfg, "rows": rows }),
     )?;
@@ -386,7 +403,7 @@ pub fn write_report(
         "# The impossibility result in numbers\n\n\
          Closed-form KL-regularised bandit ({} arms on a circle, reward scale {}, β = {}): two groups \
          with linear rewards at angle α, the pooled Bradley–Terry fit of single-reward RLHF versus \
-         MaxMin (see `maxmin_core::bandit` for every formula). The gap is F_u* − F_u(π), the \
+         MaxMin (see `src/bandit.rs` for every formula). The gap is F_u* − F_u(π), the \
          utility the group loses against its own optimal policy.\n\n\
          ![minority gap](plots/minority_gap.svg)\n\n{}",
         cfg.arms,
@@ -394,7 +411,7 @@ pub fn write_report(
         cfg.beta,
         markdown_table(rows)
     );
-    crate::run::write_atomic(&dir.join("report.md"), text.as_bytes())
+    maxmin_core::run::write_atomic(&dir.join("report.md"), text.as_bytes())
 }
 
 #[cfg(test)]
