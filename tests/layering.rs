@@ -69,16 +69,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
     ],
     // CartPole builds its vectorised version, which shares CartPole's constants and step.
     &["envs/src/cartpole.rs", "envs/src/cartpole_vec.rs"],
-    &[
-        "plugins/imdb/src/pretrain.rs",
-        "plugins/imdb/src/trainer.rs",
-    ],
-    // The LM pipeline, its reward stage and its report (one driver is issue #11 item 1).
-    &[
-        "text/src/pipeline.rs",
-        "text/src/report.rs",
-        "text/src/reward_stage.rs",
-    ],
 ];
 
 // ---------------------------------------------------------------- tokens

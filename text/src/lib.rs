@@ -7,6 +7,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod config;
+pub mod context;
 pub mod features;
 pub mod pipeline;
 pub mod prompts;

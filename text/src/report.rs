@@ -7,7 +7,7 @@
 //! seeds, plus the untuned reference), the paper's claims checked on that table (each marked as
 //! holding or not), a bar plot, training curves of the true scores, and sample generations.
 
-use crate::pipeline::{table, Completion, LmResult, Table};
+use crate::context::{table, Completion, LmResult, Table};
 use maxmin_core::compare::policy_dirs;
 use maxmin_core::prefs::report::SweepPoint;
 use maxmin_core::prefs::stage::GroupAccuracy;

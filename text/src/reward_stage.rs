@@ -20,8 +20,8 @@
 //! and plot are core's (`maxmin_core::prefs::report::sweep_section`).
 
 use crate::config::TextPopulation;
+use crate::context::{complete, content_len, score_truth, Completion, Ctx};
 use crate::features::Featurizer;
-use crate::pipeline::{complete, content_len, score_truth, Completion, Ctx};
 use maxmin_core::prefs::data::{Comparison, Segment};
 use maxmin_core::prefs::diagnostics::{ari, match_groups, purity};
 use maxmin_core::prefs::em::{fit_mixture, fit_model, IterStats, UserData};

@@ -22,3 +22,5 @@ pub mod pretrain;
 pub mod prompts;
 pub mod sentiment;
 pub mod trainer;
+#[cfg(test)]
+mod trainer_tests;
