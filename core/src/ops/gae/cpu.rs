@@ -1,7 +1,7 @@
 //! CPU GAE: the backward recurrence of CleanRL's `ppo.py`, over all envs of a time step at
 //! once (the inner loop runs along a contiguous row, so it vectorises).
 
-use super::{GaeInput, GaeRows};
+use super::input::{GaeInput, GaeRows};
 
 /// Advantages and returns, both [T, N] row-major like the inputs.
 #[derive(Debug, Clone, PartialEq)]

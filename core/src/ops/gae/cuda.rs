@@ -3,7 +3,7 @@
 //! NVRTC 13.0 in the tests. Worth it only when the rollout already lives on the GPU: for
 //! host data the copies cost more than the O(T N) recurrence.
 
-use super::{cpu::Gae, GaeInput};
+use super::{cpu::Gae, input::GaeInput};
 use crate::device::{driver_err, CudaDevice, Kernel};
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
