@@ -63,8 +63,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
         "core/src/ops/logprob/cuda.rs",
         "core/src/ops/logprob/mod.rs",
     ],
-    // CartPole builds its vectorised version, which shares CartPole's constants and step.
-    &["envs/src/cartpole.rs", "envs/src/cartpole_vec.rs"],
 ];
 
 // ---------------------------------------------------------------- tokens

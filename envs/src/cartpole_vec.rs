@@ -6,7 +6,7 @@
 //! (Gymnasium's own `CartPoleVectorEnv` shares one stream across sub-environments; we keep one
 //! stream each so the vector env and the single env agree.)
 
-use crate::cartpole::{euler, is_terminal, spec, start_state, CartPoleConfig, ID};
+use crate::cartpole_physics::{euler, is_terminal, spec, start_state, CartPoleConfig, ID};
 use crate::common::{parse_snapshot, snapshot_value};
 use crate::np_rng::NpRng;
 use crate::trig::sin_cos_fast;

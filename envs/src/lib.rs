@@ -14,6 +14,7 @@
 
 pub mod acrobot;
 pub mod cartpole;
+mod cartpole_physics;
 mod cartpole_vec;
 pub mod checker;
 mod common;
