@@ -38,6 +38,12 @@ pub struct KernelsArgs {
     /// Peak memory bandwidth in GB/s for "% of peak" (default: driver / measured CPU read).
     #[arg(long)]
     pub peak_gbs: Option<f64>,
+    /// Run only these kernels (comma-separated name prefixes, e.g. `logprob_fwd_f32,bt_estep`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Skip the candle compositions the CPU log-prob kernels are compared with.
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -59,6 +65,8 @@ fn kernels(a: KernelsArgs) -> anyhow::Result<()> {
         min_iters: a.iters,
         min_seconds: a.min_seconds,
         peak_gbs: a.peak_gbs,
+        only: a.only,
+        baselines: !a.no_baseline,
         ..KernelBenchConfig::default()
     };
     let report = bench::run(&device, &cfg)?;

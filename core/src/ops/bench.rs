@@ -34,6 +34,20 @@ pub const GPT2_VOCAB: usize = 50_257;
 /// Llama-2's vocabulary size.
 pub const LLAMA2_VOCAB: usize = 32_000;
 
+/// Every kernel name a report can hold (what [`KernelBenchConfig::only`] selects from).
+pub const KERNELS: [&str; 10] = [
+    "logprob_fwd_f32",
+    "logprob_fwd_f32_kl",
+    "logprob_fwd_bf16",
+    "logprob_bwd_f32_kl",
+    "candle_logprob_fwd_f32",
+    "candle_logprob_fwd_f32_kl",
+    "candle_logprob_fwd_bf16",
+    "candle_logprob_fwd_bwd_f32_kl",
+    "bt_estep",
+    "gae",
+];
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct KernelBenchConfig {
@@ -49,6 +63,29 @@ pub struct KernelBenchConfig {
     pub peak_gbs: Option<f64>,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// Run only the kernels whose name starts with one of these (`logprob_fwd_f32`,
+    /// `bt_estep`, …); empty runs every kernel.
+    pub only: Vec<String>,
+    /// Time the unfused candle baselines of the CPU log-prob kernels too (off for side-by-side
+    /// runs against other libraries, where the composition's intermediates cost minutes and
+    /// gigabytes at N = 4096; the other kernels' baselines are cheap and always run).
+    pub baselines: bool,
+}
+
+impl KernelBenchConfig {
+    /// Whether the kernel (result name) `name` is selected by [`KernelBenchConfig::only`].
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.starts_with(o.as_str()))
+    }
+
+    /// Whether any kernel whose name starts with `prefix` may be selected.
+    fn wants_group(&self, prefix: &str) -> bool {
+        self.only.is_empty()
+            || self
+                .only
+                .iter()
+                .any(|o| o.starts_with(prefix) || prefix.starts_with(o.as_str()))
+    }
 }
 
 impl Default for KernelBenchConfig {
@@ -60,6 +97,8 @@ impl Default for KernelBenchConfig {
             min_seconds: 0.5,
             peak_gbs: None,
             seed: 0,
+            only: Vec::new(),
+            baselines: true,
         }
     }
 }
@@ -196,6 +235,16 @@ pub fn run(device: &Device, cfg: &KernelBenchConfig) -> Result<KernelReport> {
             None,
         ));
     }
+    if let Some(o) = cfg
+        .only
+        .iter()
+        .find(|o| !KERNELS.iter().any(|k| k.starts_with(o.as_str())))
+    {
+        return Err(Error::input(
+            format!("bench kernels: --only {o:?} names no kernel"),
+            Some(format!("kernels: {}", KERNELS.join(", "))),
+        ));
+    }
     let (device_name, peak, peak_source) = match device {
         Device::Cpu => {
             let bw = cpu_read_gbs();
@@ -220,14 +269,22 @@ pub fn run(device: &Device, cfg: &KernelBenchConfig) -> Result<KernelReport> {
         match device {
             Device::Cpu => results.extend(logprob_cpu(cfg, v, peak)?),
             Device::Cuda(d) => {
-                results.extend(logprob_cuda(d, cfg, v, peak)?);
+                if cfg.wants_group("logprob") {
+                    results.extend(logprob_cuda(d, cfg, v, peak)?);
+                }
                 #[cfg(feature = "cuda")]
-                results.extend(logprob_candle_cuda(d, cfg, v, peak)?);
+                if cfg.wants_group("candle_logprob") {
+                    results.extend(logprob_candle_cuda(d, cfg, v, peak)?);
+                }
             }
         }
     }
-    results.push(bt_estep_bench(device, cfg, peak)?);
-    results.push(gae_bench(device, cfg, peak)?);
+    if cfg.wants("bt_estep") {
+        results.push(bt_estep_bench(device, cfg, peak)?);
+    }
+    if cfg.wants("gae") {
+        results.push(gae_bench(device, cfg, peak)?);
+    }
     Ok(KernelReport {
         device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
         device_name,
@@ -245,19 +302,49 @@ fn logprob_bytes(n: usize, v: usize, elem: usize, with_ref: bool) -> u64 {
 }
 
 fn logprob_cpu(cfg: &KernelBenchConfig, v: usize, peak: Option<f64>) -> Result<Vec<KernelResult>> {
+    let want = |k: &str| cfg.wants(k);
+    let any_ref = want("logprob_fwd_f32_kl") || want("logprob_bwd_f32_kl");
+    if !(want("logprob_fwd_f32") || any_ref || want("logprob_fwd_bf16")) {
+        return Ok(Vec::new());
+    }
     let n = cfg.tokens;
     let z = random_logits(n, v, cfg.seed, "bench-logits");
-    let w = random_logits(n, v, cfg.seed, "bench-ref-logits");
+    let w = if any_ref {
+        random_logits(n, v, cfg.seed, "bench-ref-logits")
+    } else {
+        Vec::new()
+    };
     let mut r = rng::stream(cfg.seed, "bench-targets");
     let t: Vec<u32> = (0..n).map(|_| r.random_range(0..v as u32)).collect();
     let cdev = CDevice::Cpu;
-    let zt = Tensor::from_slice(&z, (n, v), &cdev)?;
-    let wt = Tensor::from_slice(&w, (n, v), &cdev)?;
+    // candle copies of the inputs, only for the baselines
+    let (zt, wt) = if cfg.baselines {
+        (
+            Some(Tensor::from_slice(&z, (n, v), &cdev)?),
+            any_ref
+                .then(|| Tensor::from_slice(&w, (n, v), &cdev))
+                .transpose()?,
+        )
+    } else {
+        (None, None)
+    };
+    let need = |x: &Option<Tensor>| -> Result<Tensor> {
+        x.clone()
+            .ok_or_else(|| Error::Internal("baseline input missing".into()))
+    };
     let tt = Tensor::from_slice(&t, n, &cdev)?;
     let shape = format!("N={n} V={v}");
     let nosync = || Ok(());
     let mut out = Vec::new();
     for with_ref in [false, true] {
+        let kernel = if with_ref {
+            "logprob_fwd_f32_kl"
+        } else {
+            "logprob_fwd_f32"
+        };
+        if !want(kernel) {
+            continue;
+        }
         let input = logprob::LogProbInput {
             logits: logprob::Logits::F32(&z),
             reference: with_ref.then_some(logprob::Logits::F32(&w)),
@@ -270,100 +357,123 @@ fn logprob_cpu(cfg: &KernelBenchConfig, v: usize, peak: Option<f64>) -> Result<V
             stats = logprob::forward(&Device::Cpu, &input)?;
             Ok(())
         })?;
-        let mut naive_out = None;
-        let (bms, bit) = time(cfg, &nosync, || {
-            let (lp, ent, kl) = logprob::naive(&zt, &tt, with_ref.then_some(&wt))?;
-            naive_out = Some((
-                lp.to_vec1::<f32>()?,
-                ent.to_vec1::<f32>()?,
-                kl.map(|k| k.to_vec1::<f32>()).transpose()?,
-            ));
-            Ok(())
-        })?;
-        let (lp, ent, kl) =
-            naive_out.ok_or_else(|| Error::Internal("baseline did not run".into()))?;
-        let col = |c: usize| -> Vec<f32> { stats.chunks(logprob::NSTATS).map(|s| s[c]).collect() };
-        let mut diff = max_abs_diff(&col(0), &lp).max(max_abs_diff(&col(1), &ent));
-        if let Some(kl) = kl {
-            diff = diff.max(max_abs_diff(&col(2), &kl));
-        }
         let bytes = logprob_bytes(n, v, 4, with_ref);
-        out.push(KernelResult {
-            kernel: if with_ref {
-                "logprob_fwd_f32_kl"
-            } else {
-                "logprob_fwd_f32"
-            }
-            .into(),
+        let mut row = KernelResult {
+            kernel: kernel.into(),
             shape: shape.clone(),
             bytes,
             fused: timing(fms, fit, bytes, peak),
-            baseline_name: Some("candle-unfused".into()),
-            baseline: Some(timing(bms, bit, bytes, peak)),
-            speedup: Some(bms / fms),
-            max_abs_diff: Some(diff),
-        });
+            baseline_name: None,
+            baseline: None,
+            speedup: None,
+            max_abs_diff: None,
+        };
+        if cfg.baselines {
+            let (zt, wt) = (need(&zt)?, if with_ref { Some(need(&wt)?) } else { None });
+            let mut naive_out = None;
+            let (bms, bit) = time(cfg, &nosync, || {
+                let (lp, ent, kl) = logprob::naive(&zt, &tt, wt.as_ref())?;
+                naive_out = Some((
+                    lp.to_vec1::<f32>()?,
+                    ent.to_vec1::<f32>()?,
+                    kl.map(|k| k.to_vec1::<f32>()).transpose()?,
+                ));
+                Ok(())
+            })?;
+            let (lp, ent, kl) =
+                naive_out.ok_or_else(|| Error::Internal("baseline did not run".into()))?;
+            let col =
+                |c: usize| -> Vec<f32> { stats.chunks(logprob::NSTATS).map(|s| s[c]).collect() };
+            let mut diff = max_abs_diff(&col(0), &lp).max(max_abs_diff(&col(1), &ent));
+            if let Some(kl) = kl {
+                diff = diff.max(max_abs_diff(&col(2), &kl));
+            }
+            row.baseline_name = Some("candle-unfused".into());
+            row.baseline = Some(timing(bms, bit, bytes, peak));
+            row.speedup = Some(bms / fms);
+            row.max_abs_diff = Some(diff);
+        }
+        out.push(row);
     }
     // bf16 logits: the fused kernel reads half the bytes; baseline = same composition in bf16
-    let zb: Vec<bf16> = z.iter().map(|&x| bf16::from_f32(x)).collect();
-    let input = logprob::LogProbInput {
-        logits: logprob::Logits::Bf16(&zb),
-        reference: None,
-        targets: &t,
-        n,
-        v,
-    };
-    let zbt = zt.to_dtype(DType::BF16)?;
-    let (fms, fit) = time(cfg, &nosync, || {
-        logprob::forward(&Device::Cpu, &input).map(|_| ())
-    })?;
-    let (bms, bit) = time(cfg, &nosync, || logprob::naive(&zbt, &tt, None).map(|_| ()))?;
-    let bytes = logprob_bytes(n, v, 2, false);
-    out.push(KernelResult {
-        kernel: "logprob_fwd_bf16".into(),
-        shape: shape.clone(),
-        bytes,
-        fused: timing(fms, fit, bytes, peak),
-        baseline_name: Some("candle-unfused (bf16)".into()),
-        baseline: Some(timing(bms, bit, bytes, peak)),
-        speedup: Some(bms / fms),
-        max_abs_diff: None,
-    });
+    if want("logprob_fwd_bf16") {
+        let zb: Vec<bf16> = z.iter().map(|&x| bf16::from_f32(x)).collect();
+        let input = logprob::LogProbInput {
+            logits: logprob::Logits::Bf16(&zb),
+            reference: None,
+            targets: &t,
+            n,
+            v,
+        };
+        let (fms, fit) = time(cfg, &nosync, || {
+            logprob::forward(&Device::Cpu, &input).map(|_| ())
+        })?;
+        let bytes = logprob_bytes(n, v, 2, false);
+        let baseline = if cfg.baselines {
+            let zbt = need(&zt)?.to_dtype(DType::BF16)?;
+            let (bms, bit) = time(cfg, &nosync, || logprob::naive(&zbt, &tt, None).map(|_| ()))?;
+            Some(timing(bms, bit, bytes, peak))
+        } else {
+            None
+        };
+        out.push(KernelResult {
+            kernel: "logprob_fwd_bf16".into(),
+            shape: shape.clone(),
+            bytes,
+            fused: timing(fms, fit, bytes, peak),
+            baseline_name: baseline
+                .as_ref()
+                .map(|_| "candle-unfused (bf16)".to_string()),
+            speedup: baseline.as_ref().map(|b| b.ms / fms),
+            baseline,
+            max_abs_diff: None,
+        });
+    }
     // backward (logp + entropy + KL columns), against candle autograd through the composition
-    let input = logprob::LogProbInput {
-        logits: logprob::Logits::F32(&z),
-        reference: Some(logprob::Logits::F32(&w)),
-        targets: &t,
-        n,
-        v,
-    };
-    let stats = logprob::forward(&Device::Cpu, &input)?;
-    let g: Vec<f32> = stats
-        .chunks(logprob::NSTATS)
-        .flat_map(|_| [1.0, 0.01, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
-        .collect();
-    let (fms, fit) = time(cfg, &nosync, || {
-        logprob::backward(&Device::Cpu, &input, &stats, &g).map(|_| ())
-    })?;
-    let zv = candle_core::Var::from_tensor(&zt)?;
-    let (bms, bit) = time(cfg, &nosync, || {
-        let (lp, ent, kl) = logprob::naive(zv.as_tensor(), &tt, Some(&wt))?;
-        let kl = kl.ok_or_else(|| Error::Internal("naive KL missing".into()))?;
-        let loss = ((lp.sum_all()? + (ent.sum_all()? * 0.01)?)? + (kl.sum_all()? * 0.1)?)?;
-        loss.backward()?;
-        Ok(())
-    })?;
-    let bytes = (3 * n * v * 4 + n * 4 + 2 * n * logprob::NSTATS * 4) as u64;
-    out.push(KernelResult {
-        kernel: "logprob_bwd_f32_kl".into(),
-        shape,
-        bytes,
-        fused: timing(fms, fit, bytes, peak),
-        baseline_name: Some("candle-unfused autograd (fwd+bwd)".into()),
-        baseline: Some(timing(bms, bit, bytes, peak)),
-        speedup: Some(bms / fms),
-        max_abs_diff: None,
-    });
+    if want("logprob_bwd_f32_kl") {
+        let input = logprob::LogProbInput {
+            logits: logprob::Logits::F32(&z),
+            reference: Some(logprob::Logits::F32(&w)),
+            targets: &t,
+            n,
+            v,
+        };
+        let stats = logprob::forward(&Device::Cpu, &input)?;
+        let g: Vec<f32> = stats
+            .chunks(logprob::NSTATS)
+            .flat_map(|_| [1.0, 0.01, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
+            .collect();
+        let (fms, fit) = time(cfg, &nosync, || {
+            logprob::backward(&Device::Cpu, &input, &stats, &g).map(|_| ())
+        })?;
+        let bytes = (3 * n * v * 4 + n * 4 + 2 * n * logprob::NSTATS * 4) as u64;
+        let baseline = if cfg.baselines {
+            let zv = candle_core::Var::from_tensor(&need(&zt)?)?;
+            let wt = need(&wt)?;
+            let (bms, bit) = time(cfg, &nosync, || {
+                let (lp, ent, kl) = logprob::naive(zv.as_tensor(), &tt, Some(&wt))?;
+                let kl = kl.ok_or_else(|| Error::Internal("naive KL missing".into()))?;
+                let loss = ((lp.sum_all()? + (ent.sum_all()? * 0.01)?)? + (kl.sum_all()? * 0.1)?)?;
+                loss.backward()?;
+                Ok(())
+            })?;
+            Some(timing(bms, bit, bytes, peak))
+        } else {
+            None
+        };
+        out.push(KernelResult {
+            kernel: "logprob_bwd_f32_kl".into(),
+            shape,
+            bytes,
+            fused: timing(fms, fit, bytes, peak),
+            baseline_name: baseline
+                .as_ref()
+                .map(|_| "candle-unfused autograd (fwd+bwd)".to_string()),
+            speedup: baseline.as_ref().map(|b| b.ms / fms),
+            baseline,
+            max_abs_diff: None,
+        });
+    }
     Ok(out)
 }
 
