@@ -14,7 +14,7 @@
 #
 # Peers live in their own virtual environments, created here when missing (network: PyPI only):
 #   .venv-sbs      Python 3 + PyPI torch, transformers, trl, peft, SB3, gymnasium (pinned; numpy
-#                  1.26, the newest accelerate 1.0.1 allows)
+#                  1.26, the newest accelerate 1.0.1 allows; datasets 3.1 / pyarrow 18 for it)
 #   .venv-sbs-np   Python 3 + gymnasium 1.0.0 + numpy 2.1.3 (the Gymnasium and NumPy peers)
 #   .venv-sbs-deb  /usr/bin/python3 with Debian's python3-torch 1.13 (apt) + transformers 4.47.1
 # SBS_PY / SBS_PY_DEB / SBS_PY_NP point at other interpreters; SBS_NO_INSTALL=1 skips the installs.
@@ -40,7 +40,7 @@ if [[ -z ${SBS_NO_INSTALL:-} ]]; then
         echo "== installing the PyPI peers into ${PY_PYPI%/bin/python}" >&2
         [[ -x $PY_PYPI ]] || python3 -m venv "${PY_PYPI%/bin/python}"
         "$PY_PYPI" -m pip install -q "torch==2.15.0" "transformers==4.47.1" \
-            "trl==0.11.4" "peft==0.13.2" "accelerate==1.0.1" rich safetensors \
+            "trl==0.11.4" "peft==0.13.2" "accelerate==1.0.1" "datasets==3.1.0" "pyarrow==18.1.0" rich safetensors \
             "stable-baselines3==2.4.1" "gymnasium==1.0.0"
     fi
     if ! "$PY_NP" -c 'import gymnasium, numpy' 2>/dev/null; then

@@ -56,12 +56,12 @@ class Row:
         if p.returncode != 0:
             sys.exit(f"side_by_side: `{shown}` failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
         out = p.stdout
-        if parse == "last_json":
-            val = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
-        else:
-            val = out
+        lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")] if parse == "last_json" else []
+        val = lines[-1] if parse == "last_json" else out
         rec = {"side": side, "cmd": shown, "wall_s": round(wall, 3), "load_before": la0,
                "load_after": la1, "result": val}
+        if len(lines) > 1:
+            rec["lines"] = lines[:-1]
         self.runs.append(rec)
         print(f"[{self.name}]   {wall:.1f} s, load {la0} -> {la1}", file=sys.stderr, flush=True)
         return rec
@@ -151,7 +151,7 @@ def row_envs(quick):
         tgt = {256: 20, 4096: 5}.get(n)
         rows.append({"measure": f"vector CartPole-v1 env steps/s, N = {n}",
                      "peer": "Gymnasium `CartPoleVectorEnv` (NumPy, 1 thread)",
-                     "peer_value": f"{max(gym) / 1e6:.2f} M/s", "ours": f"{max(ours) / 1e6:.1f} M/s (1 thread)",
+                     "peer_value": f"{max(gym) / 1e6:.3g} M/s", "ours": f"{max(ours) / 1e6:.3g} M/s (1 thread)",
                      "ratio": ratio, "target": f"≥ {tgt}×" if tgt else "—",
                      "met": (ratio >= tgt) if tgt else None, "note": ""})
     r.save({"rows": rows})
@@ -315,14 +315,18 @@ def row_lmppo(quick):
     steps = "3" if quick else "6"
     ours, trl = {}, {}
 
+    def resp_len(rec):
+        ls = [x["response_len"] for x in rec.get("lines", []) if x.get("step", 0) > 0 and "response_len" in x]
+        return sum(ls) / len(ls) if ls else float("nan")
+
     def run_ours(t):
         rec = r.run(f"maxmin t{t}", [f"{EX}/ppo_bench", model, prompts, steps], env={"RAYON_NUM_THREADS": str(t)})
-        ours.setdefault(t, []).append(rec["result"])
+        ours.setdefault(t, []).append({**rec["result"], "response_len": resp_len(rec)})
 
     def run_trl(t):
         rec = r.run(f"trl t{t}", [PY, "benches/lm_ppo_trl.py", model, prompts, steps, str(t)],
                     env={"OMP_NUM_THREADS": str(t), "MKL_NUM_THREADS": str(t)})
-        trl.setdefault(t, []).append(rec["result"])
+        trl.setdefault(t, []).append({**rec["result"], "response_len": resp_len(rec)})
 
     tot = lambda d, t: min(x["median_total_s"] for x in d[t])
     if quick:
@@ -345,7 +349,8 @@ def row_lmppo(quick):
         "peer_value": f"{p['median_gen_s']:.2f} + {p['median_step_s']:.2f} = {p['median_total_s']:.2f} s",
         "ours": f"{o['median_gen_s']:.2f} + {o['median_score_s'] + o['median_train_s']:.2f} = {o['median_total_s']:.2f} s ({bo} thread(s))",
         "ratio": ratio, "target": "≥ 2× (issue 12)", "met": ratio >= 2,
-        "note": "TRL's `step` covers maxmin's score + train"}]})
+        "note": "TRL's `step` covers maxmin's score + train; mean response length over the timed steps: "
+                f"TRL {p['response_len']:.1f}, maxmin {o['response_len']:.1f} tokens (each side samples its own)"}]})
 
 
 # ---- table -----------------------------------------------------------------------------------
