@@ -88,6 +88,8 @@ def git_commit():
 
 def py_version(py, mods):
     code = "import importlib;print(' '.join(m + ' ' + importlib.import_module(m).__version__ for m in %r))" % (mods,)
+    if not os.path.exists(os.path.join(ROOT, py)):
+        return "(not installed: its columns are skipped)"
     p = subprocess.run([py, "-c", code], cwd=ROOT, capture_output=True, text=True)
     return p.stdout.strip() or f"({py}: {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else 'unavailable'})"
 
