@@ -43,6 +43,12 @@ pub struct KernelsArgs {
     /// Peak memory bandwidth in GB/s for "% of peak" (default: driver / measured CPU read).
     #[arg(long)]
     pub peak_gbs: Option<f64>,
+    /// Run only these kernels (comma-separated name prefixes, e.g. `logprob_fwd_f32,bt_estep`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Skip the candle compositions the CPU log-prob kernels are compared with.
+    #[arg(long)]
+    pub no_baseline: bool,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -64,6 +70,8 @@ fn kernels(a: KernelsArgs) -> anyhow::Result<()> {
         min_iters: a.iters,
         min_seconds: a.min_seconds,
         peak_gbs: a.peak_gbs,
+        only: a.only,
+        baselines: !a.no_baseline,
         ..KernelBenchConfig::default()
     };
     let report = run_kernels(&device, &cfg)?;
@@ -84,6 +92,16 @@ fn run_kernels(device: &Device, cfg: &KernelBenchConfig) -> Result<KernelReport>
         return Err(maxmin_core::Error::input(
             "bench kernels: --tokens, vocabulary sizes and --iters must be positive",
             None,
+        ));
+    }
+    if let Some(o) = cfg
+        .only
+        .iter()
+        .find(|o| !kernels::KERNELS.iter().any(|k| k.starts_with(o.as_str())))
+    {
+        return Err(maxmin_core::Error::input(
+            format!("bench kernels: --only {o:?} names no kernel"),
+            Some(format!("kernels: {}", kernels::KERNELS.join(", "))),
         ));
     }
     let (device_name, peak, peak_source) = match device {
@@ -110,14 +128,22 @@ fn run_kernels(device: &Device, cfg: &KernelBenchConfig) -> Result<KernelReport>
         match device {
             Device::Cpu => results.extend(logprob::logprob_cpu(cfg, v, peak)?),
             Device::Cuda(d) => {
-                results.extend(logprob::logprob_cuda(d, cfg, v, peak)?);
+                if cfg.wants_group("logprob") {
+                    results.extend(logprob::logprob_cuda(d, cfg, v, peak)?);
+                }
                 #[cfg(feature = "cuda")]
-                results.extend(logprob::logprob_candle_cuda(d, cfg, v, peak)?);
+                if cfg.wants_group("candle_logprob") {
+                    results.extend(logprob::logprob_candle_cuda(d, cfg, v, peak)?);
+                }
             }
         }
     }
-    results.push(estep_gae::bt_estep_bench(device, cfg, peak)?);
-    results.push(estep_gae::gae_bench(device, cfg, peak)?);
+    if cfg.wants("bt_estep") {
+        results.push(estep_gae::bt_estep_bench(device, cfg, peak)?);
+    }
+    if cfg.wants("gae") {
+        results.push(estep_gae::gae_bench(device, cfg, peak)?);
+    }
     Ok(KernelReport {
         device: if device.is_cuda() { "cuda" } else { "cpu" }.into(),
         device_name,

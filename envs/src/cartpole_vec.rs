@@ -1,5 +1,15 @@
 //! Vectorised CartPole-v1: a structure-of-arrays [`VecEnv`] with every buffer allocated once.
 //!
+//! Why it is fast: one step is four passes over `[num_envs]` arrays. The two arithmetic passes
+//! (sin/cos through the certified polynomial of [`crate::trig`], and the Euler update) and the
+//! bookkeeping pass (termination flags, step counters, rewards, observation rows) are branch-free
+//! and compiled twice — for the baseline target and, chosen at run time, for AVX2 (4 f64 lanes
+//! instead of SSE2's 2; the update's two divisions dominate) — and only the sparse work (libm for
+//! the ~10 % of angles the polynomial cannot certify, resets of finished episodes) runs per
+//! environment. AVX2 changes the instructions, not the arithmetic: the same IEEE operations in
+//! the same order, no FMA contraction, so results are bit-identical to the scalar [`crate::CartPole`]
+//! on every machine.
+//!
 //! Semantics are those of `maxmin_core::env::SyncVecEnv` over [`crate::CartPole`], trajectory
 //! for trajectory: sub-environment `i` owns a NumPy PCG64 stream seeded with `seed + i` on
 //! `reset(seed)` (as Gymnasium's `SyncVectorEnv`), and both [`AutoresetMode`]s behave as there.
@@ -127,6 +137,85 @@ fn write_row(buf: &mut [f32], i: usize, s: &[f64; 4]) {
     }
 }
 
+/// The branch-free passes of one step over `[n]` arrays (see the module doc).
+struct ArrayPass<'a> {
+    acts: &'a [u32],
+    x: &'a mut [f64],
+    x_dot: &'a mut [f64],
+    theta: &'a mut [f64],
+    theta_dot: &'a mut [f64],
+    sin: &'a mut [f64],
+    cos: &'a mut [f64],
+    certain: &'a mut [bool],
+    steps: &'a mut [u32],
+    max_steps: u32,
+    rewards: &'a mut [f32],
+    terminated: &'a mut [bool],
+    truncated: &'a mut [bool],
+    obs: &'a mut [f32],
+    step_reward: f32,
+    end_reward: f32,
+}
+
+impl ArrayPass<'_> {
+    fn run(self) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { self.run_avx2() };
+            return;
+        }
+        self.run_generic();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(self) {
+        self.run_generic();
+    }
+
+    #[inline(always)]
+    fn run_generic(self) {
+        let n = self.x.len();
+        let (sin, cos, certain) = (self.sin, self.cos, self.certain);
+        let (x, x_dot, theta, theta_dot) = (self.x, self.x_dot, self.theta, self.theta_dot);
+        let acts = &self.acts[..n];
+        for i in 0..n {
+            (sin[i], cos[i], certain[i]) = sin_cos_fast(theta[i]);
+        }
+        for i in 0..n {
+            if !certain[i] {
+                (sin[i], cos[i]) = (theta[i].sin(), theta[i].cos());
+            }
+        }
+        for i in 0..n {
+            let s = euler(
+                [x[i], x_dot[i], theta[i], theta_dot[i]],
+                acts[i] == 1,
+                sin[i],
+                cos[i],
+            );
+            (x[i], x_dot[i], theta[i], theta_dot[i]) = (s[0], s[1], s[2], s[3]);
+        }
+        let (steps, rewards) = (&mut self.steps[..n], &mut self.rewards[..n]);
+        let (terminated, truncated) = (&mut self.terminated[..n], &mut self.truncated[..n]);
+        let obs = &mut self.obs[..n * 4];
+        for i in 0..n {
+            let s = [x[i], x_dot[i], theta[i], theta_dot[i]];
+            let term = is_terminal(&s);
+            steps[i] += 1;
+            terminated[i] = term;
+            truncated[i] = !term & (steps[i] >= self.max_steps);
+            rewards[i] = if term {
+                self.end_reward
+            } else {
+                self.step_reward
+            };
+            write_row(obs, i, &s);
+        }
+    }
+}
+
 impl VecEnv for CartPoleVecEnv {
     fn num_envs(&self) -> usize {
         self.x.len()
@@ -166,34 +255,31 @@ impl VecEnv for CartPoleVecEnv {
             acts.iter().all(|&a| a < 2),
             "{ID}: an action is outside the action space Discrete(2): {acts:?}"
         );
-        // Three passes: the first two are branch-free over arrays so the compiler vectorises
-        // them; the per-environment bookkeeping (flags, observations, resets) comes last.
         // Pending (next-step) sub-environments are integrated too and then overwritten by their
-        // reset, which costs less than branching.
-        let (sin, cos) = (&mut self.sin[..n], &mut self.cos[..n]);
-        let theta = &self.theta[..n];
-        let certain = &mut self.certain[..n];
+        // reset in the sparse pass, which costs less than branching.
+        let pass = ArrayPass {
+            acts,
+            x: &mut self.x[..n],
+            x_dot: &mut self.x_dot[..n],
+            theta: &mut self.theta[..n],
+            theta_dot: &mut self.theta_dot[..n],
+            sin: &mut self.sin[..n],
+            cos: &mut self.cos[..n],
+            certain: &mut self.certain[..n],
+            steps: &mut self.steps[..n],
+            max_steps: self.max_steps,
+            rewards: &mut self.rewards[..n],
+            terminated: &mut self.terminated[..n],
+            truncated: &mut self.truncated[..n],
+            obs: &mut self.obs[..n * 4],
+            step_reward,
+            end_reward,
+        };
+        pass.run();
+        // Sparse pass: pending resets (next-step mode) and finished episodes.
+        let next_step = self.mode == AutoresetMode::NextStep;
         for i in 0..n {
-            (sin[i], cos[i], certain[i]) = sin_cos_fast(theta[i]);
-        }
-        for i in 0..n {
-            if !certain[i] {
-                (sin[i], cos[i]) = (theta[i].sin(), theta[i].cos());
-            }
-        }
-        let (x, x_dot) = (&mut self.x[..n], &mut self.x_dot[..n]);
-        let (theta, theta_dot) = (&mut self.theta[..n], &mut self.theta_dot[..n]);
-        for i in 0..n {
-            let s = euler(
-                [x[i], x_dot[i], theta[i], theta_dot[i]],
-                acts[i] == 1,
-                sin[i],
-                cos[i],
-            );
-            (x[i], x_dot[i], theta[i], theta_dot[i]) = (s[0], s[1], s[2], s[3]);
-        }
-        for i in 0..n {
-            if self.mode == AutoresetMode::NextStep && self.pending_reset[i] {
+            if next_step && self.pending_reset[i] {
                 self.reset_one(i);
                 self.rewards[i] = 0.0;
                 self.terminated[i] = false;
@@ -201,26 +287,15 @@ impl VecEnv for CartPoleVecEnv {
                 self.pending_reset[i] = false;
                 continue;
             }
-            let s = self.get(i);
-            let terminated = is_terminal(&s);
-            self.steps[i] += 1;
-            let truncated = !terminated && self.steps[i] >= self.max_steps;
-            self.rewards[i] = if terminated { end_reward } else { step_reward };
-            self.terminated[i] = terminated;
-            self.truncated[i] = truncated;
-            if terminated || truncated {
-                match self.mode {
-                    AutoresetMode::SameStep => {
-                        write_row(&mut self.final_obs, i, &s);
-                        self.reset_one(i);
-                    }
-                    AutoresetMode::NextStep => {
-                        write_row(&mut self.obs, i, &s);
-                        self.pending_reset[i] = true;
-                    }
+            if self.terminated[i] || self.truncated[i] {
+                if next_step {
+                    // the observation row already holds the final state
+                    self.pending_reset[i] = true;
+                } else {
+                    let s = self.get(i);
+                    write_row(&mut self.final_obs, i, &s);
+                    self.reset_one(i);
                 }
-            } else {
-                write_row(&mut self.obs, i, &s);
             }
         }
         VecStep {

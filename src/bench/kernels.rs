@@ -32,6 +32,20 @@ pub const GPT2_VOCAB: usize = 50_257;
 /// Llama-2's vocabulary size.
 pub const LLAMA2_VOCAB: usize = 32_000;
 
+/// Every kernel name a report can hold (what [`KernelBenchConfig::only`] selects from).
+pub const KERNELS: [&str; 10] = [
+    "logprob_fwd_f32",
+    "logprob_fwd_f32_kl",
+    "logprob_fwd_bf16",
+    "logprob_bwd_f32_kl",
+    "candle_logprob_fwd_f32",
+    "candle_logprob_fwd_f32_kl",
+    "candle_logprob_fwd_bf16",
+    "candle_logprob_fwd_bwd_f32_kl",
+    "bt_estep",
+    "gae",
+];
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct KernelBenchConfig {
@@ -47,6 +61,29 @@ pub struct KernelBenchConfig {
     pub peak_gbs: Option<f64>,
     /// Seed of the random inputs.
     pub seed: u64,
+    /// Run only the kernels whose name starts with one of these (`logprob_fwd_f32`,
+    /// `bt_estep`, …); empty runs every kernel.
+    pub only: Vec<String>,
+    /// Time the unfused candle baselines of the CPU log-prob kernels too (off for side-by-side
+    /// runs against other libraries, where the composition's intermediates cost minutes and
+    /// gigabytes at N = 4096; the other kernels' baselines are cheap and always run).
+    pub baselines: bool,
+}
+
+impl KernelBenchConfig {
+    /// Whether the kernel (result name) `name` is selected by [`KernelBenchConfig::only`].
+    pub fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.starts_with(o.as_str()))
+    }
+
+    /// Whether any kernel whose name starts with `prefix` may be selected.
+    pub fn wants_group(&self, prefix: &str) -> bool {
+        self.only.is_empty()
+            || self
+                .only
+                .iter()
+                .any(|o| o.starts_with(prefix) || prefix.starts_with(o.as_str()))
+    }
 }
 
 impl Default for KernelBenchConfig {
@@ -58,6 +95,8 @@ impl Default for KernelBenchConfig {
             min_seconds: 0.5,
             peak_gbs: None,
             seed: 0,
+            only: Vec::new(),
+            baselines: true,
         }
     }
 }

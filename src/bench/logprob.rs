@@ -69,24 +69,45 @@ pub fn logprob_cpu(
     v: usize,
     peak: Option<f64>,
 ) -> Result<Vec<KernelResult>> {
+    let wanted = |k: &str| cfg.wants(k);
+    if !["logprob_fwd_f32", "logprob_fwd_bf16", "logprob_bwd_f32_kl"]
+        .iter()
+        .any(|k| wanted(k))
+    {
+        return Ok(Vec::new());
+    }
     let x = Inputs::new(cfg, v);
+    // candle copies of the inputs, only for the baselines
     let cdev = CDevice::Cpu;
-    let zt = Tensor::from_slice(&x.z, (x.n, v), &cdev)?;
-    let wt = Tensor::from_slice(&x.w, (x.n, v), &cdev)?;
-    let tt = Tensor::from_slice(&x.t, x.n, &cdev)?;
+    let base = if cfg.baselines {
+        Some((
+            Tensor::from_slice(&x.z, (x.n, v), &cdev)?,
+            Tensor::from_slice(&x.w, (x.n, v), &cdev)?,
+            Tensor::from_slice(&x.t, x.n, &cdev)?,
+        ))
+    } else {
+        None
+    };
+    let base = base.as_ref().map(|(z, w, t)| (z, w, t));
     let mut out = Vec::new();
     for with_ref in [false, true] {
-        out.push(cpu_fwd_f32(cfg, &x, (&zt, &wt, &tt), with_ref, peak)?);
+        if wanted(fwd_name(with_ref)) {
+            out.push(cpu_fwd_f32(cfg, &x, base, with_ref, peak)?);
+        }
     }
-    out.push(cpu_fwd_bf16(cfg, &x, (&zt, &tt), peak)?);
-    out.push(cpu_bwd(cfg, &x, (&zt, &wt, &tt), peak)?);
+    if wanted("logprob_fwd_bf16") {
+        out.push(cpu_fwd_bf16(cfg, &x, base.map(|(z, _, t)| (z, t)), peak)?);
+    }
+    if wanted("logprob_bwd_f32_kl") {
+        out.push(cpu_bwd(cfg, &x, base, peak)?);
+    }
     Ok(out)
 }
 
 fn cpu_fwd_f32(
     cfg: &KernelBenchConfig,
     x: &Inputs,
-    (zt, wt, tt): (&Tensor, &Tensor, &Tensor),
+    tensors: Option<(&Tensor, &Tensor, &Tensor)>,
     with_ref: bool,
     peak: Option<f64>,
 ) -> Result<KernelResult> {
@@ -97,6 +118,18 @@ fn cpu_fwd_f32(
         stats = logprob::forward(&Device::Cpu, &input)?;
         Ok(())
     })?;
+    let bytes = logprob_bytes(x.n, x.v, 4, with_ref);
+    let Some((zt, wt, tt)) = tensors else {
+        return Ok(compared(
+            fwd_name(with_ref),
+            &x.shape,
+            bytes,
+            peak,
+            fused,
+            None,
+            None,
+        ));
+    };
     let mut naive_out = None;
     let base = time(cfg, &nosync, || {
         let (lp, ent, kl) = logprob::naive(zt, tt, with_ref.then_some(wt))?;
@@ -113,7 +146,6 @@ fn cpu_fwd_f32(
     if let Some(kl) = kl {
         diff = diff.max(max_abs_diff(&column(&stats, 2), &kl));
     }
-    let bytes = logprob_bytes(x.n, x.v, 4, with_ref);
     let base = Some(("candle-unfused", base));
     Ok(compared(
         fwd_name(with_ref),
@@ -131,19 +163,24 @@ fn cpu_fwd_f32(
 fn cpu_fwd_bf16(
     cfg: &KernelBenchConfig,
     x: &Inputs,
-    (zt, tt): (&Tensor, &Tensor),
+    tensors: Option<(&Tensor, &Tensor)>,
     peak: Option<f64>,
 ) -> Result<KernelResult> {
     let nosync = || Ok(());
     let zb: Vec<bf16> = x.z.iter().map(|&v| bf16::from_f32(v)).collect();
     let input = x.input(Logits::Bf16(&zb), false);
-    let zbt = zt.to_dtype(DType::BF16)?;
     let fused = time(cfg, &nosync, || {
         logprob::forward(&Device::Cpu, &input).map(|_| ())
     })?;
-    let base = time(cfg, &nosync, || logprob::naive(&zbt, tt, None).map(|_| ()))?;
     let bytes = logprob_bytes(x.n, x.v, 2, false);
-    let base = Some(("candle-unfused (bf16)", base));
+    let base = match tensors {
+        Some((zt, tt)) => {
+            let zbt = zt.to_dtype(DType::BF16)?;
+            let t = time(cfg, &nosync, || logprob::naive(&zbt, tt, None).map(|_| ()))?;
+            Some(("candle-unfused (bf16)", t))
+        }
+        None => None,
+    };
     Ok(compared(
         "logprob_fwd_bf16",
         &x.shape,
@@ -160,7 +197,7 @@ fn cpu_fwd_bf16(
 fn cpu_bwd(
     cfg: &KernelBenchConfig,
     x: &Inputs,
-    (zt, wt, tt): (&Tensor, &Tensor, &Tensor),
+    tensors: Option<(&Tensor, &Tensor, &Tensor)>,
     peak: Option<f64>,
 ) -> Result<KernelResult> {
     let nosync = || Ok(());
@@ -170,14 +207,19 @@ fn cpu_bwd(
     let fused = time(cfg, &nosync, || {
         logprob::backward(&Device::Cpu, &input, &stats, &g).map(|_| ())
     })?;
-    let zv = candle_core::Var::from_tensor(zt)?;
-    let base = time(cfg, &nosync, || {
-        let (lp, ent, kl) = logprob::naive(zv.as_tensor(), tt, Some(wt))?;
-        bench_loss(&lp, &ent, kl.as_ref())?.backward()?;
-        Ok(())
-    })?;
     let bytes = logprob_bwd_bytes(x.n, x.v);
-    let base = Some(("candle-unfused autograd (fwd+bwd)", base));
+    let base = match tensors {
+        Some((zt, wt, tt)) => {
+            let zv = candle_core::Var::from_tensor(zt)?;
+            let t = time(cfg, &nosync, || {
+                let (lp, ent, kl) = logprob::naive(zv.as_tensor(), tt, Some(wt))?;
+                bench_loss(&lp, &ent, kl.as_ref())?.backward()?;
+                Ok(())
+            })?;
+            Some(("candle-unfused autograd (fwd+bwd)", t))
+        }
+        None => None,
+    };
     Ok(compared(
         "logprob_bwd_f32_kl",
         &x.shape,
