@@ -50,20 +50,10 @@ const CRATES: &[(&str, &str, &str, &[&str])] = &[
     ),
 ];
 
-/// Cycles between files that exist today and are reported, not yet fixed (issue #11). Each
-/// entry is one cycle's files, sorted. The test fails when a cycle not listed here appears, and
-/// when a listed one is gone (so the list stays true: delete the entry once it is fixed).
-const KNOWN_CYCLES: &[&[&str]] = &[
-    // The log-prob op's `mod.rs` holds its API types and dispatches to `cpu.rs` / `cuda.rs`,
-    // which use those types (the GAE op moved its types to `gae/input.rs`; the same move here
-    // waits for the CPU kernel's SIMD rewrite, issue #14).
-    &[
-        "core/src/ops/logprob/candle_cuda.rs",
-        "core/src/ops/logprob/cpu.rs",
-        "core/src/ops/logprob/cuda.rs",
-        "core/src/ops/logprob/mod.rs",
-    ],
-];
+/// Cycles between files that are known and accepted for now: none (the last five were removed
+/// for issue #11). Each entry would be one cycle's files, sorted. The test fails when a cycle not
+/// listed here appears, and when a listed one is gone (so the list stays true).
+const KNOWN_CYCLES: &[&[&str]] = &[];
 
 // ---------------------------------------------------------------- tokens
 

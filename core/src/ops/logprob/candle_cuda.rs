@@ -6,7 +6,7 @@
 //! **Unverified on GPU**: compiled in the CUDA build only; `benches/gpu-check.sh` runs
 //! `ops::gpu_tests::candle_storage_*` against the CPU op.
 
-use super::NSTATS;
+use super::types::NSTATS;
 use crate::device::{compile, Kernel};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDType, CudaStorageSlice};

@@ -15,7 +15,7 @@
 //! operations in the same order: results are bit-identical with and without AVX2 and for any
 //! number of threads.
 
-use super::{Stats, NSTATS};
+use super::types::{Stats, NSTATS};
 use crate::ops::fastmath::exp_nonpos;
 use half::bf16;
 use rayon::prelude::*;

@@ -8,7 +8,7 @@
 //! times; [`forward_host`] / [`backward_host`] copy host slices in and out for callers whose
 //! tensors live on the CPU (candle's CUDA backend is not built, docs/gpu.md).
 
-use super::{Grad, LogProbInput, Logits, NSTATS};
+use super::types::{Grad, LogProbInput, Logits, NSTATS};
 use crate::device::{driver_err, CudaDevice, Kernel};
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
