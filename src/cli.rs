@@ -1,9 +1,8 @@
 //! Argument definitions and dispatch for the `maxmin` binary.
 
 use clap::{Parser, Subcommand};
-use maxmin_core::config::Loaded;
 use maxmin_core::env::EnvConfig;
-use maxmin_core::experiment::{Experiment, RunOptions};
+use maxmin_core::pipeline::RunOptions;
 use std::path::PathBuf;
 
 /// MaxMin-RLHF: reinforcement learning with diverse human preferences.
@@ -128,31 +127,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             resume,
         } => run(config, sets, seed, out, resume),
         Cmd::Check { config, sets } => {
-            if is_lm_file(&config) {
-                let exp = maxmin_core::config::load::<maxmin_text::LmExperiment>(&config, &sets)?;
-                maxmin_text::pipeline::check(&exp.value)?;
-                println!("{}: ok", config.display());
-                return Ok(());
-            }
-            let exp = load(&config, &sets, None)?;
-            exp.value.check()?;
+            let kind = maxmin_core::pipeline::kind_of_file(&config)?;
+            (kind.check)(&config, &sets)?;
             println!("{}: ok", config.display());
             Ok(())
         }
         Cmd::Report { run_dir } => {
-            if is_lm_file(&run_dir.join("config.resolved.toml")) {
-                maxmin_text::report::write(&run_dir)?;
-                println!("{}", run_dir.join("report.md").display());
-                return Ok(());
-            }
-            let exp = maxmin_core::experiment::load_for_resume(&run_dir)?;
-            let order: Vec<String> = exp
-                .value
-                .compare
-                .as_ref()
-                .map(|c| c.objectives.iter().map(|o| o.label()).collect())
-                .unwrap_or_default();
-            maxmin_core::experiment::write_report(&run_dir, &order)?;
+            let kind = maxmin_core::pipeline::kind_of_file(&run_dir.join("config.resolved.toml"))?;
+            (kind.report)(&run_dir)?;
             println!("{}", run_dir.join("report.md").display());
             Ok(())
         }
@@ -165,42 +147,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn load(
-    config: &std::path::Path,
-    sets: &[String],
-    seed: Option<u64>,
-) -> anyhow::Result<Loaded<Experiment>> {
-    let mut sets = sets.to_vec();
-    if let Some(s) = seed {
-        sets.push(format!("seed={s}"));
-    }
-    Ok(maxmin_core::config::load(config, &sets)?)
-}
-
-/// Whether a config file declares a language-model experiment (`kind = "lm-rlhf"`).
-fn is_lm_file(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path)
-        .map(|t| maxmin_text::is_lm_experiment(&t))
-        .unwrap_or(false)
-}
-
 fn run(
     config: Option<PathBuf>,
-    sets: Vec<String>,
+    mut sets: Vec<String>,
     seed: Option<u64>,
     out: Option<PathBuf>,
     resume: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let lm_path = match (&resume, &config) {
-        (Some(d), _) => d.join("config.resolved.toml"),
-        (None, Some(c)) => c.clone(),
-        (None, None) => PathBuf::new(),
-    };
-    if is_lm_file(&lm_path) {
-        return run_lm(&lm_path, sets, seed, out, resume);
-    }
-    let exp = match &resume {
-        Some(dir) => {
+    let path = match (&resume, config) {
+        (Some(dir), config) => {
             if !sets.is_empty() || seed.is_some() || out.is_some() {
                 return Err(maxmin_core::Error::input(
                     "--resume continues a run with its own config; --set, --seed and --out cannot change it",
@@ -214,31 +169,32 @@ fn run(
                     dir.display()
                 );
             }
-            maxmin_core::experiment::load_for_resume(dir)?
+            maxmin_core::run::RunDir::open(dir)?;
+            dir.join("config.resolved.toml")
         }
-        None => load(
-            config
-                .as_deref()
-                .expect("clap requires CONFIG without --resume"),
-            &sets,
-            seed,
-        )?,
+        (None, Some(c)) => c,
+        (None, None) => unreachable!("clap requires CONFIG without --resume"),
     };
+    if let Some(s) = seed {
+        sets.push(format!("seed={s}"));
+    }
+    let kind = maxmin_core::pipeline::kind_of_file(&path)?;
     install_interrupt_handler()?;
     let opts = RunOptions { out, resume };
     let mut progress = crate::progress::CliProgress::new();
-    let dir = maxmin_core::experiment::run_with(&exp, &opts, &mut progress, |dir| {
+    let mut on_dir = |dir: &std::path::Path| {
         if let Err(e) = crate::logfile::attach(&dir.join("log.txt")) {
             tracing::warn!("cannot write {}/log.txt: {e}", dir.display());
         }
-    });
-    let dir = match dir {
-        Ok(d) => d,
-        Err(maxmin_core::Error::Interrupted(ck)) => interrupted_exit(&ck),
-        Err(e) => return Err(e.into()),
     };
-    println!("{}", dir.display());
-    Ok(())
+    match (kind.run)(&path, &sets, &opts, &mut progress, &mut on_dir) {
+        Ok(d) => {
+            println!("{}", d.display());
+            Ok(())
+        }
+        Err(maxmin_core::Error::Interrupted(ck)) => interrupted_exit(&ck),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn install_interrupt_handler() -> anyhow::Result<()> {
@@ -267,43 +223,11 @@ fn interrupted_exit(ck: &std::path::Path) -> ! {
 }
 
 /// `maxmin run` on a language-model experiment file.
-fn run_lm(
-    path: &std::path::Path,
-    mut sets: Vec<String>,
-    seed: Option<u64>,
-    out: Option<PathBuf>,
-    resume: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    if resume.is_some() && (!sets.is_empty() || seed.is_some() || out.is_some()) {
-        return Err(maxmin_core::Error::input(
-            "--resume continues a run with its own config; --set, --seed and --out cannot change it",
-            Some("start a new run to change the config".into()),
-        )
-        .into());
-    }
-    if let Some(s) = seed {
-        sets.push(format!("seed={s}"));
-    }
-    let exp = maxmin_core::config::load::<maxmin_text::LmExperiment>(path, &sets)?;
-    install_interrupt_handler()?;
-    let opts = maxmin_text::pipeline::RunOptions { out, resume };
-    let mut progress = crate::progress::CliProgress::new();
-    let dir = maxmin_text::pipeline::run_with(&exp, &opts, &mut progress, |dir| {
-        if let Err(e) = crate::logfile::attach(&dir.join("log.txt")) {
-            tracing::warn!("cannot write {}/log.txt: {e}", dir.display());
-        }
-    });
-    match dir {
-        Ok(d) => {
-            println!("{}", d.display());
-            Ok(())
-        }
-        Err(maxmin_core::Error::Interrupted(ck)) => interrupted_exit(&ck),
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn list() {
+    println!("experiment kinds (`kind = \"…\"`, default control):");
+    for k in maxmin_core::pipeline::kinds() {
+        println!("  {:<22} {}", k.name, k.doc);
+    }
     let all = maxmin_core::registry::all();
     let mut kind = "";
     for p in &all {

@@ -27,7 +27,7 @@ use crate::ppo::{self, Hooks, PpoConfig, RewardHook, RolloutView, TrainCtx};
 use crate::prefs::em::RewardEnsemble;
 use crate::prefs::group_reward::GroupReward;
 use crate::rng;
-use crate::run::{write_json_atomic, Metrics, Progress};
+use crate::run::{Metrics, Progress};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -133,103 +133,77 @@ pub struct Inputs<'a> {
     pub seed: u64,
 }
 
-/// Train and evaluate every objective × seed; results already on disk are reused, so a resumed
-/// run continues with the training that was interrupted.
-pub fn run(
+/// Train one objective × seed policy on the learned rewards and evaluate every group's ground
+/// truth on it: metrics go to `dir/metrics.jsonl` (appended to on resume), PPO checkpoints to
+/// `checkpoints`. The pipeline ([`crate::pipeline`]) reuses finished results and writes
+/// `result.json`.
+#[allow(clippy::too_many_arguments)]
+pub fn train_one(
     cfg: &CompareConfig,
     inp: &Inputs<'_>,
-    run_dir: &Path,
+    cals: &Cals,
+    oc: &dyn ObjectiveConfig,
+    seed: u64,
+    dir: &Path,
+    checkpoints: PathBuf,
     progress: &mut dyn Progress,
-) -> Result<Vec<PolicyResult>> {
+) -> Result<PolicyResult> {
     let spec = inp.env.build()?.spec().clone();
     let k = inp.ensemble.mixture.len();
     let groups = Groups {
         names: (0..k).map(|i| format!("cluster{i}")).collect(),
         shares: inp.ensemble.shares.clone(),
     };
-    let cal = calibration(cfg, inp, &spec)?;
-    let mut results = Vec::new();
-    for oc in &cfg.objectives {
-        for &seed in &cfg.seeds {
-            let label = oc.label();
-            let tag = format!("{}__seed{seed}", sanitize(&label));
-            let dir = run_dir.join("policies").join(&tag);
-            let done = dir.join("result.json");
-            if let Ok(text) = std::fs::read_to_string(&done) {
-                if let Ok(r) = serde_json::from_str::<PolicyResult>(&text) {
-                    tracing::info!("{tag}: already trained, reusing its result");
-                    results.push(r);
-                    continue;
-                }
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            tracing::info!("training {label} (seed {seed})");
-            let reference = ActorCritic::new(
-                inp.policy,
-                &spec.observation_space,
-                &spec.action_space,
-                &mut rng::stream(seed, "policy/init"),
-                &Device::Cpu,
-            )?;
-            let mut hook = LearnedRewards {
-                objective: oc.build(&groups)?,
-                ensemble: inp.ensemble,
-                cal: &cal,
-                kl: KlController::new(&cfg.kl),
-                env_weight: cfg.env_reward_weight,
-                truth: &inp.truth,
-                acc: vec![],
-                num_envs: inp.ppo.num_envs,
-            };
-            let metrics_path = dir.join("metrics.jsonl");
-            let existing = std::fs::metadata(&metrics_path)
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let mut metrics = Metrics::open(&metrics_path, existing)?;
-            let mut ctx = TrainCtx {
-                metrics: &mut metrics,
-                checkpoints: run_dir.join("checkpoints").join("policies").join(&tag),
-                progress: &mut *progress,
-            };
-            let hooks = Hooks {
-                rewards: Some(&mut hook),
-                reference: Some(&reference),
-            };
-            let (summary, policy) =
-                ppo::train_with(inp.ppo, inp.policy, inp.env, seed, &mut ctx, hooks)?;
-            metrics.sync()?;
-            let utilities = evaluate(
-                &policy,
-                summary.obs_rms.as_ref(),
-                inp.env,
-                &inp.truth,
-                cfg.eval_episodes,
-                rng::derive_seed(seed, "eval"),
-            )?;
-            let r = result(&label, seed, &inp.truth, &utilities);
-            tracing::info!(
-                "{label} seed {seed}: {:?} (worst: {} {:.2})",
-                r.groups,
-                r.worst_group,
-                r.worst_utility
-            );
-            write_json_atomic(&done, &r)?;
-            results.push(r);
-        }
-    }
-    Ok(results)
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    let label = oc.label();
+    let reference = ActorCritic::new(
+        inp.policy,
+        &spec.observation_space,
+        &spec.action_space,
+        &mut rng::stream(seed, "policy/init"),
+        &Device::Cpu,
+    )?;
+    let mut hook = LearnedRewards {
+        objective: oc.build(&groups)?,
+        ensemble: inp.ensemble,
+        cal: cals,
+        kl: KlController::new(&cfg.kl),
+        env_weight: cfg.env_reward_weight,
+        truth: &inp.truth,
+        acc: vec![],
+        num_envs: inp.ppo.num_envs,
+    };
+    let metrics_path = dir.join("metrics.jsonl");
+    let existing = std::fs::metadata(&metrics_path)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut metrics = Metrics::open(&metrics_path, existing)?;
+    let mut ctx = TrainCtx {
+        metrics: &mut metrics,
+        checkpoints,
+        progress,
+    };
+    let hooks = Hooks {
+        rewards: Some(&mut hook),
+        reference: Some(&reference),
+    };
+    let (summary, policy) = ppo::train_with(inp.ppo, inp.policy, inp.env, seed, &mut ctx, hooks)?;
+    metrics.sync()?;
+    let utilities = evaluate(
+        &policy,
+        summary.obs_rms.as_ref(),
+        inp.env,
+        &inp.truth,
+        cfg.eval_episodes,
+        rng::derive_seed(seed, "eval"),
+    )?;
+    let r = result(&label, seed, &inp.truth, &utilities);
+    tracing::info!(
+        "{label} seed {seed}: {:?} (worst: {} {:.2})",
+        r.groups,
+        r.worst_group,
+        r.worst_utility
+    );
+    Ok(r)
 }
 
 fn result(
@@ -262,12 +236,14 @@ fn result(
 
 /// Calibrations of the single model (index 0) and each mixture model (1..=K), fitted on
 /// uniformly random-action rollouts (π_ref is near-uniform at initialisation).
-struct Cals {
+pub struct Cals {
     single: Calibration,
     mixture: Calibration,
 }
 
-fn calibration(cfg: &CompareConfig, inp: &Inputs<'_>, spec: &EnvSpec) -> Result<Cals> {
+/// Fit the calibrations of the learned models ([`Cals`]; identities with `calibrate = false`).
+pub fn calibration(cfg: &CompareConfig, inp: &Inputs<'_>) -> Result<Cals> {
+    let spec = &inp.env.build()?.spec().clone();
     let k = inp.ensemble.mixture.len();
     if !cfg.calibrate {
         return Ok(Cals {

@@ -5,13 +5,14 @@
 
 use crate::compare::CompareConfig;
 use crate::config::{Loaded, Validate};
+use crate::control;
 use crate::env::{AutoresetMode, EnvConfig};
 use crate::error::{Error, Result};
 use crate::mlp::{ActorCritic, MlpPolicyConfig};
 use crate::policy::{PolicyConfig, RewardModelConfig};
 use crate::ppo::{self, PpoConfig, TrainCtx};
 use crate::prefs::reward_model::LinearRewardConfig;
-use crate::prefs::{stage, EmConfig, PopulationConfig, PreferencesConfig};
+use crate::prefs::{EmConfig, PopulationConfig, PreferencesConfig};
 use crate::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Experiment {
+    /// `kind = "control"` (the default when absent): the experiment kind the CLI dispatches on
+    /// ([`crate::pipeline::Kind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Experiment name; runs go to `runs/<name>__<timestamp>/`.
     pub name: String,
     /// Root seed: every random stream derives from it.
@@ -64,6 +69,12 @@ fn d_policy() -> Box<dyn PolicyConfig> {
 impl Validate for Experiment {
     fn validate(&self) -> Result<()> {
         crate::run::check_run_name(&self.name)?;
+        if let Some(k) = self.kind.as_deref().filter(|k| *k != "control") {
+            return Err(Error::config(
+                "kind",
+                format!("this file is read as a `control` experiment, not `{k}`"),
+            ));
+        }
         self.env.validate().map_err(|e| e.under("env"))?;
         self.policy.validate().map_err(|e| e.under("policy"))?;
         self.mlp_policy()?;
@@ -120,8 +131,8 @@ impl Experiment {
     }
 
     /// The preference stage's sections, if `[population]` is present.
-    fn stage_config<'a>(&'a self, d: &'a PrefsDefaults) -> Option<stage::StageConfig<'a>> {
-        Some(stage::StageConfig {
+    fn stage_config<'a>(&'a self, d: &'a PrefsDefaults) -> Option<control::StageConfig<'a>> {
+        Some(control::StageConfig {
             env: self.env.as_ref(),
             seed: self.seed,
             population: self.population.as_ref()?,
@@ -158,7 +169,7 @@ impl Experiment {
     pub fn check(&self) -> Result<()> {
         let defaults = prefs_defaults();
         if let Some(sc) = self.stage_config(&defaults) {
-            stage::validate(&sc)?;
+            control::validate(&sc)?;
         }
         let env = self.env.build().map_err(|e| e.under("env"))?;
         let spec = env.spec().clone();
@@ -179,14 +190,7 @@ impl Experiment {
     }
 }
 
-/// Where a run goes.
-#[derive(Debug, Default, Clone)]
-pub struct RunOptions {
-    /// Run directory instead of `runs/<name>__<timestamp>`.
-    pub out: Option<PathBuf>,
-    /// Continue the run in this directory.
-    pub resume: Option<PathBuf>,
-}
+pub use crate::pipeline::RunOptions;
 
 /// Load the experiment to continue from a run directory's resolved config.
 pub fn load_for_resume(run_dir: &Path) -> Result<Loaded<Experiment>> {
@@ -225,31 +229,17 @@ pub fn run_with(
     let metrics_path = dir.file("metrics.jsonl");
     let defaults = prefs_defaults();
     if let Some(sc) = cfg.stage_config(&defaults) {
-        // The stage takes seconds to minutes: a resumed run restarts it from the beginning
-        // (deterministic, so it ends where an uninterrupted run would).
-        let mut metrics = Metrics::open(&metrics_path, 0)?;
-        stage::validate(&sc)?;
-        let (em, ensemble) = stage::run(&sc, &dir.path, &mut metrics, progress)?;
-        metrics.sync()?;
-        let env_id = cfg.env.build()?.spec().id.clone();
-        tracing::info!(
-            "{env_id}: EM K={} ARI {} purity {} after {} iterations",
-            em["k"],
-            em["ari"],
-            em["purity"],
-            em["iterations"]
-        );
-        let mut summary =
-            serde_json::json!({ "name": cfg.name, "env": env_id, "seed": cfg.seed, "em": em });
-        if let Some(cc) = &cfg.compare {
-            let ensemble = ensemble.ok_or_else(|| {
-                Error::Internal("the preference stage returned no reward models".into())
-            })?;
-            let results = run_compare(cfg, cc, &ensemble, &dir.path, progress)?;
-            summary["results"] =
-                serde_json::to_value(&results).map_err(|e| Error::Internal(e.to_string()))?;
-        }
-        write_json_atomic(&dir.file("summary.json"), &summary)?;
+        control::validate(&sc)?;
+        let policies = match &cfg.compare {
+            Some(compare) => Some(control::PolicyConfig {
+                compare,
+                policy: cfg.mlp_policy()?,
+                ppo: &cfg.ppo,
+            }),
+            None => None,
+        };
+        let mut domain = control::Control::new(&cfg.name, sc, policies);
+        crate::pipeline::run(&mut domain, &dir, progress)?;
         return Ok(dir.path);
     }
     let existing = std::fs::metadata(&metrics_path)
@@ -292,66 +282,37 @@ pub fn run_with(
     Ok(dir.path)
 }
 
-/// The policy stage: every objective × seed on the learned rewards, then the report section.
-fn run_compare(
-    cfg: &Experiment,
-    cc: &CompareConfig,
-    ensemble: &crate::prefs::em::RewardEnsemble,
-    run_dir: &Path,
+crate::register_kind!(crate::pipeline::Kind {
+    name: "control",
+    doc: "classic control: PPO on an environment's reward, or with [population] the MaxMin-RLHF pipeline on segments of trajectories (the default kind)",
+    run: run_kind,
+    check: check_kind,
+    report: report_kind,
+});
+
+fn run_kind(
+    path: &Path,
+    sets: &[String],
+    opts: &RunOptions,
     progress: &mut dyn Progress,
-) -> Result<Vec<crate::compare::PolicyResult>> {
-    let pop = cfg
-        .population
-        .as_ref()
-        .ok_or_else(|| Error::Internal("compare without a population".into()))?;
-    let spec = cfg.env.build()?.spec().clone();
-    let truth = pop
-        .groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
-                .map(|r| (g.name.clone(), r))
-                .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let inputs = crate::compare::Inputs {
-        env: cfg.env.as_ref(),
-        policy: cfg.mlp_policy()?,
-        ppo: &cfg.ppo,
-        ensemble,
-        truth,
-        seed: cfg.seed,
-    };
-    let results = crate::compare::run(cc, &inputs, run_dir, progress)?;
-    // Keep the preference stage's report beside the full one so `maxmin report` can rebuild it.
-    let em_report = run_dir.join("report-preferences.md");
-    if let Ok(text) = std::fs::read_to_string(run_dir.join("report.md")) {
-        write_atomic(&em_report, text.as_bytes())?;
-    }
-    let order: Vec<String> = cc.objectives.iter().map(|o| o.label()).collect();
-    write_report(run_dir, &order)?;
-    Ok(results)
+    on_dir: &mut dyn FnMut(&Path),
+) -> Result<PathBuf> {
+    let exp: Loaded<Experiment> = crate::config::load(path, sets)?;
+    run_with(&exp, opts, progress, |d| on_dir(d))
 }
 
-/// Rebuild `report.md` from a run directory's files: the preference stage's section (kept in
-/// `report-preferences.md`) followed by the policy comparison.
-pub fn write_report(run_dir: &Path, order: &[String]) -> Result<()> {
-    let results = crate::compare_report::load_results(run_dir)?;
-    if results.is_empty() {
-        return Err(Error::input(
-            format!(
-                "{} has no trained policies (policies/*/result.json)",
-                run_dir.display()
-            ),
-            Some("run an experiment with a [compare] section first".into()),
-        ));
-    }
-    let mut text =
-        std::fs::read_to_string(run_dir.join("report-preferences.md")).unwrap_or_default();
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    text.push_str(&crate::compare_report::section(run_dir, &results, order)?);
-    write_atomic(&run_dir.join("report.md"), text.as_bytes())
+fn check_kind(path: &Path, sets: &[String]) -> Result<()> {
+    let exp: Loaded<Experiment> = crate::config::load(path, sets)?;
+    exp.value.check()
+}
+
+fn report_kind(run_dir: &Path) -> Result<()> {
+    let exp = load_for_resume(run_dir)?;
+    let order: Vec<String> = exp
+        .value
+        .compare
+        .as_ref()
+        .map(|c| c.objectives.iter().map(|o| o.label()).collect())
+        .unwrap_or_default();
+    control::write_report(run_dir, &order)
 }

@@ -579,14 +579,6 @@ impl LmExperiment {
     }
 }
 
-/// Whether a TOML text is a language-model experiment (`kind = "lm-rlhf"` at the top level).
-pub fn is_lm_experiment(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("kind").and_then(|k| k.as_str().map(|s| s == KIND)))
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,10 +598,18 @@ mod tests {
         let e = load(BASE, &[]).unwrap();
         assert_eq!(e.generation.max_new_tokens, 32);
         assert!(e.features.token_identity);
-        assert!(is_lm_experiment(BASE));
-        assert!(!is_lm_experiment(
-            "name = \"x\"\n[env]\ntype = \"cartpole\"\n"
-        ));
+        let at = Path::new("x.toml");
+        let kind = |t: &str| maxmin_core::pipeline::kind_of(t, at).map(|k| k.name);
+        assert_eq!(kind(BASE).unwrap(), KIND);
+        assert_eq!(
+            kind("name = \"x\"\n[env]\ntype = \"cartpole\"\n").unwrap(),
+            "control"
+        );
+        let e = kind("kind = \"lm-rlfh\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("`kind`") && e.contains("did you mean `lm-rlhf`"),
+            "{e}"
+        );
     }
 
     #[test]

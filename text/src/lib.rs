@@ -16,4 +16,4 @@ pub mod report;
 pub mod reward_stage;
 pub mod rewards;
 
-pub use config::{is_lm_experiment, LmExperiment};
+pub use config::LmExperiment;

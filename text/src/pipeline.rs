@@ -20,11 +20,14 @@ use crate::config::{LmCompare, LmExperiment};
 pub use crate::context::{build_ctx, table, Completion, Ctx, LmResult, Table};
 use crate::context::{complete, gen_options, score_truth};
 use crate::features::Featurizer;
-use crate::reward_stage::{self, Learned};
+use crate::reward_stage;
 use maxmin_core::config::Loaded;
 use maxmin_core::objective::{Batch, Calibration, Groups, ObjectiveConfig};
+use maxmin_core::pipeline::{Domain, MainRun, Plan};
 use maxmin_core::prefs::data::Comparison;
+use maxmin_core::prefs::em::RewardEnsemble;
 use maxmin_core::prefs::reward_model::{RewardModel, RewardSpec};
+use maxmin_core::prefs::stage::{Outcome, Settings, StageData, SweepRow};
 use maxmin_core::rng::{stream, Rng};
 use maxmin_core::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
 use maxmin_core::{Error, Result};
@@ -35,8 +38,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// Models above this many resident bytes are not loaded by `maxmin check` (a 7B model would take
@@ -210,44 +211,37 @@ fn save_checkpoint(pol_dir: &Path, trainer: &LmPpoTrainer, state: &PolicyState) 
     Ok(dst)
 }
 
-/// Train (or resume, or reuse) one objective × seed policy and evaluate it.
-#[allow(clippy::too_many_arguments)]
+/// What every policy of the run reads.
+struct PolicyArgs<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    learned: &'a Learned,
+    cal: &'a Calibration,
+    cal_single: &'a Calibration,
+    fz: &'a Featurizer,
+}
+
+/// Train (or resume from its last checkpoint in `pol_dir`) one objective × seed policy and
+/// evaluate it; writes `samples.json` beside the checkpoints (the pipeline writes `result.json`).
 fn train_policy(
-    ctx: &Ctx,
-    learned: &Learned,
-    cal: &Calibration,
-    cal_single: &Calibration,
-    fz: &Featurizer,
+    args: &PolicyArgs,
     ocfg: &dyn ObjectiveConfig,
     seed: u64,
-    run: &RunDir,
+    pol_dir: &Path,
     progress: &mut dyn Progress,
 ) -> Result<LmResult> {
+    let (ctx, learned) = (args.ctx, args.learned);
     let exp = ctx.exp;
     let compare = exp
         .compare
         .as_ref()
         .ok_or_else(|| Error::Internal("policies without [compare]".into()))?;
     let label = ocfg.label();
-    let pol_dir = run
-        .path
-        .join("policies")
-        .join(format!("{label}__seed{seed}"));
-    let result_path = pol_dir.join("result.json");
-    if let Some(r) = std::fs::read_to_string(&result_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<LmResult>(&t).ok())
-    {
-        tracing::info!("{label} seed {seed}: finished earlier, reused");
-        return Ok(r);
-    }
-    std::fs::create_dir_all(&pol_dir).map_err(|e| Error::io(&pol_dir, e))?;
     let mut objective = ocfg.build(&Groups {
         names: ctx.names.clone(),
         shares: learned.shares.clone(),
     })?;
     let (mut trainer, mut state) = new_trainer(ctx, &label, seed)?;
-    if let Some(ck) = latest_checkpoint(&pol_dir) {
+    if let Some(ck) = latest_checkpoint(pol_dir) {
         state = resume(&ck, &mut trainer, objective.as_mut())?;
         tracing::info!("{label} seed {seed}: resuming at step {}", state.step);
     }
@@ -263,11 +257,11 @@ fn train_policy(
         ctx,
         compare,
         learned,
-        cals: compare.calibrate.then_some((cal, cal_single)),
-        fz,
+        cals: compare.calibrate.then_some((args.cal, args.cal_single)),
+        fz: args.fz,
         label: &label,
         seed,
-        pol_dir: &pol_dir,
+        pol_dir,
     };
     run_steps(
         &job,
@@ -280,11 +274,10 @@ fn train_policy(
     progress.finish();
     let train_seconds = t0.elapsed().as_secs_f64();
     let (mut result, completions) =
-        evaluate_policy(ctx, learned, fz, trainer.policy(), &label, seed)?;
+        evaluate_policy(ctx, learned, args.fz, trainer.policy(), &label, seed)?;
     result.train_seconds = train_seconds;
     let samples: Vec<&Completion> = completions.iter().take(compare.samples).collect();
     write_json_atomic(&pol_dir.join("samples.json"), &samples)?;
-    write_json_atomic(&result_path, &result)?;
     Ok(result)
 }
 
@@ -524,14 +517,30 @@ fn evaluate_policy(
     Ok((r, cs))
 }
 
-/// Run options.
-#[derive(Debug, Default, Clone)]
-pub struct RunOptions {
-    /// Run directory (default `runs/<name>__<timestamp>`).
-    pub out: Option<PathBuf>,
-    /// Continue the run in this directory.
-    pub resume: Option<PathBuf>,
+/// The learned reward models as the policies use them.
+pub struct Learned {
+    /// Pooled model.
+    pub single: RewardModel,
+    /// Mixture models, reordered so model u matches true group u where groups are known.
+    pub mixture: Vec<RewardModel>,
+    /// Cluster shares in the same order (utilitarian weights).
+    pub shares: Vec<f64>,
 }
+
+impl Learned {
+    /// The stage's models with the mixture in group order (`reward_stage::cluster_order`).
+    fn from_stage(e: RewardEnsemble, main: &Outcome) -> Self {
+        let order = reward_stage::cluster_order(main);
+        let mut models: Vec<Option<RewardModel>> = e.mixture.into_iter().map(Some).collect();
+        Self {
+            single: e.single,
+            mixture: order.iter().filter_map(|&c| models[c].take()).collect(),
+            shares: order.iter().map(|&c| e.shares[c]).collect(),
+        }
+    }
+}
+
+pub use maxmin_core::pipeline::RunOptions;
 
 /// Run the whole pipeline; returns the run directory.
 pub fn run_with(
@@ -550,7 +559,7 @@ pub fn run_with(
         }
     };
     on_dir(&run.path);
-    let t0 = Instant::now();
+    let started = Instant::now();
     let ctx = build_ctx(exp)?;
     tracing::info!(
         "{}: {} training / {} evaluation prompts, groups {:?}",
@@ -562,35 +571,243 @@ pub fn run_with(
     let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, exp.ppo.batch_size.max(8))
         .with_config(&exp.features, exp.generation.max_new_tokens)
         .map_err(|e| e.under("features"))?;
-    let mut metrics = Metrics::open(&run.file("metrics.jsonl"), 0)?;
-    let stage = reward_models(&ctx, &fz, &run, &mut metrics, progress)?;
-    let mut summary = serde_json::json!({
-        "name": exp.name,
-        "groups": ctx.names,
-        "group_shares": group_shares(exp),
-        "preferences": stage.stats,
-        "comparisons": stage.comparisons,
-        "reward_models": stage.learned.summary,
-        "ratio_sweep": stage.sweep,
-    });
-    if let Some(compare) = &exp.compare {
-        let p = policies(&ctx, &fz, &stage.learned, compare, &run, progress)?;
-        for (k, v) in p {
-            summary[k] = v;
-        }
-    }
-    summary["seconds"] = t0.elapsed().as_secs_f64().into();
-    write_json_atomic(&run.file("summary.json"), &summary)?;
-    crate::report::write(&run.path)?;
+    let mut domain = Lm {
+        ctx: &ctx,
+        fz: &fz,
+        data: None,
+        summary: Value::Null,
+        started,
+    };
+    maxmin_core::pipeline::run(&mut domain, &run, progress)?;
     Ok(run.path.clone())
 }
 
-/// What the preference and reward-model stages hand on.
-struct Stage {
+/// The language-model domain of core's pipeline ([`maxmin_core::pipeline::Domain`]): prompts,
+/// completions of the reference policy compared by simulated users (or P-Soups), frozen-backbone
+/// features, token-level PPO with LoRA, ground truths scored on held-out completions.
+struct Lm<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    fz: &'a Featurizer,
+    /// The main run's labelled comparisons and encoded completions (the ratio sweep relabels the
+    /// same pool).
+    data: Option<Prepared>,
+    /// `summary.json` as far as the stages have written it.
+    summary: Value,
+    started: Instant,
+}
+
+/// What stage 1 of the main run produced.
+struct Prepared {
+    pool: Option<reward_stage::Pool>,
+    bank: reward_stage::Bank,
+    scores: HashMap<reward_stage::Key, Vec<f64>>,
+}
+
+/// What every policy job reads.
+struct Shared {
     learned: Learned,
-    stats: Value,
-    comparisons: Value,
-    sweep: Vec<Value>,
+    cal: Calibration,
+    cal_single: Calibration,
+}
+
+impl Domain for Lm<'_, '_> {
+    type Result = LmResult;
+    type Shared = Shared;
+
+    fn settings(&self) -> Result<Settings<'_>> {
+        let exp = self.ctx.exp;
+        Ok(Settings {
+            seed: exp.seed,
+            em_seed: maxmin_core::rng::derive_seed(exp.seed, "em"),
+            reward_model: RewardSpec::from_config(exp.reward_model.as_ref())?,
+            em: &exp.em,
+        })
+    }
+
+    fn shares(&self) -> Vec<f64> {
+        self.ctx
+            .exp
+            .population
+            .as_ref()
+            .map(|p| p.shares())
+            .unwrap_or_default()
+    }
+
+    fn ratio_sweep(&self) -> Vec<f64> {
+        match (&self.ctx.exp.population, &self.data) {
+            (Some(_), Some(Prepared { pool: Some(_), .. })) => self.ctx.exp.em.ratio_sweep.clone(),
+            _ => vec![],
+        }
+    }
+
+    fn comparisons(
+        &mut self,
+        shares: &[f64],
+        main: Option<MainRun<'_>>,
+        progress: &mut dyn Progress,
+    ) -> Result<StageData> {
+        let ctx = self.ctx;
+        let Some(main) = main else {
+            // The ratio sweep: the same pool and features, users at other shares.
+            let (Some(pop), Some(d)) = (&ctx.exp.population, &self.data) else {
+                return Err(Error::Internal(
+                    "a ratio sweep without a simulated pool".into(),
+                ));
+            };
+            let pool = d
+                .pool
+                .as_ref()
+                .ok_or_else(|| Error::Internal("a ratio sweep without a pool".into()))?;
+            let (train, held) = reward_stage::label(ctx, pop, pool, shares);
+            let labelled = reward_stage::Labelled {
+                train: &train,
+                held: &held,
+                bank: &d.bank,
+                scores: Some(&d.scores),
+            };
+            return reward_stage::stage_data(ctx, &labelled);
+        };
+        let labels = preferences(ctx, main.run, main.metrics, progress)?;
+        let (prepared, stats) = encode(
+            ctx,
+            self.fz,
+            labels.pool,
+            &labels.train,
+            &labels.held,
+            labels.stats,
+        )?;
+        let labelled = reward_stage::Labelled {
+            train: &labels.train,
+            held: &labels.held,
+            bank: &prepared.bank,
+            scores: prepared.pool.as_ref().map(|_| &prepared.scores),
+        };
+        let data = reward_stage::stage_data(ctx, &labelled)?;
+        let exp = ctx.exp;
+        self.summary = serde_json::json!({
+            "name": exp.name,
+            "groups": ctx.names,
+            "group_shares": group_shares(exp),
+            "preferences": stats,
+            "comparisons": { "train": labels.train.len(), "held_out": labels.held.len() },
+        });
+        self.data = Some(prepared);
+        Ok(data)
+    }
+
+    fn rewards_learned(&mut self, run: &RunDir, main: &Outcome, sweep: &[SweepRow]) -> Result<()> {
+        let e = main
+            .ensemble
+            .as_ref()
+            .ok_or_else(|| Error::Internal("the reward stage returned no models".into()))?;
+        let dir = run.file("reward_models");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let order = reward_stage::cluster_order(main);
+        RewardEnsemble {
+            single: e.single.try_clone()?,
+            mixture: order
+                .iter()
+                .map(|&c| e.mixture[c].try_clone())
+                .collect::<Result<_>>()?,
+            shares: order.iter().map(|&c| e.shares[c]).collect(),
+        }
+        .save(&dir)?;
+        let linear = RewardSpec::from_config(self.ctx.exp.reward_model.as_ref())?
+            .hidden
+            .is_empty();
+        let names = &self.ctx.names;
+        let feats = &self
+            .data
+            .as_ref()
+            .ok_or_else(|| Error::Internal("reward models without comparisons".into()))?
+            .bank
+            .feats;
+        let rm = reward_stage::reward_summary(names, main, feats, linear);
+        tracing::info!("reward models: {rm}");
+        self.summary["reward_models"] = rm;
+        self.summary["ratio_sweep"] = Value::Array(
+            sweep
+                .iter()
+                .map(|r| reward_stage::sweep_row(names, r))
+                .collect(),
+        );
+        Ok(())
+    }
+
+    fn plan(&self) -> Option<Plan<'_>> {
+        let c = self.ctx.exp.compare.as_ref()?;
+        let n = c.objectives.len() * c.seeds.len();
+        Some(Plan {
+            objectives: c.objectives.iter().map(|o| o.as_ref()).collect(),
+            seeds: c.seeds.clone(),
+            workers: c.workers(n),
+            steps: c.steps,
+        })
+    }
+
+    fn prepare(
+        &self,
+        ensemble: RewardEnsemble,
+        main: &Outcome,
+        _run: &RunDir,
+        _progress: &mut dyn Progress,
+    ) -> Result<Shared> {
+        let (ctx, exp) = (self.ctx, self.ctx.exp);
+        let learned = Learned::from_stage(ensemble, main);
+        // Calibration on reference completions of training prompts.
+        let mut crng = stream(exp.seed, "calibration");
+        let cal_prompts: Vec<Vec<u32>> = (0..exp.ppo.batch_size.max(64))
+            .map(|_| ctx.train[crng.random_range(0..ctx.train.len())].1.clone())
+            .collect();
+        let cal_resp = complete(ctx, None, &cal_prompts, &mut crng)?;
+        let (g, s) = learned_rewards(&learned, &self.fz.token_rows(&cal_prompts, &cal_resp)?)?;
+        Ok(Shared {
+            learned,
+            cal: Calibration::fit(&g),
+            cal_single: Calibration::fit(&[s]),
+        })
+    }
+
+    fn train(
+        &self,
+        shared: &Shared,
+        objective: &dyn ObjectiveConfig,
+        seed: u64,
+        dir: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<LmResult> {
+        let job = PolicyArgs {
+            ctx: self.ctx,
+            learned: &shared.learned,
+            cal: &shared.cal,
+            cal_single: &shared.cal_single,
+            fz: self.fz,
+        };
+        train_policy(&job, objective, seed, dir, progress)
+    }
+
+    fn finish(
+        &self,
+        run: &RunDir,
+        _main: &Outcome,
+        _sweep: &[SweepRow],
+        policies: Option<(&Shared, &[LmResult])>,
+    ) -> Result<()> {
+        let mut summary = self.summary.clone();
+        if let (Some((shared, results)), Some(compare)) = (policies, &self.ctx.exp.compare) {
+            let (ref_cs, _) = evaluate(self.ctx, None)?;
+            let reference = summarise(self.ctx, "reference", 0, &ref_cs);
+            let ref_samples: Vec<Completion> = ref_cs.into_iter().take(compare.samples).collect();
+            summary["calibration"] =
+                serde_json::json!({ "mixture": shared.cal, "single": shared.cal_single });
+            summary["reference"] = serde_json::json!(reference);
+            summary["reference_samples"] = serde_json::json!(ref_samples);
+            summary["results"] = serde_json::json!(results);
+        }
+        summary["seconds"] = self.started.elapsed().as_secs_f64().into();
+        write_json_atomic(&run.file("summary.json"), &summary)?;
+        crate::report::write(&run.path)
+    }
 }
 
 /// The reference pool (simulation), its labelled comparisons and their statistics — or the
@@ -646,23 +863,18 @@ struct Labels {
     stats: Value,
 }
 
-/// Stages 1–2: preferences (simulated on the reference pool, or P-Soups), features, the single
-/// model and the EM mixture (saved under `reward_models/`), and the ratio sweep if asked.
-fn reward_models(
+/// Encode every completion users compare (with a pool: the whole pool, since the ratio sweep's
+/// users compare pairs the main users may not have); returns the encodings and the statistics
+/// with the encoding time added.
+fn encode(
     ctx: &Ctx,
     fz: &Featurizer,
-    run: &RunDir,
-    metrics: &mut Metrics,
-    progress: &mut dyn Progress,
-) -> Result<Stage> {
-    let exp = ctx.exp;
-    let Labels {
-        pool,
-        train,
-        held,
-        mut stats,
-    } = preferences(ctx, run, metrics, progress)?;
-    let all: Vec<&Comparison> = train.iter().chain(&held).collect();
+    pool: Option<reward_stage::Pool>,
+    train: &[Comparison],
+    held: &[Comparison],
+    mut stats: Value,
+) -> Result<(Prepared, Value)> {
+    let all: Vec<&Comparison> = train.iter().chain(held).collect();
     let scores: HashMap<reward_stage::Key, Vec<f64>> = pool
         .iter()
         .flat_map(|p| &p.scored)
@@ -683,12 +895,11 @@ fn reward_models(
         }
         Ok((ctx.tok.encode(c)?, ids))
     };
-    let linear = RewardSpec::from_config(exp.reward_model.as_ref())?
+    let linear = RewardSpec::from_config(ctx.exp.reward_model.as_ref())?
         .hidden
         .is_empty();
     let t_feat = Instant::now();
     let bank = match &pool {
-        // The whole pool: the ratio sweep's users compare pairs the main users may not have.
         Some(p) => reward_stage::Bank::from_keys(
             fz,
             p.scored
@@ -707,91 +918,7 @@ fn reward_models(
         bank.feats.dim()
     );
     stats["feature_seconds"] = feature_seconds.into();
-    let labelled = reward_stage::Labelled {
-        train: &train,
-        held: &held,
-        bank: &bank,
-        scores: pool.as_ref().map(|_| &scores),
-    };
-    let prefs = reward_stage::prefs_of(ctx, &labelled)?;
-    let learned = reward_stage::learn(ctx, &prefs, Some(metrics), progress)?;
-    save_models(&learned, &run.file("reward_models"))?;
-    tracing::info!("reward models: {}", learned.summary);
-    let sweep = match (&exp.population, &pool) {
-        (Some(pop), Some(p)) if !exp.em.ratio_sweep.is_empty() => {
-            reward_stage::ratio_sweep(ctx, pop, p, &bank, &scores, progress)?
-        }
-        _ => vec![],
-    };
-    Ok(Stage {
-        learned,
-        stats,
-        comparisons: serde_json::json!({ "train": train.len(), "held_out": held.len() }),
-        sweep,
-    })
-}
-
-/// Write the single and mixture models (safetensors) into `dir`.
-fn save_models(learned: &Learned, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    maxmin_core::prefs::em::RewardEnsemble {
-        single: learned.single.try_clone()?,
-        mixture: learned
-            .mixture
-            .iter()
-            .map(|m| m.try_clone())
-            .collect::<Result<_>>()?,
-        shares: learned.shares.clone(),
-    }
-    .save(dir)
-}
-
-/// Stages 3–4: calibration, the reference's evaluation and every objective × seed policy;
-/// the summary's `calibration`, `reference`, `reference_samples` and `results`.
-fn policies(
-    ctx: &Ctx,
-    fz: &Featurizer,
-    learned: &Learned,
-    compare: &LmCompare,
-    run: &RunDir,
-    progress: &mut dyn Progress,
-) -> Result<Vec<(&'static str, Value)>> {
-    let exp = ctx.exp;
-    // Calibration on reference completions of training prompts.
-    let mut crng = stream(exp.seed, "calibration");
-    let cal_prompts: Vec<Vec<u32>> = (0..exp.ppo.batch_size.max(64))
-        .map(|_| ctx.train[crng.random_range(0..ctx.train.len())].1.clone())
-        .collect();
-    let cal_resp = complete(ctx, None, &cal_prompts, &mut crng)?;
-    let (g, s) = learned_rewards(learned, &fz.token_rows(&cal_prompts, &cal_resp)?)?;
-    let (cal, cal_single) = (Calibration::fit(&g), Calibration::fit(&[s]));
-    let (ref_cs, _) = evaluate(ctx, None)?;
-    let reference = summarise(ctx, "reference", 0, &ref_cs);
-    let ref_samples: Vec<Completion> = ref_cs.into_iter().take(compare.samples).collect();
-    let jobs: Vec<(&dyn ObjectiveConfig, u64)> = compare
-        .objectives
-        .iter()
-        .flat_map(|o| compare.seeds.iter().map(move |&s| (o.as_ref(), s)))
-        .collect();
-    let train = |(o, seed): (&dyn ObjectiveConfig, u64), p: &mut dyn Progress| {
-        train_policy(ctx, learned, &cal, &cal_single, fz, o, seed, run, p)
-    };
-    let results = run_jobs(
-        &jobs,
-        compare.workers(jobs.len()),
-        compare.steps,
-        train,
-        progress,
-    )?;
-    Ok(vec![
-        (
-            "calibration",
-            serde_json::json!({ "mixture": cal, "single": cal_single }),
-        ),
-        ("reference", serde_json::json!(reference)),
-        ("reference_samples", serde_json::json!(ref_samples)),
-        ("results", serde_json::json!(results)),
-    ])
+    Ok((Prepared { pool, bank, scores }, stats))
 }
 
 /// Each simulated group's population share (normalised), by name; null without a population.
@@ -808,84 +935,27 @@ fn group_shares(exp: &LmExperiment) -> Value {
     )
 }
 
-/// Run `jobs` on `workers` threads (in order when `workers` is 1), results in job order. Each
-/// job reports `steps` units of progress; with several workers they add up on one shared stage.
-/// After the first error no new job starts; the running ones finish (or, on Ctrl-C, checkpoint)
-/// and the error of the earliest failed job is returned.
-fn run_jobs<J: Copy + Sync, R: Send>(
-    jobs: &[J],
-    workers: usize,
-    steps: usize,
-    run: impl Fn(J, &mut dyn Progress) -> Result<R> + Sync,
+maxmin_core::register_kind!(maxmin_core::pipeline::Kind {
+    name: crate::config::KIND,
+    doc: "language models: MaxMin-RLHF on completions of prompts (simulated groups or P-Soups), token-level PPO with LoRA",
+    run: run_kind,
+    check: check_kind,
+    report: crate::report::write,
+});
+
+fn run_kind(
+    path: &Path,
+    sets: &[String],
+    opts: &RunOptions,
     progress: &mut dyn Progress,
-) -> Result<Vec<R>> {
-    if workers <= 1 {
-        return jobs.iter().map(|&j| run(j, progress)).collect();
-    }
-    tracing::info!("training {} policies, {workers} at a time", jobs.len());
-    progress.start("policies", (jobs.len() * steps) as u64, 0);
-    let shared = Mutex::new((progress, 0u64));
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let out: Vec<Mutex<Option<Result<R>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= jobs.len() || failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                let mut tick = SharedTick {
-                    shared: &shared,
-                    done: 0,
-                    stage: String::new(),
-                };
-                let r = run(jobs[i], &mut tick);
-                if r.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            });
-        }
-    });
-    shared
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .0
-        .finish();
-    let mut results = Vec::with_capacity(jobs.len());
-    for slot in out {
-        if let Some(r) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            results.push(r?);
-        }
-    }
-    if results.len() != jobs.len() {
-        return Err(Error::Internal("a policy job did not run".into()));
-    }
-    Ok(results)
+    on_dir: &mut dyn FnMut(&Path),
+) -> Result<PathBuf> {
+    let exp = maxmin_core::config::load::<LmExperiment>(path, sets)?;
+    run_with(&exp, opts, progress, |d| on_dir(d))
 }
 
-/// One worker's view of the shared progress stage: its steps add to the total, and its message
-/// (objective, seed, KL, score) is shown as the latest.
-struct SharedTick<'a, 'p> {
-    shared: &'a Mutex<(&'p mut dyn Progress, u64)>,
-    done: u64,
-    stage: String,
-}
-
-impl Progress for SharedTick<'_, '_> {
-    fn start(&mut self, stage: &str, _total: u64, done: u64) {
-        self.stage = stage.to_string();
-        self.update(done, "starting");
-    }
-    fn update(&mut self, done: u64, msg: &str) {
-        let mut g = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 += done.saturating_sub(self.done);
-        self.done = self.done.max(done);
-        let total = g.1;
-        g.0.update(total, &format!("{}: {msg}", self.stage));
-    }
-    fn finish(&mut self) {}
+fn check_kind(path: &Path, sets: &[String]) -> Result<()> {
+    check(&maxmin_core::config::load::<LmExperiment>(path, sets)?.value)
 }
 
 #[cfg(test)]
@@ -935,7 +1005,6 @@ mod tests {
             single: mk(1),
             mixture: vec![mk(2), mk(3)],
             shares: vec![0.5, 0.5],
-            summary: Value::Null,
         }
     }
 
@@ -951,34 +1020,33 @@ mod tests {
         let id = Calibration::identity(2);
         let id1 = Calibration::identity(1);
         let good = models(&fz, None);
+        let pol = run.path.join("policies/single__seed1");
+        std::fs::create_dir_all(&pol).unwrap();
+        let args = |ctx, learned| PolicyArgs {
+            ctx,
+            learned,
+            cal: &id,
+            cal_single: &id1,
+            fz: &fz,
+        };
         train_policy(
-            &ctx,
-            &good,
-            &id,
-            &id1,
-            &fz,
+            &args(&ctx, &good),
             &SingleConfig {},
             1,
-            &run,
+            &pol,
             &mut NoProgress,
         )
         .unwrap();
-        let pol = run.path.join("policies/single__seed1");
-        std::fs::remove_file(pol.join("result.json")).unwrap();
         let before = std::fs::read(pol.join("checkpoint-000002/pipeline_state.json")).unwrap();
         // Two more steps with rewards that are NaN.
         let exp4 = fixture(dir.path(), 4);
         let ctx4 = build_ctx(&exp4).unwrap();
         let bad = models(&fz, Some(f32::NAN));
         let e = train_policy(
-            &ctx4,
-            &bad,
-            &id,
-            &id1,
-            &fz,
+            &args(&ctx4, &bad),
             &SingleConfig {},
             1,
-            &run,
+            &pol,
             &mut NoProgress,
         )
         .unwrap_err()

@@ -23,19 +23,20 @@ use crate::config::TextPopulation;
 use crate::context::{complete, content_len, score_truth, Completion, Ctx};
 use crate::features::Featurizer;
 use maxmin_core::prefs::data::{Comparison, Segment};
-use maxmin_core::prefs::diagnostics::{ari, match_groups, purity};
-use maxmin_core::prefs::em::{fit_mixture, fit_model, IterStats, UserData};
+use maxmin_core::prefs::em::UserData;
 use maxmin_core::prefs::population::{sample_users, User};
-use maxmin_core::prefs::reward_model::{accuracy, Encoded, Features, RewardModel, RewardSpec};
+#[cfg(test)]
+use maxmin_core::prefs::reward_model::accuracy;
+use maxmin_core::prefs::reward_model::{Encoded, Features};
 use maxmin_core::prefs::simulate::bt_prefers_first;
+use maxmin_core::prefs::stage::{Outcome, StageData, SweepRow};
 use maxmin_core::rng::stream;
-use maxmin_core::run::{Metrics, Progress};
+use maxmin_core::run::Progress;
 use maxmin_core::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::Rng as _;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 /// (prompt text, completion text): how a completion is looked up.
 pub type Key = (String, String);
@@ -285,7 +286,11 @@ impl Bank {
 
     /// Comparisons grouped by user (first-seen order), with true groups when every comparison
     /// names a known one.
-    pub fn user_data(&self, cs: &[Comparison], names: &[String]) -> Result<UserData> {
+    pub fn user_data(
+        &self,
+        cs: &[Comparison],
+        names: &[String],
+    ) -> Result<(UserData, Vec<String>)> {
         let mut ids: Vec<String> = Vec::new();
         let mut index = BTreeMap::new();
         let mut truth = Vec::new();
@@ -303,7 +308,8 @@ impl Bank {
             user_of.push(u as u32);
         }
         let truth = truth.into_iter().collect::<Option<Vec<usize>>>();
-        Ok(UserData::new(self.encode(cs)?, user_of, ids.len(), truth))
+        let n = ids.len();
+        Ok((UserData::new(self.encode(cs)?, user_of, n, truth), ids))
     }
 }
 
@@ -323,193 +329,6 @@ pub fn oracle_diffs(
         .collect()
 }
 
-/// The preference stage's product, encoded.
-pub struct Prefs {
-    /// Training comparisons grouped by user.
-    pub train: UserData,
-    /// Held-out comparisons by user, if any.
-    pub held: Option<UserData>,
-    /// Ground-truth diffs of the held-out comparisons (simulation only).
-    pub oracle: Option<Vec<f32>>,
-    /// Feature description.
-    pub feats: Features,
-}
-
-/// The learned reward models.
-pub struct Learned {
-    /// Pooled model.
-    pub single: RewardModel,
-    /// Mixture models, reordered so model u matches true group u where groups are known.
-    pub mixture: Vec<RewardModel>,
-    /// Cluster shares (utilitarian weights).
-    pub shares: Vec<f64>,
-    /// Report data.
-    pub summary: Value,
-}
-
-/// Fit the single model and the EM mixture (and the true-split models with `[em] oracle`);
-/// held-out accuracy per group of each, and of the ground-truth oracle.
-pub fn learn(
-    ctx: &Ctx,
-    prefs: &Prefs,
-    mut metrics: Option<&mut Metrics>,
-    progress: &mut dyn Progress,
-) -> Result<Learned> {
-    let exp = ctx.exp;
-    let spec = RewardSpec::from_config(exp.reward_model.as_ref())?;
-    let all: Vec<usize> = (0..prefs.train.data.m).collect();
-    let t0 = Instant::now();
-    let single = fit_model(
-        &prefs.train,
-        &all,
-        &spec,
-        &prefs.feats,
-        &mut stream(exp.seed, "single"),
-    )?;
-    let t_single = t0.elapsed().as_secs_f64();
-    let k = exp.em.k;
-    progress.start("EM", (exp.em.restarts * exp.em.max_iterations) as u64, 0);
-    let mut step = 0u64;
-    let mut on_iter = |s: &IterStats| -> Result<()> {
-        step += 1;
-        progress.update(
-            step,
-            &format!(
-                "restart {} iter {} ll {:.1}",
-                s.restart, s.iteration, s.log_likelihood
-            ),
-        );
-        match metrics.as_deref_mut() {
-            Some(m) => m.log_value(&s.metrics_line(step)),
-            None => Ok(()),
-        }
-    };
-    let fit = fit_mixture(
-        &prefs.train,
-        k,
-        &spec,
-        &prefs.feats,
-        &exp.em,
-        maxmin_core::rng::derive_seed(exp.seed, "em"),
-        &mut on_iter,
-    )?;
-    progress.finish();
-    let t_em = t0.elapsed().as_secs_f64() - t_single;
-    let (order, ari_v, purity_v) = cluster_order(prefs, &fit.assign, k, ctx.names.len());
-    let mut models: Vec<Option<RewardModel>> = fit.models.into_iter().map(Some).collect();
-    let mixture: Vec<RewardModel> = order.iter().filter_map(|&c| models[c].take()).collect();
-    let shares: Vec<f64> = order.iter().map(|&c| fit.weights[c]).collect();
-    let true_split = true_split_models(ctx, prefs, &spec)?;
-    let acc = held_out_accuracy(ctx, prefs, &single, &mixture, &true_split)?;
-    let summary = json!({
-        "k": k,
-        "ari": ari_v,
-        "purity": purity_v,
-        "iterations": fit.iterations,
-        "converged": fit.converged,
-        "log_likelihood": fit.log_likelihood,
-        "cluster_shares": shares,
-        "held_out_accuracy": acc,
-        "features": { "width": prefs.feats.dim(), "encoding": if spec.hidden.is_empty() { "sums" } else { "rows" } },
-        "seconds": t0.elapsed().as_secs_f64(),
-        "seconds_single": t_single,
-        "seconds_em": t_em,
-    });
-    Ok(Learned {
-        single,
-        mixture,
-        shares,
-        summary,
-    })
-}
-
-/// Cluster order putting the cluster matched to true group g at position g (unmatched clusters
-/// follow), with the assignment's ARI and purity when the true groups are known.
-fn cluster_order(
-    prefs: &Prefs,
-    assign: &[usize],
-    k: usize,
-    n_groups: usize,
-) -> (Vec<usize>, Option<f64>, Option<f64>) {
-    let Some(t) = &prefs.train.truth else {
-        return ((0..k).collect(), None, None);
-    };
-    let m = match_groups(assign, t, k, n_groups);
-    let mut order: Vec<usize> = m.iter().flatten().copied().collect();
-    for c in 0..k {
-        if !order.contains(&c) {
-            order.push(c);
-        }
-    }
-    (order, Some(ari(assign, t)), Some(purity(assign, t)))
-}
-
-/// One model per true group trained on that group's training users (`[em] oracle`).
-fn true_split_models(ctx: &Ctx, prefs: &Prefs, spec: &RewardSpec) -> Result<Vec<RewardModel>> {
-    let Some(t) = prefs.train.truth.as_ref().filter(|_| ctx.exp.em.oracle) else {
-        return Ok(vec![]);
-    };
-    (0..ctx.names.len())
-        .map(|g| {
-            let rows: Vec<usize> = (0..prefs.train.data.m)
-                .filter(|&i| t[prefs.train.user_of[i] as usize] == g)
-                .collect();
-            fit_model(
-                &prefs.train,
-                &rows,
-                spec,
-                &prefs.feats,
-                &mut stream(ctx.exp.seed, &format!("oracle/{g}")),
-            )
-        })
-        .collect()
-}
-
-/// Held-out accuracy per true group: `{group: {comparisons, single, mixture, oracle,
-/// true_split}}` (a key is absent where its model is).
-fn held_out_accuracy(
-    ctx: &Ctx,
-    prefs: &Prefs,
-    single: &RewardModel,
-    mixture: &[RewardModel],
-    true_split: &[RewardModel],
-) -> Result<BTreeMap<String, Value>> {
-    let mut acc = BTreeMap::new();
-    let Some(h) = &prefs.held else {
-        return Ok(acc);
-    };
-    let Some(t) = &h.truth else {
-        return Ok(acc);
-    };
-    let diffs = |ms: &[RewardModel]| -> Result<Vec<Vec<f32>>> {
-        ms.iter().map(|m| m.diffs(&h.data)).collect()
-    };
-    let single_d = single.diffs(&h.data)?;
-    let (mix_d, split_d) = (diffs(mixture)?, diffs(true_split)?);
-    for (g, name) in ctx.names.iter().enumerate() {
-        let rows: Vec<usize> = (0..h.data.m)
-            .filter(|&i| t[h.user_of[i] as usize] == g)
-            .collect();
-        if rows.is_empty() {
-            continue;
-        }
-        let mut e = serde_json::Map::new();
-        e.insert("comparisons".into(), rows.len().into());
-        e.insert("single".into(), accuracy(&single_d, &rows).into());
-        if let Some(d) = mix_d.get(g) {
-            e.insert("mixture".into(), accuracy(d, &rows).into());
-        }
-        if let Some(d) = &prefs.oracle {
-            e.insert("oracle".into(), accuracy(d, &rows).into());
-        }
-        if let Some(d) = split_d.get(g) {
-            e.insert("true_split".into(), accuracy(d, &rows).into());
-        }
-        acc.insert(name.clone(), Value::Object(e));
-    }
-    Ok(acc)
-}
-
 /// Everything the reward stage needs besides the context: the labelled comparisons, the
 /// featurizer's bank and the ground-truth scores for the oracle.
 pub struct Labelled<'a> {
@@ -523,66 +342,112 @@ pub struct Labelled<'a> {
     pub scores: Option<&'a HashMap<Key, Vec<f64>>>,
 }
 
-/// Encode labelled comparisons into [`Prefs`].
-pub fn prefs_of(ctx: &Ctx, l: &Labelled) -> Result<Prefs> {
-    Ok(Prefs {
-        train: l.bank.user_data(l.train, &ctx.names)?,
+/// Encode labelled comparisons for core's reward stage ([`maxmin_core::prefs::stage::learn`]),
+/// with the ground truths' held-out score differences when the completions were scored.
+pub fn stage_data(ctx: &Ctx, l: &Labelled) -> Result<StageData> {
+    let (train, train_ids) = l.bank.user_data(l.train, &ctx.names)?;
+    Ok(StageData {
+        names: ctx.names.clone(),
+        feats: l.bank.feats.clone(),
+        train,
+        train_ids,
         held: if l.held.is_empty() {
             None
         } else {
-            Some(l.bank.user_data(l.held, &ctx.names)?)
+            Some(l.bank.user_data(l.held, &ctx.names)?.0)
         },
-        oracle: l.scores.and_then(|s| oracle_diffs(l.held, &ctx.names, s)),
-        feats: l.bank.feats.clone(),
+        skipped: 0,
+        truth_diffs: l.scores.and_then(|s| oracle_diffs(l.held, &ctx.names, s)),
     })
 }
 
-/// `[em] ratio-sweep`: relabel the same pool with users at shares r/(r+1), 1/(r+1) per ratio r
-/// and relearn; one JSON row per ratio (`ratio`, `ari`, `single`/`mixture`/`oracle` accuracy per
-/// group, `seconds`).
-pub fn ratio_sweep(
-    ctx: &Ctx,
-    pop: &TextPopulation,
-    pool: &Pool,
-    bank: &Bank,
-    scores: &HashMap<Key, Vec<f64>>,
-    progress: &mut dyn Progress,
-) -> Result<Vec<Value>> {
-    let mut rows = Vec::new();
-    for &r in &ctx.exp.em.ratio_sweep {
-        tracing::info!("ratio sweep: {r}:1");
-        let t0 = Instant::now();
-        let (train, held) = label(ctx, pop, pool, &[r / (r + 1.0), 1.0 / (r + 1.0)]);
-        let prefs = prefs_of(
-            ctx,
-            &Labelled {
-                train: &train,
-                held: &held,
-                bank,
-                scores: Some(scores),
-            },
-        )?;
-        let l = learn(ctx, &prefs, None, progress)?;
-        let acc = &l.summary["held_out_accuracy"];
-        let per = |k: &str| -> BTreeMap<String, f64> {
-            ctx.names
-                .iter()
-                .filter_map(|n| acc[n][k].as_f64().map(|v| (n.clone(), v)))
-                .collect()
+/// Held-out accuracy per true group as the text report reads it: `{group: {comparisons,
+/// single, mixture, oracle, true_split}}`, where `oracle` is the group's own ground truth on the
+/// same labels and `true_split` the model trained on the group's users (core's `oracle`); a key
+/// is absent where its model is.
+pub fn accuracy_table(names: &[String], o: &Outcome) -> BTreeMap<String, Value> {
+    let mut acc = BTreeMap::new();
+    for name in names {
+        let Some(n) = o.held_out_comparisons.get(name) else {
+            continue;
         };
-        rows.push(json!({
-            "ratio": r,
-            "ari": l.summary["ari"],
-            "comparisons": { "train": train.len(), "held_out": held.len() },
-            "held_out_per_group": ctx.names.iter().map(|n| (n.clone(), acc[n]["comparisons"].clone())).collect::<BTreeMap<_, _>>(),
-            "single": per("single"),
-            "mixture": per("mixture"),
-            "oracle": per("oracle"),
-            "true_split": per("true_split"),
-            "seconds": t0.elapsed().as_secs_f64(),
-        }));
+        let mut e = serde_json::Map::new();
+        e.insert("comparisons".into(), (*n).into());
+        for (key, table) in [
+            ("single", &o.single),
+            ("mixture", &o.mixture),
+            ("oracle", &o.truth),
+            ("true_split", &o.oracle),
+        ] {
+            if let Some(v) = table.get(name) {
+                e.insert(key.into(), (*v).into());
+            }
+        }
+        acc.insert(name.clone(), Value::Object(e));
     }
-    Ok(rows)
+    acc
+}
+
+/// The mixture's cluster order that puts the cluster matched to true group g at position g
+/// (unmatched clusters follow): how the text domain names its reward models after groups.
+pub fn cluster_order(o: &Outcome) -> Vec<usize> {
+    let mut order: Vec<usize> = o.matching.iter().flatten().copied().collect();
+    for c in 0..o.k {
+        if !order.contains(&c) {
+            order.push(c);
+        }
+    }
+    order
+}
+
+/// `summary.json`'s `reward_models`: the stage's outcome in the text report's layout.
+pub fn reward_summary(names: &[String], o: &Outcome, feats: &Features, linear: bool) -> Value {
+    let shares: Vec<f64> = match &o.ensemble {
+        Some(e) => cluster_order(o).iter().map(|&c| e.shares[c]).collect(),
+        None => vec![],
+    };
+    json!({
+        "k": o.k,
+        "ari": o.ari,
+        "purity": o.purity,
+        "iterations": o.iterations,
+        "converged": o.converged,
+        "log_likelihood": o.detail["log_likelihood"],
+        "cluster_shares": shares,
+        "held_out_accuracy": accuracy_table(names, o),
+        "features": { "width": feats.dim(), "encoding": if linear { "sums" } else { "rows" } },
+        "seconds": o.seconds[2],
+        "seconds_single": o.seconds[0],
+        "seconds_em": o.seconds[1],
+        "em": o.detail,
+    })
+}
+
+/// One row of `summary.json`'s `ratio_sweep` (the text report's sweep table and plot).
+pub fn sweep_row(names: &[String], row: &SweepRow) -> Value {
+    let o = &row.outcome;
+    let acc = accuracy_table(names, o);
+    let per = |k: &str| -> BTreeMap<String, f64> {
+        names
+            .iter()
+            .filter_map(|n| {
+                acc.get(n)
+                    .and_then(|a| a[k].as_f64())
+                    .map(|v| (n.clone(), v))
+            })
+            .collect()
+    };
+    json!({
+        "ratio": row.ratio,
+        "ari": o.ari,
+        "comparisons": o.detail["comparisons"],
+        "held_out_per_group": o.held_out_comparisons,
+        "single": per("single"),
+        "mixture": per("mixture"),
+        "oracle": per("oracle"),
+        "true_split": per("true_split"),
+        "seconds": o.seconds[2],
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! What the preference stage (`stage.rs`) produces and its report (`report.rs`) reads: the
-//! outcome of one run of the stage, and the rows of the ratio sweep.
+//! What the reward stage (`stage.rs`) produces and the domains' reports read: the outcome of one
+//! run of the stage, and the rows of the ratio sweep.
 
 use super::em::{IterStats, RewardEnsemble};
 use serde::Serialize;
@@ -30,6 +30,19 @@ pub struct Outcome {
     pub mixture: GroupAccuracy,
     /// Held-out accuracy per true group: the oracle model trained on that group's users.
     pub oracle: GroupAccuracy,
+    /// Held-out accuracy per true group of the group's own ground truth on the same noisy labels
+    /// (domains that know their truths' scores of the compared items; empty otherwise).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub truth: GroupAccuracy,
+    /// Held-out comparisons per true group.
+    #[serde(skip)]
+    pub held_out_comparisons: BTreeMap<String, usize>,
+    /// The mixture cluster matched to each true group (config order).
+    #[serde(skip)]
+    pub matching: Vec<Option<usize>>,
+    /// Seconds spent on the single model, on EM, and in all.
+    #[serde(skip)]
+    pub seconds: [f64; 3],
     /// Everything else for `summary.json`.
     pub detail: Value,
     /// EM iterations of every restart (for the report's plot).
