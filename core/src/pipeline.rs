@@ -40,6 +40,11 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
 }
 
+/// [`Kind::run`]: config path, `--set` overrides, options, progress, and the callback that
+/// receives the run directory; returns the run directory.
+pub type RunFn =
+    fn(&Path, &[String], &RunOptions, &mut dyn Progress, &mut dyn FnMut(&Path)) -> Result<PathBuf>;
+
 /// One experiment kind: the top-level `kind = "…"` of a config file (absent: `control`). The
 /// CLI reads the key and dispatches `run`, `check` and `report` through this table; a crate adds
 /// a kind with [`register_kind!`](crate::register_kind).
@@ -52,13 +57,7 @@ pub struct Kind {
     /// Load the config at `path` with `--set` overrides and run it (or, with `opts.resume`,
     /// continue that run; `path` is then its `config.resolved.toml`); `on_dir` receives the run
     /// directory as soon as it exists. Returns the run directory.
-    pub run: fn(
-        &Path,
-        &[String],
-        &RunOptions,
-        &mut dyn Progress,
-        &mut dyn FnMut(&Path),
-    ) -> Result<PathBuf>,
+    pub run: RunFn,
     /// Load and build everything the config declares without training.
     pub check: fn(&Path, &[String]) -> Result<()>,
     /// Rebuild a run directory's `report.md` from its files.

@@ -1,10 +1,13 @@
-//! The language-model MaxMin-RLHF pipeline (docs/algorithms.md, experiments 1 and 2):
+//! The language-model domain of core's one MaxMin-RLHF pipeline (`maxmin_core::pipeline`;
+//! docs/algorithms.md, experiments 1 and 2; docs/lm-rlhf.md). The driver runs the stages; this
+//! file says what they mean for text:
 //!
 //! 1. **preferences**: two completions per pool prompt from the reference policy; each simulated
 //!    user (in a group with a ground-truth text reward) labels pairs with a Bradley–Terry draw —
 //!    or recorded P-Soups comparisons are read and split into users;
-//! 2. **reward models** ([`crate::reward_stage`]): frozen-backbone features (see [`crate::features`]), a single pooled BT
-//!    model and the EM mixture of K models (core's EM, the paper's Algorithm 2);
+//! 2. **reward models** (core's reward stage on [`crate::reward_stage`]'s encodings):
+//!    frozen-backbone features (see [`crate::features`]), a single pooled BT model and the EM
+//!    mixture of K models (the paper's Algorithm 2);
 //! 3. **policies**: for every objective × seed, token-level PPO (TRL semantics, `maxmin_lm::ppo`)
 //!    on LoRA adapters, the sequence score being the objective's combination of the calibrated
 //!    learned rewards (docs/algorithms.md Algorithm 1 for `maxmin`);

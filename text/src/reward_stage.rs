@@ -9,14 +9,17 @@
 //! 3. **features**: every distinct (prompt, completion) is encoded once by the frozen backbone
 //!    ([`crate::features`]); a linear head keeps only one feature sum per completion
 //!    (`Encoded::from_sums`), an MLP head the per-token rows;
-//! 4. **reward models**: the single pooled BT model, the EM mixture (core's `fit_mixture`, the
-//!    paper's Algorithm 2) and, with `[em] oracle`, one model per true group trained on the true
-//!    split; held-out pairwise accuracy per true group of each, beside the **oracle**: the
-//!    group's own ground truth predicting the same noisy held-out labels (the ceiling any learned
-//!    model can reach given the BT noise), scored by the same `accuracy` as the models.
+//! 4. **reward models**: core's reward stage (`maxmin_core::prefs::stage::learn`, run by the
+//!    pipeline driver): the single pooled BT model, the EM mixture (the paper's Algorithm 2, with
+//!    `[em] select-k`) and, with `[em] oracle`, one model per true group trained on the true
+//!    split; held-out pairwise accuracy per true group of each, beside the **oracle** column of
+//!    the text report: the group's own ground truth predicting the same noisy held-out labels
+//!    ([`oracle_diffs`]; the ceiling any learned model can reach given the BT noise), scored by
+//!    the same `accuracy` as the models. [`accuracy_table`], [`reward_summary`] and
+//!    [`sweep_row`] lay the stage's outcome out for the text report.
 //!
-//! With `[em] ratio-sweep`, stages 2 and 4 are rerun per majority:minority ratio on the same pool
-//! and features (only the users' shares change), as the control stage does; the report's table
+//! With `[em] ratio-sweep`, the driver reruns stages 2 and 4 per majority:minority ratio on the
+//! same pool and features (only the users' shares change), as for control; the report's table
 //! and plot are core's (`maxmin_core::prefs::report::sweep_section`).
 
 use crate::config::TextPopulation;
