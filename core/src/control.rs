@@ -47,6 +47,20 @@ pub struct StageConfig<'a> {
     pub em: &'a EmConfig,
 }
 
+/// Each group's ground-truth reward on the environment `spec`, in config order (a group reward
+/// registered for another environment is a config error at its key).
+fn group_rewards(c: &StageConfig, spec: &crate::env::EnvSpec) -> Result<Vec<Box<dyn GroupReward>>> {
+    c.population
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            crate::prefs::group_reward::build(g.reward.as_ref(), spec)
+                .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
+        })
+        .collect()
+}
+
 /// Cross-section checks `validate` cannot do per section.
 pub fn validate(c: &StageConfig) -> Result<()> {
     let k_max = c.em.select_k.iter().copied().max().unwrap_or(c.em.k);
@@ -69,10 +83,7 @@ pub fn validate(c: &StageConfig) -> Result<()> {
     }
     RewardSpec::from_config(c.reward_model)?;
     let spec = c.env.build().map_err(|e| e.under("env"))?.spec().clone();
-    for (i, g) in c.population.groups.iter().enumerate() {
-        crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
-            .map_err(|e| e.under(&format!("population.groups.{i}.reward")))?;
-    }
+    group_rewards(c, &spec)?;
     Ok(())
 }
 
@@ -143,17 +154,8 @@ impl<'a> Control<'a> {
 
     fn truth(&self) -> Result<Vec<(String, Box<dyn GroupReward>)>> {
         let spec = self.stage.env.build()?.spec().clone();
-        self.stage
-            .population
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
-                    .map(|r| (g.name.clone(), r))
-                    .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
-            })
-            .collect()
+        let names = self.stage.population.groups.iter().map(|g| g.name.clone());
+        Ok(names.zip(group_rewards(&self.stage, &spec)?).collect())
     }
 }
 
@@ -365,16 +367,7 @@ fn simulate(c: &StageConfig, shares: &[f64], out: Option<&Path>) -> Result<Split
     let mut env = c.env.build()?;
     let spec = env.spec().clone();
     let obs_dim = spec.observation_space.dim();
-    let rewards = c
-        .population
-        .groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            crate::prefs::group_reward::build(g.reward.as_ref(), &spec)
-                .map_err(|e| e.under(&format!("population.groups.{i}.reward")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let rewards = group_rewards(c, &spec)?;
     let names: Vec<String> = c.population.groups.iter().map(|g| g.name.clone()).collect();
     let mut rng = stream(c.seed, "population");
     let users = sample_users(c.population.users, shares, "u", &mut rng);
