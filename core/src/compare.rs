@@ -128,7 +128,7 @@ pub struct Inputs<'a> {
     /// The learned reward models.
     pub ensemble: &'a RewardEnsemble,
     /// True group names and their ground-truth rewards (evaluation only).
-    pub truth: Vec<(String, Box<dyn GroupReward>)>,
+    pub truth: &'a [(String, Box<dyn GroupReward>)],
     /// Root seed of the run (calibration rollouts derive from it).
     pub seed: u64,
 }
@@ -168,7 +168,7 @@ pub fn train_one(
         cal: cals,
         kl: KlController::new(&cfg.kl),
         env_weight: cfg.env_reward_weight,
-        truth: &inp.truth,
+        truth: inp.truth,
         acc: vec![],
         num_envs: inp.ppo.num_envs,
     };
@@ -192,11 +192,11 @@ pub fn train_one(
         &policy,
         summary.obs_rms.as_ref(),
         inp.env,
-        &inp.truth,
+        inp.truth,
         cfg.eval_episodes,
         rng::derive_seed(seed, "eval"),
     )?;
-    let r = result(&label, seed, &inp.truth, &utilities);
+    let r = result(&label, seed, inp.truth, &utilities);
     tracing::info!(
         "{label} seed {seed}: {:?} (worst: {} {:.2})",
         r.groups,

@@ -162,6 +162,8 @@ impl<'a> Control<'a> {
 /// What every control policy job reads.
 pub struct Shared {
     ensemble: RewardEnsemble,
+    /// The groups' names and ground-truth rewards, built once for every job's evaluation.
+    truth: Vec<(String, Box<dyn GroupReward>)>,
     cals: Cals,
     run_dir: PathBuf,
 }
@@ -247,9 +249,11 @@ impl Domain for Control<'_> {
         _progress: &mut dyn Progress,
     ) -> Result<Shared> {
         let p = self.policy_config()?;
-        let cals = compare::calibration(p.compare, &self.inputs(p, &ensemble)?)?;
+        let truth = self.truth()?;
+        let cals = compare::calibration(p.compare, &self.inputs(p, &ensemble, &truth))?;
         Ok(Shared {
             ensemble,
+            truth,
             cals,
             run_dir: run.path.clone(),
         })
@@ -272,7 +276,7 @@ impl Domain for Control<'_> {
             .join(tag);
         compare::train_one(
             p.compare,
-            &self.inputs(p, &shared.ensemble)?,
+            &self.inputs(p, &shared.ensemble, &shared.truth),
             &shared.cals,
             objective,
             seed,
@@ -323,15 +327,16 @@ impl Control<'_> {
         &'b self,
         p: &'b PolicyConfig,
         ensemble: &'b RewardEnsemble,
-    ) -> Result<compare::Inputs<'b>> {
-        Ok(compare::Inputs {
+        truth: &'b [(String, Box<dyn GroupReward>)],
+    ) -> compare::Inputs<'b> {
+        compare::Inputs {
             env: self.stage.env,
             policy: p.policy,
             ppo: p.ppo,
             ensemble,
-            truth: self.truth()?,
+            truth,
             seed: self.stage.seed,
-        })
+        }
     }
 }
 

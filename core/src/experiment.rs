@@ -13,7 +13,7 @@ use crate::policy::{PolicyConfig, RewardModelConfig};
 use crate::ppo::{self, PpoConfig, TrainCtx};
 use crate::prefs::reward_model::LinearRewardConfig;
 use crate::prefs::{EmConfig, PopulationConfig, PreferencesConfig};
-use crate::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
+use crate::run::{write_json_atomic, Metrics, Progress, RunDir};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -216,16 +216,7 @@ pub fn run_with(
     on_dir: impl FnOnce(&Path),
 ) -> Result<PathBuf> {
     let cfg = &exp.value;
-    let dir = match &opts.resume {
-        Some(p) => RunDir::open(p)?,
-        None => {
-            let d = RunDir::create(&cfg.name, opts.out.as_deref())?;
-            write_atomic(&d.file("config.resolved.toml"), exp.resolved.as_bytes())?;
-            d
-        }
-    };
-    on_dir(&dir.path);
-    tracing::info!("run directory: {}", dir.path.display());
+    let dir = opts.open_dir(&cfg.name, &exp.resolved, on_dir)?;
     let metrics_path = dir.file("metrics.jsonl");
     let defaults = prefs_defaults();
     if let Some(sc) = cfg.stage_config(&defaults) {

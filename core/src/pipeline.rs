@@ -40,6 +40,31 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
 }
 
+impl RunOptions {
+    /// The run directory these options name: with `resume`, that existing directory; otherwise a
+    /// new `runs/<name>__<timestamp>` (or `out`) holding `config.resolved.toml` (the config as
+    /// loaded, overrides applied), written atomically. `on_dir` receives it as soon as it
+    /// exists, so the caller can print it before the long stages start.
+    pub fn open_dir(
+        &self,
+        name: &str,
+        resolved: &str,
+        on_dir: impl FnOnce(&Path),
+    ) -> Result<RunDir> {
+        let dir = match &self.resume {
+            Some(p) => RunDir::open(p)?,
+            None => {
+                let d = RunDir::create(name, self.out.as_deref())?;
+                crate::run::write_atomic(&d.file("config.resolved.toml"), resolved.as_bytes())?;
+                d
+            }
+        };
+        on_dir(&dir.path);
+        tracing::info!("run directory: {}", dir.path.display());
+        Ok(dir)
+    }
+}
+
 /// [`Kind::run`]: config path, `--set` overrides, options, progress, and the callback that
 /// receives the run directory; returns the run directory.
 pub type RunFn =

@@ -32,7 +32,7 @@ use maxmin_core::prefs::em::RewardEnsemble;
 use maxmin_core::prefs::reward_model::{RewardModel, RewardSpec};
 use maxmin_core::prefs::stage::{Outcome, Settings, StageData, SweepRow};
 use maxmin_core::rng::{stream, Rng};
-use maxmin_core::run::{write_atomic, write_json_atomic, Metrics, Progress, RunDir};
+use maxmin_core::run::{write_json_atomic, Metrics, Progress, RunDir};
 use maxmin_core::{Error, Result};
 use maxmin_lm::policy::LmPolicy;
 use maxmin_lm::ppo::LmPpoTrainer;
@@ -553,15 +553,7 @@ pub fn run_with(
     on_dir: impl FnOnce(&Path),
 ) -> Result<PathBuf> {
     let exp = &loaded.value;
-    let run = match &opts.resume {
-        Some(d) => RunDir::open(d)?,
-        None => {
-            let r = RunDir::create(&exp.name, opts.out.as_deref())?;
-            write_atomic(&r.file("config.resolved.toml"), loaded.resolved.as_bytes())?;
-            r
-        }
-    };
-    on_dir(&run.path);
+    let run = opts.open_dir(&exp.name, &loaded.resolved, on_dir)?;
     let started = Instant::now();
     let ctx = build_ctx(exp)?;
     tracing::info!(
