@@ -13,6 +13,8 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 
+mod fused;
+
 /// `[policy] type = "mlp"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -75,7 +77,7 @@ struct Dense {
 
 impl Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
+        Ok(fused::bias_add(&x.matmul(&self.w.t()?)?, &self.b)?)
     }
 }
 
@@ -136,8 +138,8 @@ impl candle_core::CustomOp1 for FastTanh {
         res: &Tensor,
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        // d tanh(x)/dx = 1 − tanh(x)².
-        Ok(Some(grad_res.mul(&res.sqr()?.affine(-1.0, 1.0)?)?))
+        // d tanh(x)/dx = 1 − tanh(x)², in one pass (fused::TanhGrad).
+        Ok(Some(fused::TanhGrad::apply(res, grad_res)?))
     }
 }
 
