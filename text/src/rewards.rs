@@ -111,6 +111,14 @@ pub struct SentimentConfig {
     /// converged to in the run recorded in docs/lm-rlhf.md, "Ground truths".
     #[serde(default)]
     pub prior_ngrams: f64,
+    /// With `evidence = "mean"` and `prior-ngrams > 0`: the weight each of those pseudo n-grams
+    /// carries (0, the default, is neutral). Negative: a reply that says little is a weak review,
+    /// so the majority's score also asks for substance, as a classifier's confidence does (it
+    /// grows with the evidence a text offers). This is a length term inside the sentiment truth,
+    /// and it is what sets the two groups against each other — see docs/lm-rlhf.md, "Ground
+    /// truths", for the argument and the measured correlation.
+    #[serde(default)]
+    pub prior_weight: f64,
 }
 
 fn d_reference_ngrams() -> f64 {
@@ -134,15 +142,18 @@ struct Sentiment {
     evidence: Evidence,
     reference_ngrams: f64,
     prior_ngrams: f64,
+    prior_weight: f64,
 }
 
 impl Sentiment {
     fn text_score(&self, text: &str) -> f64 {
         match self.evidence {
-            Evidence::Mean => {
-                self.model
-                    .prob_positive_shrunk(text, self.reference_ngrams, self.prior_ngrams)
-            }
+            Evidence::Mean => self.model.prob_positive_shrunk(
+                text,
+                self.reference_ngrams,
+                self.prior_ngrams,
+                self.prior_weight,
+            ),
             Evidence::Sum => self.model.prob_positive(text),
         }
     }
@@ -176,6 +187,22 @@ impl TextRewardConfig for SentimentConfig {
                 format!("expected a number ≥ 0, found {}", self.prior_ngrams),
             ));
         }
+        if !(self.prior_weight.is_finite() && self.prior_weight.abs() <= 1.0) {
+            return Err(Error::config(
+                "prior-weight",
+                format!(
+                    "expected a weight per pseudo n-gram in [-1, 1] (the scorer's n-gram weights are of that size), found {}",
+                    self.prior_weight
+                ),
+            ));
+        }
+        if self.prior_weight != 0.0 && (self.evidence != Evidence::Mean || self.prior_ngrams == 0.0)
+        {
+            return Err(Error::config(
+                "prior-weight",
+                "only means something with evidence = \"mean\" and prior-ngrams > 0",
+            ));
+        }
         Ok(())
     }
 
@@ -197,6 +224,7 @@ impl TextRewardConfig for SentimentConfig {
             evidence: self.evidence,
             reference_ngrams: self.reference_ngrams,
             prior_ngrams: self.prior_ngrams,
+            prior_weight: self.prior_weight,
         }))
     }
 }
@@ -228,6 +256,7 @@ mod tests {
             evidence: Evidence::Mean,
             reference_ngrams: 16.0,
             prior_ngrams: 0.0,
+            prior_weight: 0.0,
         };
         let msg = c.build().unwrap_err().to_string();
         assert!(
@@ -249,6 +278,7 @@ mod tests {
                 evidence,
                 reference_ngrams: 16.0,
                 prior_ngrams: 0.0,
+                prior_weight: 0.0,
             }
             .build()
             .unwrap()
@@ -295,6 +325,7 @@ mod tests {
                 evidence: Evidence::Mean,
                 reference_ngrams: 16.0,
                 prior_ngrams,
+                prior_weight: 0.0,
             }
             .build()
             .unwrap()
@@ -324,5 +355,53 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("prior-ngrams"));
+    }
+
+    /// `prior-weight`: a negative weight pulls texts with little evidence below neutral (the
+    /// short end loses more than the long end), and values the
+    /// option cannot mean are refused by key.
+    #[test]
+    fn prior_weight_asks_for_substance() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mk = |prior_weight| SentimentConfig {
+            model: root.join("models/sentiment-imdb"),
+            include_prompt: false,
+            evidence: Evidence::Mean,
+            reference_ngrams: 16.0,
+            prior_ngrams: 16.0,
+            prior_weight,
+        };
+        let (neutral, weak) = (mk(0.0).build().unwrap(), mk(-0.05).build().unwrap());
+        let s = |c: &'static str| Sample {
+            prompt: "",
+            completion: c,
+            tokens: 1,
+            max_tokens: 32,
+        };
+        let short = s(" great!");
+        let long = s(" is a great movie, the acting is wonderful and the story is beautiful.");
+        let drop = |t: &Sample<'_>| neutral.score(t) - weak.score(t);
+        assert!(drop(&short) > 0.05, "{}", drop(&short));
+        assert!(
+            drop(&short) > drop(&long) + 0.02,
+            "{} vs {}",
+            drop(&short),
+            drop(&long)
+        );
+        assert!(weak.score(&long) > weak.score(&short));
+        assert!(weak.score(&s("")) < 0.5);
+        for (bad, want) in [(mk(2.0), "[-1, 1]"), (mk(f64::NAN), "[-1, 1]")] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("prior-weight") && e.contains(want), "{e}");
+        }
+        let no_prior = SentimentConfig {
+            prior_ngrams: 0.0,
+            ..mk(-0.05)
+        };
+        assert!(no_prior
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("prior-weight"));
     }
 }

@@ -270,17 +270,29 @@ impl SentimentModel {
     /// (a one-word completion carries one word of evidence, not a review's worth); one with many
     /// (n ≫ prior) keeps its mean. 0 when there is nothing to average.
     pub fn shrunk_evidence(&self, text: &str, prior_ngrams: f64) -> f64 {
+        self.shrunk_evidence_towards(text, prior_ngrams, 0.0)
+    }
+
+    /// As [`Self::shrunk_evidence`] with the `prior_ngrams` pseudo n-grams weighing
+    /// `prior_weight` each: (Σw + prior · prior_weight) / (n + prior). A negative `prior_weight`
+    /// pulls texts with little evidence below neutral — a reply that says almost nothing reads as
+    /// a weak review — while a long text keeps (nearly) its mean. `prior_weight = 0` gives
+    /// exactly [`Self::shrunk_evidence`].
+    pub fn shrunk_evidence_towards(&self, text: &str, prior_ngrams: f64, prior_weight: f64) -> f64 {
         let mut grams: Vec<String> = ngrams(text, self.bigrams).into_iter().collect();
         grams.sort_unstable();
         let (sum, n) = grams
             .iter()
             .filter_map(|g| self.weights.get(g))
             .fold((0.0f64, 0usize), |(s, n), w| (s + w, n + 1));
-        let denom = n as f64 + prior_ngrams.max(0.0);
+        let prior = prior_ngrams.max(0.0);
+        let denom = n as f64 + prior;
         if denom == 0.0 {
             0.0
-        } else {
+        } else if prior_weight == 0.0 {
             sum / denom
+        } else {
+            (sum + prior * prior_weight) / denom
         }
     }
 
@@ -288,18 +300,22 @@ impl SentimentModel {
     /// the probability the classifier gives a text of `reference_ngrams` known n-grams that
     /// carries this text's evidence per n-gram.
     pub fn prob_positive_mean(&self, text: &str, reference_ngrams: f64) -> f64 {
-        self.prob_positive_shrunk(text, reference_ngrams, 0.0)
+        self.prob_positive_shrunk(text, reference_ngrams, 0.0, 0.0)
     }
 
-    /// As [`Self::prob_positive_mean`] with the mean shrunk by `prior_ngrams` neutral n-grams
-    /// ([`Self::shrunk_evidence`]).
+    /// As [`Self::prob_positive_mean`] with the mean shrunk by `prior_ngrams` pseudo n-grams of
+    /// weight `prior_weight` ([`Self::shrunk_evidence_towards`]; 0 = neutral).
     pub fn prob_positive_shrunk(
         &self,
         text: &str,
         reference_ngrams: f64,
         prior_ngrams: f64,
+        prior_weight: f64,
     ) -> f64 {
-        sigmoid(self.bias + reference_ngrams * self.shrunk_evidence(text, prior_ngrams))
+        sigmoid(
+            self.bias
+                + reference_ngrams * self.shrunk_evidence_towards(text, prior_ngrams, prior_weight),
+        )
     }
 
     /// Fraction of `reviews` classified correctly at threshold 0.5.
