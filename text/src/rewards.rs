@@ -233,6 +233,29 @@ impl TextRewardConfig for SentimentConfig {
 mod tests {
     use super::*;
 
+    /// The shipped scorer's config with the given evidence and shrinkage.
+    fn shipped(evidence: Evidence, prior_ngrams: f64, prior_weight: f64) -> SentimentConfig {
+        SentimentConfig {
+            model: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models/sentiment-imdb"),
+            include_prompt: false,
+            evidence,
+            reference_ngrams: 16.0,
+            prior_ngrams,
+            prior_weight,
+        }
+    }
+
+    /// A completion with no prompt.
+    fn text(completion: &str) -> Sample<'_> {
+        Sample {
+            prompt: "",
+            completion,
+            tokens: 1,
+            max_tokens: 32,
+        }
+    }
+
     #[test]
     fn conciseness_is_one_minus_normalised_length() {
         let r = ConcisenessConfig {}.build().unwrap();
@@ -269,27 +292,9 @@ mod tests {
     /// repeated, while the classifier's sum does.
     #[test]
     fn shipped_scorer_mean_evidence_is_length_independent() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let model = root.join("models/sentiment-imdb");
-        let mk = |evidence| {
-            SentimentConfig {
-                model: model.clone(),
-                include_prompt: false,
-                evidence,
-                reference_ngrams: 16.0,
-                prior_ngrams: 0.0,
-                prior_weight: 0.0,
-            }
-            .build()
-            .unwrap()
-        };
+        let mk = |evidence| shipped(evidence, 0.0, 0.0).build().unwrap();
         let (mean, sum) = (mk(Evidence::Mean), mk(Evidence::Sum));
-        let s = |c: &'static str| Sample {
-            prompt: "",
-            completion: c,
-            tokens: 1,
-            max_tokens: 32,
-        };
+        let s = text;
         let one = "a wonderful film, beautifully acted";
         let three = "a wonderful film, beautifully acted. a wonderful film, beautifully acted. \
                      a wonderful film, beautifully acted";
@@ -317,26 +322,9 @@ mod tests {
     /// a long text keeps about its mean, and a negative token stays below neutral.
     #[test]
     fn prior_ngrams_shrink_short_texts_towards_neutral() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mk = |prior_ngrams| {
-            SentimentConfig {
-                model: root.join("models/sentiment-imdb"),
-                include_prompt: false,
-                evidence: Evidence::Mean,
-                reference_ngrams: 16.0,
-                prior_ngrams,
-                prior_weight: 0.0,
-            }
-            .build()
-            .unwrap()
-        };
+        let mk = |prior_ngrams| shipped(Evidence::Mean, prior_ngrams, 0.0).build().unwrap();
         let (plain, shrunk) = (mk(0.0), mk(16.0));
-        let s = |c: &'static str| Sample {
-            prompt: "",
-            completion: c,
-            tokens: 1,
-            max_tokens: 32,
-        };
+        let s = text;
         let bang = s("!");
         assert!(plain.score(&bang) > 0.9, "{}", plain.score(&bang));
         assert!(shrunk.score(&bang) < 0.75, "{}", shrunk.score(&bang));
@@ -362,22 +350,9 @@ mod tests {
     /// option cannot mean are refused by key.
     #[test]
     fn prior_weight_asks_for_substance() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mk = |prior_weight| SentimentConfig {
-            model: root.join("models/sentiment-imdb"),
-            include_prompt: false,
-            evidence: Evidence::Mean,
-            reference_ngrams: 16.0,
-            prior_ngrams: 16.0,
-            prior_weight,
-        };
+        let mk = |prior_weight| shipped(Evidence::Mean, 16.0, prior_weight);
         let (neutral, weak) = (mk(0.0).build().unwrap(), mk(-0.05).build().unwrap());
-        let s = |c: &'static str| Sample {
-            prompt: "",
-            completion: c,
-            tokens: 1,
-            max_tokens: 32,
-        };
+        let s = text;
         let short = s(" great!");
         let long = s(" is a great movie, the acting is wonderful and the story is beautiful.");
         let drop = |t: &Sample<'_>| neutral.score(t) - weak.score(t);
