@@ -25,7 +25,9 @@ pub struct LmPpoConfig {
     /// Adam ε (torch's default).
     #[serde(default = "d_adam_eps")]
     pub adam_eps: f64,
-    /// KL penalty to the reference policy: β and its adaptive controller.
+    /// KL penalty to the reference policy: β and its adaptive controller. Left out, TRL's
+    /// defaults (β 0.2, adaptive towards a KL of 6); written, its missing keys take
+    /// [`KlConfig`]'s own defaults, so a table without `target` keeps β fixed.
     #[serde(default = "d_kl")]
     pub kl: KlConfig,
     /// Policy ratio clip range.
