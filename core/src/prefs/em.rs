@@ -91,6 +91,12 @@ pub struct EmConfig {
     /// Empty-cluster handling.
     #[serde(default)]
     pub empty_clusters: EmptyClusters,
+    /// After EM, train each cluster's model afresh on its final users (weighted by the
+    /// responsibilities) for `[reward-model] epochs`, as the true-split model is trained (ours).
+    /// EM's own models were warm-started from fits to mixed clusters and saw only
+    /// `m-step-epochs` on the final ones; off (`false`) keeps them, as the paper does.
+    #[serde(default)]
+    pub refit: bool,
     /// Also train the oracle: one model per true group on the true split.
     #[serde(default = "d_true")]
     pub oracle: bool,
@@ -131,6 +137,7 @@ impl Default for EmConfig {
             max_iterations: d_iters(),
             m_step_epochs: d_m_epochs(),
             empty_clusters: EmptyClusters::Skip,
+            refit: false,
             oracle: true,
             ratio_sweep: vec![],
         }
@@ -306,6 +313,23 @@ pub fn fit_model(
     Ok(m)
 }
 
+/// Comparison rows of cluster `k`'s users and a per-comparison weight (its user's
+/// responsibility; 0 elsewhere).
+fn cluster_rows(ud: &UserData, resp: &[Vec<f64>], k: usize) -> (Vec<usize>, Vec<f32>) {
+    let mut rows = Vec::new();
+    let mut w = vec![0f32; ud.data.m];
+    for (h, r) in resp.iter().enumerate() {
+        // Responsibilities this small change nothing but cost time.
+        if r[k] > 1e-4 {
+            rows.extend_from_slice(&ud.rows_of[h]);
+            for &i in &ud.rows_of[h] {
+                w[i] = r[k] as f32;
+            }
+        }
+    }
+    (rows, w)
+}
+
 fn m_step(
     models: &mut [RewardModel],
     ud: &UserData,
@@ -315,17 +339,7 @@ fn m_step(
     rng: &mut Rng,
 ) -> Result<()> {
     for (k, model) in models.iter_mut().enumerate() {
-        let mut rows = Vec::new();
-        let mut w = vec![0f32; ud.data.m];
-        for (h, r) in resp.iter().enumerate() {
-            // Responsibilities this small change nothing but cost time.
-            if r[k] > 1e-4 {
-                rows.extend_from_slice(&ud.rows_of[h]);
-                for &i in &ud.rows_of[h] {
-                    w[i] = r[k] as f32;
-                }
-            }
-        }
+        let (rows, w) = cluster_rows(ud, resp, k);
         if rows.is_empty() {
             continue;
         }
@@ -602,6 +616,26 @@ pub fn fit_mixture(
         }
     }
     let mut best = best.ok_or_else(|| Error::Internal("EM ran no restart".into()))?;
+    if cfg.refit {
+        let mut rng = stream(seed, &format!("em/k{k}/refit"));
+        for (c, model) in best.models.iter_mut().enumerate() {
+            let (rows, w) = cluster_rows(ud, &best.resp, c);
+            // An empty cluster keeps EM's model (nothing to refit it on).
+            if rows.is_empty() {
+                continue;
+            }
+            let mut fresh = RewardModel::new(&spec.hidden, feats.clone(), &mut rng)?;
+            fresh.train(
+                &ud.data,
+                &rows,
+                Some(&w),
+                &spec.train,
+                spec.train.epochs,
+                &mut rng,
+            )?;
+            *model = fresh;
+        }
+    }
     best.restart_log_likelihoods = trace.restart_lls;
     best.history = trace.history;
     best.empty_events = trace.empty_events;
@@ -756,5 +790,87 @@ mod extreme_tests {
         assert_eq!((argmax(&ll[0..2]), argmax(&ll[2..4])), (0, 1));
         let h = held_out_log_likelihood(&models, &[0.5, 0.5], &ud).unwrap();
         assert!(h.is_finite() && (h - 2.0 * 0.5f64.ln()).abs() < 1e-3, "{h}");
+    }
+}
+
+#[cfg(test)]
+mod refit_tests {
+    use super::*;
+    use crate::env::Space;
+    use crate::prefs::data::{Comparison, Segment};
+    use crate::prefs::reward_model::TrainOptions;
+
+    /// Two groups with opposite preferences over a 1-D feature. EM with one-epoch M-steps
+    /// leaves its models barely trained; `refit` trains each afresh on its cluster for the full
+    /// epochs, so the models separate the groups far more sharply, and the assignment is kept.
+    #[test]
+    fn refit_trains_each_cluster_model_to_the_full_epochs() {
+        let feats = Features {
+            obs_dim: 1,
+            action_space: Space::Discrete { n: 2 },
+            squares: false,
+        };
+        let seg = |x: f32| Segment::Rows(vec![vec![x, 0.0]]);
+        let (users, per_user) = (8usize, 20usize);
+        let mut cs = Vec::new();
+        let mut user_of = Vec::new();
+        let mut rng = stream(3, "data");
+        for h in 0..users {
+            let sign = if h % 2 == 0 { 1.0f32 } else { -1.0 };
+            for _ in 0..per_user {
+                let (a, b) = (
+                    rand::Rng::random::<f32>(&mut rng),
+                    rand::Rng::random::<f32>(&mut rng),
+                );
+                let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+                let (c, r) = if sign > 0.0 { (hi, lo) } else { (lo, hi) };
+                cs.push(Comparison {
+                    user: format!("u{h}"),
+                    context: serde_json::Value::Null,
+                    chosen: seg(c),
+                    rejected: seg(r),
+                    group: None,
+                });
+                user_of.push(h as u32);
+            }
+        }
+        let refs: Vec<&Comparison> = cs.iter().collect();
+        let truth: Vec<usize> = (0..users).map(|h| h % 2).collect();
+        let ud = UserData::new(
+            Encoded::new(&refs, &feats).unwrap(),
+            user_of,
+            users,
+            Some(truth.clone()),
+        );
+        let spec = RewardSpec {
+            hidden: vec![],
+            squares: false,
+            train: TrainOptions {
+                learning_rate: 0.05,
+                epochs: 60,
+                batch_size: 16,
+            },
+        };
+        let fit = |refit: bool| {
+            let cfg = EmConfig {
+                restarts: 1,
+                init: Init::Random,
+                max_iterations: 3,
+                m_step_epochs: 1,
+                refit,
+                ..EmConfig::default()
+            };
+            fit_mixture(&ud, 2, &spec, &feats, &cfg, 5, &mut |_| Ok(())).unwrap()
+        };
+        let (plain, refit) = (fit(false), fit(true));
+        assert_eq!(plain.assign, refit.assign, "refit must not move users");
+        assert_eq!(ari(&refit.assign, &truth), 1.0);
+        // Mean log-likelihood per comparison of each user under its own cluster's model.
+        let own_ll = |f: &MixtureFit| {
+            let ll = user_log_likelihood(&f.models, &ud).unwrap();
+            (0..users).map(|h| ll[h * 2 + f.assign[h]]).sum::<f64>() / (users * per_user) as f64
+        };
+        let (lp, lr) = (own_ll(&plain), own_ll(&refit));
+        assert!(lr > lp + 0.1, "refit {lr} vs EM's models {lp}");
     }
 }
