@@ -73,7 +73,7 @@ class Row:
                "seconds": round((datetime.datetime.now(datetime.timezone.utc) - self.started).total_seconds(), 1),
                "load_first": self.runs[0]["load_before"] if self.runs else "",
                "load_last": self.runs[-1]["load_after"] if self.runs else "",
-               "commit": git_commit(), "summary": summary, "runs": self.runs}
+               "commit": git_commit(), "machine": machine(), "summary": summary, "runs": self.runs}
         with open(os.path.join(RAW, f"{self.name}.json"), "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
@@ -388,18 +388,20 @@ def write_table(total_s, ran):
              "interleaved (maxmin, peer, maxmin, peer) in one sitting, the peer at 1 and 2 threads and",
              "again at its best; best (minimum time / maximum rate) of each side shown. Ratio = how many",
              "times faster maxmin is (peer time / maxmin time, or maxmin rate / peer rate).", "",
-             f"- Machine: {machine()}; {os.cpu_count()} cores visible, **shared with other jobs** (load",
-             "  averages below are the 1/5/15-minute `/proc/loadavg` at the first and last run of each group).",
+             f"- Machine at the last invocation: {machine()}; {os.cpu_count()} cores visible, **shared with other",
+             "  jobs** (load averages below are the 1/5/15-minute `/proc/loadavg` at the first and last run of",
+             "  each group). Sessions get different VMs, so each row names its own CPU; a ratio holds for the",
+             "  machine it was measured on (both sides ran there, interleaved).",
              (f"- Last invocation: `benches/side-by-side.sh {' '.join(ran)}`, {total_s:.0f} s" if total_s is not None
               else "- Table rebuilt from the stored groups (`benches/side-by-side.sh table`); each row's own"
                    " sitting is in its last column."), ""]
     lines += ["- " + v for v in versions()]
-    lines += ["", "| measure | peer (best setting) | peer | maxmin | ratio | target | target met | measured (UTC), commit; load avg first → last |",
+    lines += ["", "| measure | peer (best setting) | peer | maxmin | ratio | target | target met | measured (UTC), commit, CPU; load avg first → last |",
               "|---|---|---|---|---|---|---|---|"]
     notes = []
     for d in docs:
-        when = (f"{d['started']}{' `--quick`' if d['quick'] else ''}, maxmin {d.get('commit', '?')}; "
-                f"{d['load_first']} → {d['load_last']}")
+        when = (f"{d['started']}{' `--quick`' if d['quick'] else ''}, maxmin {d.get('commit', '?')}, "
+                f"{d.get('machine', 'CPU not recorded')}; {d['load_first']} → {d['load_last']}")
         for row in d["summary"]["rows"]:
             lines.append(f"| {row['measure']} | {row['peer']} | {row['peer_value']} | {row['ours']} | "
                          f"{fmt_ratio(row['ratio'])} | {row['target']} | {met(row['met'])} | {when} |")
