@@ -69,8 +69,7 @@ pub fn log1p_unit(t: f32) -> f32 {
         + z * (1.0 / 3.0
             + z * (1.0 / 5.0
                 + z * (1.0 / 7.0
-                    + z * (1.0 / 9.0
-                        + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0)))))));
+                    + z * (1.0 / 9.0 + z * (1.0 / 11.0 + z * (1.0 / 13.0 + z * (1.0 / 15.0)))))));
     2.0 * s * p
 }
 
@@ -179,7 +178,11 @@ mod tests {
         let mut out = vec![0f32; a.len()];
         log_sigmoid_diff(&a, &b, &mut out);
         for i in 0..a.len() {
-            assert_eq!(out[i].to_bits(), log_sigmoid(a[i] - b[i]).to_bits(), "at {i}");
+            assert_eq!(
+                out[i].to_bits(),
+                log_sigmoid(a[i] - b[i]).to_bits(),
+                "at {i}"
+            );
         }
     }
 }
