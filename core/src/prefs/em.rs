@@ -736,26 +736,36 @@ mod extreme_tests {
     use candle_core::{Device as CDevice, Tensor};
     use std::collections::HashMap;
 
+    /// Features of one scalar observation (and an unused binary action).
+    pub(super) fn features_1d() -> Features {
+        Features {
+            obs_dim: 1,
+            action_space: Space::Discrete { n: 2 },
+            squares: false,
+        }
+    }
+
+    /// `user` prefers the one-step segment with observation `chosen` to the one with `rejected`.
+    pub(super) fn pair(user: &str, chosen: f32, rejected: f32) -> Comparison {
+        let seg = |x: f32| Segment::Rows(vec![vec![x, 0.0]]);
+        Comparison {
+            user: user.into(),
+            context: serde_json::Value::Null,
+            chosen: seg(chosen),
+            rejected: seg(rejected),
+            group: None,
+        }
+    }
+
     /// Reward differences of ±1e4: log-likelihoods stay finite and users go to the model that
     /// agrees with them.
     #[test]
     fn huge_reward_differences_give_finite_likelihoods_and_right_assignments() {
-        let feats = Features {
-            obs_dim: 1,
-            action_space: Space::Discrete { n: 2 },
-            squares: false,
-        };
-        let seg = |x: f32| Segment::Rows(vec![vec![x, 0.0]]);
+        let feats = features_1d();
         let mut cs = Vec::new();
         for (user, sign) in [("a", 1.0f32), ("b", -1.0)] {
             for _ in 0..5 {
-                cs.push(Comparison {
-                    user: user.into(),
-                    context: serde_json::Value::Null,
-                    chosen: seg(sign),
-                    rejected: seg(-sign),
-                    group: None,
-                });
+                cs.push(pair(user, sign, -sign));
             }
         }
         let refs: Vec<&Comparison> = cs.iter().collect();
@@ -795,9 +805,9 @@ mod extreme_tests {
 
 #[cfg(test)]
 mod refit_tests {
+    use super::extreme_tests::{features_1d, pair};
     use super::*;
-    use crate::env::Space;
-    use crate::prefs::data::{Comparison, Segment};
+    use crate::prefs::data::Comparison;
     use crate::prefs::reward_model::TrainOptions;
 
     /// Two groups with opposite preferences over a 1-D feature. EM with one-epoch M-steps
@@ -805,12 +815,7 @@ mod refit_tests {
     /// epochs, so the models separate the groups far more sharply, and the assignment is kept.
     #[test]
     fn refit_trains_each_cluster_model_to_the_full_epochs() {
-        let feats = Features {
-            obs_dim: 1,
-            action_space: Space::Discrete { n: 2 },
-            squares: false,
-        };
-        let seg = |x: f32| Segment::Rows(vec![vec![x, 0.0]]);
+        let feats = features_1d();
         let (users, per_user) = (8usize, 20usize);
         let mut cs = Vec::new();
         let mut user_of = Vec::new();
@@ -824,13 +829,7 @@ mod refit_tests {
                 );
                 let (hi, lo) = if a > b { (a, b) } else { (b, a) };
                 let (c, r) = if sign > 0.0 { (hi, lo) } else { (lo, hi) };
-                cs.push(Comparison {
-                    user: format!("u{h}"),
-                    context: serde_json::Value::Null,
-                    chosen: seg(c),
-                    rejected: seg(r),
-                    group: None,
-                });
+                cs.push(pair(&format!("u{h}"), c, r));
                 user_of.push(h as u32);
             }
         }

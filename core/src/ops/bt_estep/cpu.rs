@@ -59,9 +59,10 @@ pub fn estep(r_chosen: &[f32], r_rejected: &[f32], seg: &Segments, k: usize) -> 
     let users = seg.offsets.len() - 1;
     // log σ of every comparison and group, in contiguous parallel chunks.
     let mut ls = vec![0f32; r_chosen.len()];
-    ls.par_chunks_mut(CHUNK * k.max(1))
-        .zip(r_chosen.par_chunks(CHUNK * k.max(1)))
-        .zip(r_rejected.par_chunks(CHUNK * k.max(1)))
+    let run = CHUNK * k.max(1);
+    ls.par_chunks_mut(run)
+        .zip(r_chosen.par_chunks(run))
+        .zip(r_rejected.par_chunks(run))
         .for_each(|((o, a), b)| log_sigmoid_diff(a, b, o));
     let mut out = vec![0f32; users * k];
     out.par_chunks_mut(k.max(1))
