@@ -8,8 +8,7 @@
 //! the ~10 % of angles the polynomial cannot certify, resets of finished episodes) runs per
 //! environment. AVX2 changes the instructions, not the arithmetic: the same IEEE operations in
 //! the same order, no FMA contraction, so results are bit-identical to the scalar [`crate::CartPole`]
-//! on every machine. From 2,048 sub-environments on, the array passes run on the two halves in
-//! parallel (rayon); sub-environments never interact, so this too leaves every result unchanged.
+//! on every machine.
 //!
 //! Semantics are those of `maxmin_core::env::SyncVecEnv` over [`crate::CartPole`], trajectory
 //! for trajectory: sub-environment `i` owns a NumPy PCG64 stream seeded with `seed + i` on
@@ -158,82 +157,7 @@ struct ArrayPass<'a> {
     end_reward: f32,
 }
 
-/// From this many sub-environments on, the array passes run on both halves in parallel (rayon):
-/// below it the join costs more than the halves save (4,096 envs take ≈ 70 µs per step on one
-/// core). Each sub-environment's arithmetic is independent of the others, so the split changes
-/// nothing in the results.
-const PAR_MIN_ENVS: usize = 2048;
-
-impl<'a> ArrayPass<'a> {
-    /// Run the passes, on both halves in parallel from [`PAR_MIN_ENVS`] sub-environments on
-    /// (recursively, so more threads get smaller pieces down to half that size).
-    fn run_split(self) {
-        let n = self.x.len();
-        if n < PAR_MIN_ENVS || rayon::current_num_threads() < 2 {
-            self.run();
-            return;
-        }
-        let (a, b) = self.split_at(n / 2);
-        rayon::join(|| a.run_split(), || b.run_split());
-    }
-
-    /// Sub-environments `[0, mid)` and `[mid, n)`.
-    fn split_at(self, mid: usize) -> (ArrayPass<'a>, ArrayPass<'a>) {
-        let (acts_a, acts_b) = self.acts.split_at(mid);
-        let (x_a, x_b) = self.x.split_at_mut(mid);
-        let (xd_a, xd_b) = self.x_dot.split_at_mut(mid);
-        let (t_a, t_b) = self.theta.split_at_mut(mid);
-        let (td_a, td_b) = self.theta_dot.split_at_mut(mid);
-        let (sin_a, sin_b) = self.sin.split_at_mut(mid);
-        let (cos_a, cos_b) = self.cos.split_at_mut(mid);
-        let (c_a, c_b) = self.certain.split_at_mut(mid);
-        let (st_a, st_b) = self.steps.split_at_mut(mid);
-        let (r_a, r_b) = self.rewards.split_at_mut(mid);
-        let (te_a, te_b) = self.terminated.split_at_mut(mid);
-        let (tr_a, tr_b) = self.truncated.split_at_mut(mid);
-        let (o_a, o_b) = self.obs.split_at_mut(mid * 4);
-        let (max_steps, step_reward, end_reward) =
-            (self.max_steps, self.step_reward, self.end_reward);
-        let half = |acts,
-                    x,
-                    x_dot,
-                    theta,
-                    theta_dot,
-                    sin,
-                    cos,
-                    certain,
-                    steps,
-                    rewards,
-                    terminated,
-                    truncated,
-                    obs| ArrayPass {
-            acts,
-            x,
-            x_dot,
-            theta,
-            theta_dot,
-            sin,
-            cos,
-            certain,
-            steps,
-            max_steps,
-            rewards,
-            terminated,
-            truncated,
-            obs,
-            step_reward,
-            end_reward,
-        };
-        (
-            half(
-                acts_a, x_a, xd_a, t_a, td_a, sin_a, cos_a, c_a, st_a, r_a, te_a, tr_a, o_a,
-            ),
-            half(
-                acts_b, x_b, xd_b, t_b, td_b, sin_b, cos_b, c_b, st_b, r_b, te_b, tr_b, o_b,
-            ),
-        )
-    }
-
+impl ArrayPass<'_> {
     fn run(self) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -351,7 +275,7 @@ impl VecEnv for CartPoleVecEnv {
             step_reward,
             end_reward,
         };
-        pass.run_split();
+        pass.run();
         // Sparse pass: pending resets (next-step mode) and finished episodes.
         let next_step = self.mode == AutoresetMode::NextStep;
         for i in 0..n {

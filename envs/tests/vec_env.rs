@@ -134,25 +134,3 @@ fn snapshot_restore_continues_identically() {
         assert!(c.restore(&a.snapshot()).is_err());
     }
 }
-
-/// Above the size where the array passes run on both halves in parallel (2,048 envs), and at an
-/// odd size so the halves differ: still bit-identical to the single envs, in a pool of 1 and of
-/// 2 threads.
-#[test]
-fn soa_matches_sync_vec_env_when_split_across_threads() {
-    let n = 4099;
-    let cfg = CartPoleConfig::default();
-    for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            let mut soa = CartPoleVecEnv::new(&cfg, n, AutoresetMode::SameStep).unwrap();
-            let mut reference = sync(&cfg, n, AutoresetMode::SameStep);
-            assert_eq!(soa.reset(5), reference.reset(5));
-            let ends = compare(&mut soa, &mut reference, &actions(n, 40, 4));
-            assert!(ends > 1000, "only {ends} episode ends");
-        });
-    }
-}
