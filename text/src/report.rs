@@ -241,7 +241,12 @@ fn claims_section(
         .map(|g| shares[g.as_str()].as_f64().unwrap_or(f64::NAN))
         .collect();
     let row = |o: &str| tab.iter().find(|(n, _)| n == o).map(|(_, m)| m);
-    let (Some(single), Some(maxmin)) = (row("single"), row("maxmin")) else {
+    // `maxmin` or a variant of it (`maxmin(ema=0.9)`), whichever comes first.
+    let maxmin = tab
+        .iter()
+        .find(|(n, _)| n == "maxmin" || n.starts_with("maxmin("))
+        .map(|(_, m)| m);
+    let (Some(single), Some(maxmin)) = (row("single"), maxmin) else {
         return;
     };
     if groups.len() < 2 || shares.iter().any(|x| !x.is_finite()) {
