@@ -9,6 +9,7 @@
 #          logprob  fused log-prob + entropy (+ KL), N = 4096, V = 32k/50k  vs torch 2.x
 #          lm       GPT-2-124M forward 1×256, 8×128, greedy generation      vs HF transformers 4.47
 #                   on PyPI's torch 2.x and on Debian's torch 1.13
+#          lmtrain  GPT-2-124M-shaped training step (fwd + bwd + Adam), 8×128  vs HF transformers 4.47 + AdamW
 #          lmppo    LM PPO step (generation + training), gpt2-imdb-small    vs TRL 0.11.4 + peft
 #   (none = all, ≈ 15–20 min on 2 cores); --quick: smaller shapes, one repeat, no thread search.
 #
@@ -26,8 +27,8 @@ start=$(date +%s)
 
 for a in "$@"; do
     case $a in
-        --quick | ppo | envs | estep | logprob | lm | lmppo | table) ;;
-        *) echo "side-by-side.sh: unknown argument '$a' (groups: ppo envs estep logprob lm lmppo; --quick)" >&2
+        --quick | ppo | envs | estep | logprob | lm | lmtrain | lmppo | table) ;;
+        *) echo "side-by-side.sh: unknown argument '$a' (groups: ppo envs estep logprob lm lmtrain lmppo; --quick)" >&2
            exit 2 ;;
     esac
 done
@@ -66,6 +67,7 @@ echo "== building maxmin (release)" >&2
 cargo build --release -q -p maxmin --bin maxmin
 cargo build --release -q -p maxmin-envs --example bench_vec
 cargo build --release -q -p maxmin-lm --example lm_bench --example ppo_bench
+cargo build --release -q -p maxmin-imdb --example pretrain_bench
 
 SBS_PY=$PY_PYPI SBS_PY_DEB=$PY_DEB SBS_PY_NP=$PY_NP "$PY_PYPI" benches/side_by_side.py "$@"
 echo "side-by-side.sh: total $(( $(date +%s) - start )) s (installs and build included)" >&2

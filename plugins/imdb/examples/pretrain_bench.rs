@@ -54,4 +54,13 @@ fn main() {
         flops / secs / 1e9,
         rayon::current_num_threads()
     );
+    // The same as one JSON line, for benches/side_by_side.py (`lmtrain` row).
+    println!(
+        "{{\"params\":{},\"step_s\":{:.4},\"tokens_per_s\":{:.1},\"gflops\":{:.2},\"threads\":{}}}",
+        tr.num_params(),
+        secs,
+        tokens / secs,
+        flops / secs / 1e9,
+        rayon::current_num_threads()
+    );
 }
