@@ -367,6 +367,14 @@ fn train_or_reuse<D: Domain>(
 /// job reports `steps` units of progress; with several workers they add up on one shared stage.
 /// After the first error no new job starts; the running ones finish (or, on Ctrl-C, checkpoint)
 /// and the error of the earliest failed job is returned.
+///
+/// With several workers each one runs its jobs inside its own rayon pool of
+/// [`threads_per_worker`] threads, so the data parallelism inside a job (candle's element-wise
+/// ops, our kernels) stays on that worker's share of the cores instead of every job's
+/// operations competing for the one global pool. candle's matrix products choose their threads
+/// from `RAYON_NUM_THREADS` on every call instead; the `maxmin run` binary sets it to 1 for them
+/// (src/main.rs, docs/lm-rlhf.md "Speed"). Results do not depend on either: no kernel here
+/// changes its arithmetic with the thread count (the tests compare thread counts).
 pub fn run_jobs<J: Copy + Sync, R: Send>(
     jobs: &[J],
     workers: usize,
@@ -383,23 +391,40 @@ pub fn run_jobs<J: Copy + Sync, R: Send>(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let out: Vec<Mutex<Option<Result<R>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let per_worker = threads_per_worker(workers);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::SeqCst);
+        if i >= jobs.len() || failed.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut tick = SharedTick {
+            shared: &shared,
+            done: 0,
+            stage: String::new(),
+        };
+        let r = run(jobs[i], &mut tick);
+        if r.is_err() {
+            failed.store(true, Ordering::SeqCst);
+        }
+        *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    };
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= jobs.len() || failed.load(Ordering::SeqCst) {
-                    break;
+            s.spawn(|| {
+                match rayon::ThreadPoolBuilder::new()
+                    .num_threads(per_worker)
+                    .thread_name(|i| format!("maxmin-job-{i}"))
+                    .build()
+                {
+                    Ok(pool) => pool.install(work),
+                    // No pool of its own (out of threads): the global one, slower but correct.
+                    Err(e) => {
+                        tracing::warn!(
+                            "policy worker: no thread pool of its own ({e}); sharing the global one"
+                        );
+                        work()
+                    }
                 }
-                let mut tick = SharedTick {
-                    shared: &shared,
-                    done: 0,
-                    stage: String::new(),
-                };
-                let r = run(jobs[i], &mut tick);
-                if r.is_err() {
-                    failed.store(true, Ordering::SeqCst);
-                }
-                *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
             });
         }
     });
@@ -418,6 +443,12 @@ pub fn run_jobs<J: Copy + Sync, R: Send>(
         return Err(Error::Internal("a policy job did not run".into()));
     }
     Ok(results)
+}
+
+/// Threads each of `workers` policy workers gets: the global rayon pool's threads (one per
+/// core unless the program or `RAYON_NUM_THREADS` chose otherwise) split evenly, at least one.
+pub fn threads_per_worker(workers: usize) -> usize {
+    (rayon::current_num_threads() / workers.max(1)).max(1)
 }
 
 /// One worker's view of the shared progress stage: its steps add to the total, and its message
