@@ -501,6 +501,31 @@ mod tests {
         assert!(e.contains("expected a string"), "{e}");
     }
 
+    #[test]
+    fn parallel_jobs_run_in_their_workers_own_pools() {
+        // Inside a job, rayon's parallelism is the worker's share, not the global pool: with
+        // as many workers as the global pool has threads, each job sees one thread.
+        let global = rayon::current_num_threads();
+        let jobs: Vec<usize> = (0..4).collect();
+        for w in [2, global.max(2), 2 * global + 1] {
+            let seen = run_jobs(
+                &jobs,
+                w,
+                1,
+                |_, _| Ok(rayon::current_num_threads()),
+                &mut NoProgress,
+            )
+            .unwrap();
+            assert!(
+                seen.iter().all(|&n| n == threads_per_worker(w)),
+                "workers {w}: {seen:?}"
+            );
+        }
+        assert_eq!(threads_per_worker(global), 1);
+        assert_eq!(threads_per_worker(2 * global + 1), 1);
+        assert_eq!(threads_per_worker(1), global);
+    }
+
     /// Results come back in job order whatever the worker count, and an error stops new jobs and
     /// is returned.
     #[test]
