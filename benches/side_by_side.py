@@ -310,6 +310,26 @@ def row_lm(quick):
     r.save({"rows": rows, "flops_per_token": {"1x256": flops_per_token(256), "8x128": flops_per_token(128)}})
 
 
+def interleave_best(quick, run_ours, run_peer, ours, peer, cost):
+    """Run both sides interleaved — `--quick`: each once at 2 threads; otherwise ours at 2, the peer
+    at 1, ours at 1, the peer at 2, then each again at its best thread count — and return each
+    side's best `(threads, record)`, best meaning the lowest `cost(record)`. `run_*(threads)`
+    append their records to `ours` / `peer`, dicts from thread count to a list of records."""
+    best = lambda d: min(d, key=lambda t: min(cost(x) for x in d[t]))
+    if quick:
+        run_ours(2)
+        run_peer(2)
+    else:
+        run_ours(2)
+        run_peer(1)
+        run_ours(1)
+        run_peer(2)
+        run_ours(best(ours))
+        run_peer(best(peer))
+    bo, bp = best(ours), best(peer)
+    return (bo, min(ours[bo], key=cost)), (bp, min(peer[bp], key=cost))
+
+
 def row_lmtrain(quick):
     """GPT-2-124M-shaped full training step (forward + LM loss + backward + clip + Adam), 8×128."""
     r = Row("lmtrain", quick)
@@ -326,20 +346,7 @@ def row_lmtrain(quick):
                     env={"OMP_NUM_THREADS": str(t), "MKL_NUM_THREADS": str(t)})
         hf.setdefault(t, []).append(rec["result"])
 
-    fast = lambda d, t: min(x["step_s"] for x in d[t])
-    if quick:
-        run_ours(2)
-        run_hf(2)
-    else:
-        run_ours(2)
-        run_hf(1)
-        run_ours(1)
-        run_hf(2)
-        run_ours(min(ours, key=lambda t: fast(ours, t)))
-        run_hf(min(hf, key=lambda t: fast(hf, t)))
-    bo, bh = min(ours, key=lambda t: fast(ours, t)), min(hf, key=lambda t: fast(hf, t))
-    o = min(ours[bo], key=lambda x: x["step_s"])
-    p = min(hf[bh], key=lambda x: x["step_s"])
+    (bo, o), (bh, p) = interleave_best(quick, run_ours, run_hf, ours, hf, lambda x: x["step_s"])
     ratio = p["step_s"] / o["step_s"]
     r.save({"rows": [{
         "measure": "GPT-2-124M-shaped training step (random weights, 8×128 tokens, vocab 50,257): forward + LM loss + "
@@ -373,20 +380,7 @@ def row_lmppo(quick):
                     env={"OMP_NUM_THREADS": str(t), "MKL_NUM_THREADS": str(t)})
         trl.setdefault(t, []).append({**rec["result"], "response_len": resp_len(rec)})
 
-    tot = lambda d, t: min(x["median_total_s"] for x in d[t])
-    if quick:
-        run_ours(2)
-        run_trl(2)
-    else:
-        run_ours(2)
-        run_trl(1)
-        run_ours(1)
-        run_trl(2)
-        run_ours(min(ours, key=lambda t: tot(ours, t)))
-        run_trl(min(trl, key=lambda t: tot(trl, t)))
-    bo, bt = min(ours, key=lambda t: tot(ours, t)), min(trl, key=lambda t: tot(trl, t))
-    o = min(ours[bo], key=lambda x: x["median_total_s"])
-    p = min(trl[bt], key=lambda x: x["median_total_s"])
+    (bo, o), (bt, p) = interleave_best(quick, run_ours, run_trl, ours, trl, lambda x: x["median_total_s"])
     ratio = p["median_total_s"] / o["median_total_s"]
     r.save({"rows": [{
         "measure": f"LM PPO step, `{model}`, 32 prompts, ≤ 32 sampled tokens, LoRA r 8, 4 epochs × 4 mini-batches; s/step (gen + train), median of steps 1–{int(steps) - 1}",
