@@ -45,6 +45,10 @@ fn main() {
     };
     let budget = Duration::from_secs_f64(secs);
     let cfg = CartPoleConfig::default();
+    // RAYON_NUM_THREADS threads (default: one per core).
+    let threads = rayon::ThreadPoolBuilder::new()
+        .build()
+        .expect("rayon thread pool");
     println!("num_envs soa_steps_per_s sync_steps_per_s");
     for n in sizes {
         let mut rng = maxmin_core::rng::stream(0, "bench-actions");
@@ -54,7 +58,9 @@ fn main() {
         let mut soa = cfg
             .build_vec(n, AutoresetMode::SameStep)
             .expect("CartPole vector env");
-        let soa_sps = measure(soa.as_mut(), &pool, budget);
+        // Stepped from a rayon worker, as in `maxmin run` (whose policy jobs run in rayon pools),
+        // so that a large env's halves are handed between pool threads.
+        let soa_sps = threads.install(|| measure(soa.as_mut(), &pool, budget));
         let envs: Vec<Box<dyn Env>> = (0..n)
             .map(|_| Box::new(CartPole::new(&cfg)) as Box<dyn Env>)
             .collect();

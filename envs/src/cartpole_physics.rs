@@ -52,10 +52,14 @@ pub(crate) fn dynamics(s: [f64; 4], action: usize) -> [f64; 4] {
     euler(s, action == 1, sintheta, costheta)
 }
 
-/// Whether a state is terminal.
+/// Whether a state is terminal (`|`, not `||`: no branches, so the vector env's pass over it
+/// vectorises; NaN compares false either way).
 #[inline(always)]
 pub(crate) fn is_terminal(s: &[f64; 4]) -> bool {
-    s[0] < -X_THRESHOLD || s[0] > X_THRESHOLD || s[2] < -THETA_THRESHOLD || s[2] > THETA_THRESHOLD
+    (s[0] < -X_THRESHOLD)
+        | (s[0] > X_THRESHOLD)
+        | (s[2] < -THETA_THRESHOLD)
+        | (s[2] > THETA_THRESHOLD)
 }
 
 /// A start state: four draws in the order Gymnasium's `uniform(size=(4,))` makes them.

@@ -1,14 +1,17 @@
 //! Vectorised CartPole-v1: a structure-of-arrays [`VecEnv`] with every buffer allocated once.
 //!
-//! Why it is fast: one step is four passes over `[num_envs]` arrays. The two arithmetic passes
+//! Why it is fast: one step is a few passes over `[num_envs]` arrays. The arithmetic passes
 //! (sin/cos through the certified polynomial of [`crate::trig`], and the Euler update) and the
-//! bookkeeping pass (termination flags, step counters, rewards, observation rows) are branch-free
-//! and compiled twice — for the baseline target and, chosen at run time, for AVX2 (4 f64 lanes
-//! instead of SSE2's 2; the update's two divisions dominate) — and only the sparse work (libm for
-//! the ~10 % of angles the polynomial cannot certify, resets of finished episodes) runs per
-//! environment. AVX2 changes the instructions, not the arithmetic: the same IEEE operations in
+//! bookkeeping passes (termination flags, step counters, rewards; observation rows) are
+//! branch-free and compiled twice — for the baseline target and, chosen at run time, for AVX2
+//! (4 f64 lanes instead of SSE2's 2; the update's two divisions dominate) — and only the sparse
+//! work (libm for the few per cent of angles the polynomial cannot certify, resets of finished
+//! episodes) runs per environment. AVX2 changes the instructions, not the arithmetic: the same IEEE operations in
 //! the same order, no FMA contraction, so results are bit-identical to the scalar [`crate::CartPole`]
-//! on every machine.
+//! on every machine. From 2,048 sub-environments on, the arrays are halved and the halves
+//! stepped on rayon's threads (`rayon::join`, one part per thread of the current pool, each at
+//! least [`MIN_PAR_ENVS`]); a sub-environment's step reads and writes only its own entries, so
+//! the result does not depend on the thread count.
 //!
 //! Semantics are those of `maxmin_core::env::SyncVecEnv` over [`crate::CartPole`], trajectory
 //! for trajectory: sub-environment `i` owns a NumPy PCG64 stream seeded with `seed + i` on
@@ -63,6 +66,11 @@ struct Snapshot {
     pending_reset: Vec<bool>,
 }
 
+/// Sub-environments per thread below which a step stays on one thread: waking a second thread
+/// costs several µs, about a 1,000-environment step (measured with `examples/bench_vec.rs` on 2
+/// cores: 2,048 environments step faster on two threads, 1,024 do not).
+const MIN_PAR_ENVS: usize = 1024;
+
 impl CartPoleVecEnv {
     /// `num_envs` (≥ 1) CartPoles with the given autoreset mode.
     pub fn new(cfg: &CartPoleConfig, num_envs: usize, mode: AutoresetMode) -> Result<Self> {
@@ -106,26 +114,30 @@ impl CartPoleVecEnv {
         })
     }
 
-    /// Draw a start state for sub-environment `i` and write its observation row.
-    #[inline]
-    fn reset_one(&mut self, i: usize) {
-        let s = start_state(&mut self.rngs[i]);
-        self.set(i, s);
-        self.steps[i] = 0;
-        write_row(&mut self.obs, i, &s);
+    /// Every sub-environment's mutable state, as one [`Lanes`].
+    fn lanes(&mut self) -> Lanes<'_> {
+        Lanes {
+            x: &mut self.x,
+            x_dot: &mut self.x_dot,
+            theta: &mut self.theta,
+            theta_dot: &mut self.theta_dot,
+            steps: &mut self.steps,
+            rngs: &mut self.rngs,
+            sin: &mut self.sin,
+            cos: &mut self.cos,
+            certain: &mut self.certain,
+            pending_reset: &mut self.pending_reset,
+            obs: &mut self.obs,
+            final_obs: &mut self.final_obs,
+            rewards: &mut self.rewards,
+            terminated: &mut self.terminated,
+            truncated: &mut self.truncated,
+        }
     }
 
     #[inline(always)]
     fn get(&self, i: usize) -> [f64; 4] {
         [self.x[i], self.x_dot[i], self.theta[i], self.theta_dot[i]]
-    }
-
-    #[inline(always)]
-    fn set(&mut self, i: usize, s: [f64; 4]) {
-        self.x[i] = s[0];
-        self.x_dot[i] = s[1];
-        self.theta[i] = s[2];
-        self.theta_dot[i] = s[3];
     }
 }
 
@@ -137,49 +149,181 @@ fn write_row(buf: &mut [f32], i: usize, s: &[f64; 4]) {
     }
 }
 
-/// The branch-free passes of one step over `[n]` arrays (see the module doc).
-struct ArrayPass<'a> {
-    acts: &'a [u32],
+/// What one step needs besides the state: the same for every sub-environment.
+#[derive(Clone, Copy)]
+struct StepParams {
+    max_steps: u32,
+    step_reward: f32,
+    end_reward: f32,
+    next_step: bool,
+}
+
+/// The mutable state of a contiguous range of sub-environments (observation buffers: 4 values
+/// per sub-environment). A step of one sub-environment touches only its own entries, so a range
+/// can be split and its halves stepped on different threads with the same result.
+struct Lanes<'a> {
     x: &'a mut [f64],
     x_dot: &'a mut [f64],
     theta: &'a mut [f64],
     theta_dot: &'a mut [f64],
+    steps: &'a mut [u32],
+    rngs: &'a mut [NpRng],
     sin: &'a mut [f64],
     cos: &'a mut [f64],
     certain: &'a mut [bool],
-    steps: &'a mut [u32],
-    max_steps: u32,
+    pending_reset: &'a mut [bool],
+    obs: &'a mut [f32],
+    final_obs: &'a mut [f32],
     rewards: &'a mut [f32],
     terminated: &'a mut [bool],
     truncated: &'a mut [bool],
-    obs: &'a mut [f32],
-    step_reward: f32,
-    end_reward: f32,
 }
 
-impl ArrayPass<'_> {
-    fn run(self) {
+impl<'a> Lanes<'a> {
+    fn len(&self) -> usize {
+        self.x.len()
+    }
+
+    /// `[0, mid)` and `[mid, len)`.
+    fn split_at(self, mid: usize) -> (Lanes<'a>, Lanes<'a>) {
+        let (x, x2) = self.x.split_at_mut(mid);
+        let (x_dot, x_dot2) = self.x_dot.split_at_mut(mid);
+        let (theta, theta2) = self.theta.split_at_mut(mid);
+        let (theta_dot, theta_dot2) = self.theta_dot.split_at_mut(mid);
+        let (steps, steps2) = self.steps.split_at_mut(mid);
+        let (rngs, rngs2) = self.rngs.split_at_mut(mid);
+        let (sin, sin2) = self.sin.split_at_mut(mid);
+        let (cos, cos2) = self.cos.split_at_mut(mid);
+        let (certain, certain2) = self.certain.split_at_mut(mid);
+        let (pending_reset, pending_reset2) = self.pending_reset.split_at_mut(mid);
+        let (obs, obs2) = self.obs.split_at_mut(mid * 4);
+        let (final_obs, final_obs2) = self.final_obs.split_at_mut(mid * 4);
+        let (rewards, rewards2) = self.rewards.split_at_mut(mid);
+        let (terminated, terminated2) = self.terminated.split_at_mut(mid);
+        let (truncated, truncated2) = self.truncated.split_at_mut(mid);
+        (
+            Lanes {
+                x,
+                x_dot,
+                theta,
+                theta_dot,
+                steps,
+                rngs,
+                sin,
+                cos,
+                certain,
+                pending_reset,
+                obs,
+                final_obs,
+                rewards,
+                terminated,
+                truncated,
+            },
+            Lanes {
+                x: x2,
+                x_dot: x_dot2,
+                theta: theta2,
+                theta_dot: theta_dot2,
+                steps: steps2,
+                rngs: rngs2,
+                sin: sin2,
+                cos: cos2,
+                certain: certain2,
+                pending_reset: pending_reset2,
+                obs: obs2,
+                final_obs: final_obs2,
+                rewards: rewards2,
+                terminated: terminated2,
+                truncated: truncated2,
+            },
+        )
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> [f64; 4] {
+        [self.x[i], self.x_dot[i], self.theta[i], self.theta_dot[i]]
+    }
+
+    /// Draw a start state for sub-environment `i` and write its observation row.
+    #[inline]
+    fn reset_one(&mut self, i: usize) {
+        let s = start_state(&mut self.rngs[i]);
+        (self.x[i], self.x_dot[i], self.theta[i], self.theta_dot[i]) = (s[0], s[1], s[2], s[3]);
+        self.steps[i] = 0;
+        write_row(self.obs, i, &s);
+    }
+
+    /// One step on `parts` threads at most (rayon's current pool): the range is halved and the
+    /// halves stepped with `rayon::join` until each part is one thread's share.
+    fn step_parallel(self, acts: &[u32], p: StepParams, parts: usize) {
+        if parts <= 1 {
+            self.step(acts, p);
+            return;
+        }
+        let left_parts = parts / 2;
+        // A multiple of 8 keeps both halves' f64 arrays on whole vector lanes.
+        let mid = (self.len() * left_parts / parts) & !7;
+        let (a, b) = self.split_at(mid);
+        let (acts_a, acts_b) = acts.split_at(mid);
+        rayon::join(
+            || a.step_parallel(acts_a, p, left_parts),
+            || b.step_parallel(acts_b, p, parts - left_parts),
+        );
+    }
+
+    /// One step of every sub-environment of the range: the dense passes, then the sparse one.
+    fn step(mut self, acts: &[u32], p: StepParams) {
+        self.dense(acts, p);
+        // Sparse pass: pending resets (next-step mode) and finished episodes.
+        for i in 0..self.len() {
+            if p.next_step && self.pending_reset[i] {
+                self.reset_one(i);
+                self.rewards[i] = 0.0;
+                self.terminated[i] = false;
+                self.truncated[i] = false;
+                self.pending_reset[i] = false;
+                continue;
+            }
+            if self.terminated[i] || self.truncated[i] {
+                if p.next_step {
+                    // the observation row already holds the final state
+                    self.pending_reset[i] = true;
+                } else {
+                    let s = self.get(i);
+                    write_row(self.final_obs, i, &s);
+                    self.reset_one(i);
+                }
+            }
+        }
+    }
+
+    /// The branch-free passes (see the module doc). Pending (next-step) sub-environments are
+    /// integrated too and then overwritten by their reset in the sparse pass, which costs less
+    /// than branching.
+    fn dense(&mut self, acts: &[u32], p: StepParams) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked just above).
-            unsafe { self.run_avx2() };
+            unsafe { self.dense_avx2(acts, p) };
             return;
         }
-        self.run_generic();
+        self.dense_generic(acts, p);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(self) {
-        self.run_generic();
+    unsafe fn dense_avx2(&mut self, acts: &[u32], p: StepParams) {
+        self.dense_generic(acts, p);
     }
 
     #[inline(always)]
-    fn run_generic(self) {
-        let n = self.x.len();
-        let (sin, cos, certain) = (self.sin, self.cos, self.certain);
-        let (x, x_dot, theta, theta_dot) = (self.x, self.x_dot, self.theta, self.theta_dot);
-        let acts = &self.acts[..n];
+    fn dense_generic(&mut self, acts: &[u32], p: StepParams) {
+        let n = self.len();
+        let (sin, cos) = (&mut self.sin[..n], &mut self.cos[..n]);
+        let certain = &mut self.certain[..n];
+        let (x, x_dot) = (&mut self.x[..n], &mut self.x_dot[..n]);
+        let (theta, theta_dot) = (&mut self.theta[..n], &mut self.theta_dot[..n]);
+        let acts = &acts[..n];
         for i in 0..n {
             (sin[i], cos[i], certain[i]) = sin_cos_fast(theta[i]);
         }
@@ -199,19 +343,20 @@ impl ArrayPass<'_> {
         }
         let (steps, rewards) = (&mut self.steps[..n], &mut self.rewards[..n]);
         let (terminated, truncated) = (&mut self.terminated[..n], &mut self.truncated[..n]);
-        let obs = &mut self.obs[..n * 4];
         for i in 0..n {
-            let s = [x[i], x_dot[i], theta[i], theta_dot[i]];
-            let term = is_terminal(&s);
-            steps[i] += 1;
+            let term = is_terminal(&[x[i], x_dot[i], theta[i], theta_dot[i]]);
+            let st = steps[i] + 1;
+            steps[i] = st;
             terminated[i] = term;
-            truncated[i] = !term & (steps[i] >= self.max_steps);
-            rewards[i] = if term {
-                self.end_reward
-            } else {
-                self.step_reward
-            };
-            write_row(obs, i, &s);
+            truncated[i] = !term & (st >= p.max_steps);
+            rewards[i] = if term { p.end_reward } else { p.step_reward };
+        }
+        let obs = &mut self.obs[..n * 4];
+        for (i, row) in obs.chunks_exact_mut(4).enumerate() {
+            row[0] = x[i] as f32;
+            row[1] = x_dot[i] as f32;
+            row[2] = theta[i] as f32;
+            row[3] = theta_dot[i] as f32;
         }
     }
 }
@@ -230,9 +375,10 @@ impl VecEnv for CartPoleVecEnv {
     }
 
     fn reset(&mut self, seed: u64) -> &[f32] {
-        for i in 0..self.num_envs() {
-            self.rngs[i] = NpRng::from_seed(seed.wrapping_add(i as u64));
-            self.reset_one(i);
+        let mut lanes = self.lanes();
+        for i in 0..lanes.len() {
+            lanes.rngs[i] = NpRng::from_seed(seed.wrapping_add(i as u64));
+            lanes.reset_one(i);
         }
         self.pending_reset.fill(false);
         &self.obs
@@ -255,49 +401,14 @@ impl VecEnv for CartPoleVecEnv {
             acts.iter().all(|&a| a < 2),
             "{ID}: an action is outside the action space Discrete(2): {acts:?}"
         );
-        // Pending (next-step) sub-environments are integrated too and then overwritten by their
-        // reset in the sparse pass, which costs less than branching.
-        let pass = ArrayPass {
-            acts,
-            x: &mut self.x[..n],
-            x_dot: &mut self.x_dot[..n],
-            theta: &mut self.theta[..n],
-            theta_dot: &mut self.theta_dot[..n],
-            sin: &mut self.sin[..n],
-            cos: &mut self.cos[..n],
-            certain: &mut self.certain[..n],
-            steps: &mut self.steps[..n],
+        let p = StepParams {
             max_steps: self.max_steps,
-            rewards: &mut self.rewards[..n],
-            terminated: &mut self.terminated[..n],
-            truncated: &mut self.truncated[..n],
-            obs: &mut self.obs[..n * 4],
             step_reward,
             end_reward,
+            next_step: self.mode == AutoresetMode::NextStep,
         };
-        pass.run();
-        // Sparse pass: pending resets (next-step mode) and finished episodes.
-        let next_step = self.mode == AutoresetMode::NextStep;
-        for i in 0..n {
-            if next_step && self.pending_reset[i] {
-                self.reset_one(i);
-                self.rewards[i] = 0.0;
-                self.terminated[i] = false;
-                self.truncated[i] = false;
-                self.pending_reset[i] = false;
-                continue;
-            }
-            if self.terminated[i] || self.truncated[i] {
-                if next_step {
-                    // the observation row already holds the final state
-                    self.pending_reset[i] = true;
-                } else {
-                    let s = self.get(i);
-                    write_row(&mut self.final_obs, i, &s);
-                    self.reset_one(i);
-                }
-            }
-        }
+        let parts = rayon::current_num_threads().min(n / MIN_PAR_ENVS).max(1);
+        self.lanes().step_parallel(acts, p, parts);
         VecStep {
             obs: &self.obs,
             rewards: &self.rewards,

@@ -60,6 +60,26 @@ fn same_trajectories(mode: AutoresetMode, cfg: CartPoleConfig) {
     assert!(ends > 100, "only {ends} episode ends");
 }
 
+/// Large vector envs are stepped in parts on rayon's threads (one per thread, ≥ 1,024 envs
+/// each, split at multiples of 8): 4 threads and an uneven size give three levels of splitting
+/// and parts of different lengths, which must still match the single CartPoles exactly.
+#[test]
+fn soa_stepped_on_several_threads_matches_sync_vec_env() {
+    let n = 4 * 1024 + 13;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    for mode in [AutoresetMode::SameStep, AutoresetMode::NextStep] {
+        let cfg = CartPoleConfig::default();
+        let mut soa = CartPoleVecEnv::new(&cfg, n, mode).unwrap();
+        let mut reference = sync(&cfg, n, mode);
+        assert_eq!(soa.reset(5), reference.reset(5));
+        let ends = pool.install(|| compare(&mut soa, &mut reference, &actions(n, 60, 4)));
+        assert!(ends > 1000, "{mode:?}: only {ends} episode ends");
+    }
+}
+
 #[test]
 fn soa_matches_sync_vec_env_same_step() {
     same_trajectories(AutoresetMode::SameStep, CartPoleConfig::default());
