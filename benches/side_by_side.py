@@ -81,8 +81,9 @@ class Row:
 
 def git_commit():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout.strip()
+    # The results this script writes itself (an earlier group of the same invocation) do not count.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benches/results"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return commit + ("+uncommitted" if dirty else "")
 
 
