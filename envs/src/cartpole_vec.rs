@@ -5,8 +5,8 @@
 //! bookkeeping passes (termination flags, step counters, rewards; observation rows) are
 //! branch-free and compiled twice — for the baseline target and, chosen at run time, for AVX2
 //! (4 f64 lanes instead of SSE2's 2; the update's two divisions dominate) — and only the sparse
-//! work (libm for the few per cent of angles the polynomial cannot certify, resets of finished
-//! episodes) runs per environment. AVX2 changes the instructions, not the arithmetic: the same IEEE operations in
+//! work (libm for the angles the polynomial cannot certify, about one in eight, resets of
+//! finished episodes) runs per environment. AVX2 changes the instructions, not the arithmetic: the same IEEE operations in
 //! the same order, no FMA contraction, so results are bit-identical to the scalar [`crate::CartPole`]
 //! on every machine. From 2,048 sub-environments on, the arrays are halved and the halves
 //! stepped on rayon's threads (`rayon::join`, one part per thread of the current pool, each at
@@ -133,11 +133,6 @@ impl CartPoleVecEnv {
             terminated: &mut self.terminated,
             truncated: &mut self.truncated,
         }
-    }
-
-    #[inline(always)]
-    fn get(&self, i: usize) -> [f64; 4] {
-        [self.x[i], self.x_dot[i], self.theta[i], self.theta_dot[i]]
     }
 }
 
@@ -352,11 +347,8 @@ impl<'a> Lanes<'a> {
             rewards[i] = if term { p.end_reward } else { p.step_reward };
         }
         let obs = &mut self.obs[..n * 4];
-        for (i, row) in obs.chunks_exact_mut(4).enumerate() {
-            row[0] = x[i] as f32;
-            row[1] = x_dot[i] as f32;
-            row[2] = theta[i] as f32;
-            row[3] = theta_dot[i] as f32;
+        for i in 0..n {
+            write_row(obs, i, &[x[i], x_dot[i], theta[i], theta_dot[i]]);
         }
     }
 }
@@ -459,9 +451,9 @@ impl VecEnv for CartPoleVecEnv {
         self.pending_reset = s.pending_reset;
         // The observation buffer is the current state (next-step mode keeps the final
         // observation of a pending sub-environment, which is also its current state).
+        let lanes = self.lanes();
         for i in 0..n {
-            let st = self.get(i);
-            write_row(&mut self.obs, i, &st);
+            write_row(lanes.obs, i, &lanes.get(i));
         }
         Ok(())
     }
