@@ -4,9 +4,10 @@
 //! Why it is fast: an autograd engine on the CPU allocates a tensor per op and walks a graph per
 //! step; at widths of a few hundred, that bookkeeping and the element-wise ops (GELU, layer norm,
 //! softmax) cost more than the matrix products. Here each step allocates its activation buffers
-//! once (one per kept activation, no graph), every matrix product is one large `gemm` call (both cores, operands
-//! transposed through strides, accumulating weight gradients in place), and the element-wise
-//! loops are plain slices the compiler vectorises, with the branch-free
+//! once (one per kept activation, no graph), every matrix product is one large `gemm` call
+//! (both cores, operands transposed through strides, accumulating weight gradients in place;
+//! the kernels of [`maxmin_lm::cpu`], which GPT-2's no-gradient forward shares), and the
+//! element-wise loops are plain slices the compiler vectorises, with the branch-free
 //! [`maxmin_core::ops::fastmath`] exponentials for GELU, attention's softmax and the
 //! cross-entropy. Row-parallel loops split the batch into fixed chunks and every
 //! reduction over rows runs in row order, so results do not depend on the thread count.
@@ -17,14 +18,14 @@
 //! bias correction and global gradient-norm clipping, as `maxmin_core::optim::Adam` (no weight
 //! decay). Training windows are full (no padding), as pretraining packs sentence units.
 
-use maxmin_core::ops::fastmath::{exp_nonpos, gelu_new, gelu_new_grad};
+use maxmin_core::ops::fastmath::exp_nonpos;
 use maxmin_core::{Error, Result};
+use maxmin_lm::cpu::{
+    dot, gelu, gelu_back, layer_norm, layer_norm_back_dx, linear, matmul, ROW_CHUNK,
+};
 use maxmin_lm::Gpt2ModelConfig;
 use rayon::prelude::*;
 use std::collections::HashMap;
-
-/// Rows per parallel chunk in row-wise loops (fixed, so chunking never depends on threads).
-const ROW_CHUNK: usize = 64;
 
 /// Where each named parameter lives in the flat parameter buffer.
 #[derive(Debug, Clone)]
@@ -106,62 +107,6 @@ impl Dims {
     }
 }
 
-/// `out[m×n] (+)= A[m×k] · B[k×n]`, with `A` stored transposed (`[k×m]`) when `at`, `B` stored
-/// transposed (`[n×k]`) when `bt`; adds to `out` when `acc`, else overwrites it.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    out: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    (m, k, n): (usize, usize, usize),
-    at: bool,
-    bt: bool,
-    acc: bool,
-) {
-    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_rs, a_cs) = if at { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if bt { (1, k as isize) } else { (n as isize, 1) };
-    let par = match rayon::current_num_threads() {
-        1 => gemm::Parallelism::None,
-        t => gemm::Parallelism::Rayon(t),
-    };
-    // SAFETY: the asserts above bound every index the strides reach: A is m×k (or k×m), B is
-    // k×n (or n×k), out is m×n row-major, and `out` does not alias `a` or `b` (&mut vs &).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            acc,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-/// `y = x·W + b` for `x` `[n×cin]`, `W` `[cin×cout]` (Conv1D layout).
-fn linear(y: &mut [f32], x: &[f32], w: &[f32], bias: &[f32], n: usize, cin: usize, cout: usize) {
-    y.par_chunks_mut(cout * ROW_CHUNK).for_each(|rows| {
-        for r in rows.chunks_mut(cout) {
-            r.copy_from_slice(bias);
-        }
-    });
-    matmul(y, x, w, (n, cin, cout), false, false, true);
-}
-
 /// Backward of [`linear`]: `dx = dy·Wᵀ` (overwritten), `dW += xᵀ·dy`, `db += Σ_rows dy`.
 #[allow(clippy::too_many_arguments)]
 fn linear_back(
@@ -184,25 +129,6 @@ fn linear_back(
     }
 }
 
-/// Layer norm over rows of width `c`; returns per-row (mean, 1/std).
-fn layer_norm(y: &mut [f32], stats: &mut [(f32, f32)], x: &[f32], w: &[f32], b: &[f32], c: usize) {
-    let eps = 1e-5f32;
-    y.par_chunks_mut(c * ROW_CHUNK)
-        .zip(stats.par_chunks_mut(ROW_CHUNK))
-        .zip(x.par_chunks(c * ROW_CHUNK))
-        .for_each(|((yc, sc), xc)| {
-            for ((yr, s), xr) in yc.chunks_mut(c).zip(sc.iter_mut()).zip(xc.chunks(c)) {
-                let mean = xr.iter().sum::<f32>() / c as f32;
-                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-                let rstd = 1.0 / (var + eps).sqrt();
-                for i in 0..c {
-                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-                }
-                *s = (mean, rstd);
-            }
-        });
-}
-
 /// Backward of [`layer_norm`]: `dx += …`, `dw += Σ dy·x̂`, `db += Σ dy`.
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_back(
@@ -215,66 +141,13 @@ fn layer_norm_back(
     w: &[f32],
     c: usize,
 ) {
-    dx.par_chunks_mut(c * ROW_CHUNK)
-        .zip(dy.par_chunks(c * ROW_CHUNK))
-        .zip(x.par_chunks(c * ROW_CHUNK))
-        .zip(stats.par_chunks(ROW_CHUNK))
-        .for_each(|(((dxc, dyc), xc), sc)| {
-            for (((dxr, dyr), xr), &(mean, rstd)) in dxc
-                .chunks_mut(c)
-                .zip(dyc.chunks(c))
-                .zip(xc.chunks(c))
-                .zip(sc)
-            {
-                let (mut m1, mut m2) = (0.0f32, 0.0f32);
-                for i in 0..c {
-                    let xhat = (xr[i] - mean) * rstd;
-                    let dxhat = dyr[i] * w[i];
-                    m1 += dxhat;
-                    m2 += dxhat * xhat;
-                }
-                m1 /= c as f32;
-                m2 /= c as f32;
-                for i in 0..c {
-                    let xhat = (xr[i] - mean) * rstd;
-                    dxr[i] += rstd * (dyr[i] * w[i] - m1 - xhat * m2);
-                }
-            }
-        });
+    layer_norm_back_dx(dx, dy, x, stats, w, c);
     for ((dyr, xr), &(mean, rstd)) in dy.chunks(c).zip(x.chunks(c)).zip(stats) {
         for i in 0..c {
             dw[i] += dyr[i] * (xr[i] - mean) * rstd;
             db[i] += dyr[i];
         }
     }
-}
-
-/// `gelu_new` (GPT-2's tanh approximation, [`gelu_new`]) element-wise.
-fn gelu(y: &mut [f32], x: &[f32]) {
-    y.par_chunks_mut(4096)
-        .zip(x.par_chunks(4096))
-        .for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = gelu_new(v);
-            }
-        });
-}
-
-/// `dx = dy · gelu'(x)` (overwritten).
-fn gelu_back(dx: &mut [f32], dy: &[f32], x: &[f32]) {
-    dx.par_chunks_mut(4096)
-        .zip(dy.par_chunks(4096))
-        .zip(x.par_chunks(4096))
-        .for_each(|((dc, gc), xc)| {
-            for ((d, &g), &v) in dc.iter_mut().zip(gc).zip(xc) {
-                *d = g * gelu_new_grad(v);
-            }
-        });
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Causal self-attention from `qkv` `[b·t × 3c]` into `y` `[b·t × c]`, keeping the softmax
@@ -541,6 +414,7 @@ impl Gpt2Trainer {
             self.p("ln_f.weight"),
             self.p("ln_f.bias"),
             c,
+            self.mc.layer_norm_epsilon as f32,
         );
         let mut logits = vec![0.0f32; n * d.v];
         matmul(&mut logits, &lnf, wte, (n, c, d.v), false, true, false);
@@ -577,6 +451,7 @@ impl Gpt2Trainer {
             p("ln_1.weight"),
             p("ln_1.bias"),
             c,
+            self.mc.layer_norm_epsilon as f32,
         );
         let (w, b) = (p("attn.c_attn.weight"), p("attn.c_attn.bias"));
         linear(&mut a.qkv, &a.ln1, w, b, n, c, 3 * c);
@@ -591,6 +466,7 @@ impl Gpt2Trainer {
             p("ln_2.weight"),
             p("ln_2.bias"),
             c,
+            self.mc.layer_norm_epsilon as f32,
         );
         let (w, b) = (p("mlp.c_fc.weight"), p("mlp.c_fc.bias"));
         linear(&mut a.fch, &a.ln2, w, b, n, c, f);

@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a[4].parse()?,
         a[5].parse()?,
     );
+    // As the `maxmin` binary does: freed buffers are reused instead of returned to the kernel.
+    maxmin_lm::alloc::keep_freed_memory();
     let t0 = Instant::now();
     let m = maxmin_lm::Gpt2::load(&dir, DType::F32, &Device::Cpu)?;
     let load_s = t0.elapsed().as_secs_f64();

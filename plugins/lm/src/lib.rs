@@ -28,6 +28,8 @@
 //!   file uses the runtime modules above and never another model file.
 //! - [`auto`]: loads whichever architecture a model directory holds (`config.json`'s
 //!   `model_type`).
+//! - [`cpu`]: plain-slice f32 CPU kernels (gemm, layer norm, GELU, masked attention): GPT-2's
+//!   no-gradient forward and the pretraining trainer.
 //! - [`ops`]: fused CPU ops with LoRA-only backward passes (frozen linear, tanh-GELU, layer norm,
 //!   softmax), the fast path of GPT-2's training and generation.
 #![warn(missing_docs)]
@@ -38,6 +40,7 @@ pub mod alloc;
 pub mod auto;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu;
 pub mod generate;
 pub mod heads;
 pub mod hub;

@@ -195,6 +195,35 @@ impl Lora {
         self.training.store(on, Ordering::Relaxed);
     }
 
+    /// Module `name`'s `(A, B, scale)` as constants, for a no-gradient forward that applies the
+    /// update itself ([`crate::cpu`]); `None` when `name` is not adapted.
+    pub(crate) fn frozen_parts(&self, name: &str) -> Option<(Tensor, Tensor, f64)> {
+        self.adapters
+            .get(name)
+            .map(|(a, b)| (a.as_tensor().detach(), b.as_tensor().detach(), self.scale))
+    }
+
+    /// Every adapter as `(module, A, B, scale)` with gradients tracked (module order), for a
+    /// forward that computes the update itself and hands gradients back through candle.
+    pub(crate) fn tracked_parts(&self) -> Vec<(String, Tensor, Tensor, f64)> {
+        self.adapters
+            .iter()
+            .map(|(n, (a, b))| {
+                (
+                    n.clone(),
+                    a.as_tensor().clone(),
+                    b.as_tensor().clone(),
+                    self.scale,
+                )
+            })
+            .collect()
+    }
+
+    /// Whether a forward now draws a dropout mask (training mode with dropout > 0).
+    pub(crate) fn dropout_active(&self) -> bool {
+        self.dropout > 0.0 && self.is_training()
+    }
+
     /// Whether dropout is on.
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)

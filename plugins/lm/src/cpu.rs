@@ -1,0 +1,872 @@
+//! Plain-slice f32 CPU kernels for transformer layers, and GPT-2's no-gradient forward on them
+//! ([`crate::models::gpt2`] takes it for generation, scoring and the reference policy; the
+//! pretraining trainer, `maxmin_imdb::trainer`, shares the kernels). See docs/lm.md, "Speed".
+//!
+//! Why this is fast: an engine of tensor ops (candle) pays, per op, an output allocation, a shape
+//! and stride walk, and often a copy to make an operand contiguous; a GPT-2 layer is ~20 such ops,
+//! and attention runs as batched small matmuls plus a mask add and a softmax over every
+//! `(row, head)`. Here a layer is four large `gemm` calls (both cores, operands read through
+//! strides, biases accumulated in place) and a handful of row loops over preallocated buffers:
+//! layer norm, tanh-GELU with the branch-free exponential of
+//! [`maxmin_core::ops::fastmath`], and a masked attention that splits over `(row, head)` pairs so
+//! one long sequence still uses both cores. Every loop splits its work into fixed chunks and
+//! each output element is computed by one thread in a fixed order, so results do not depend on
+//! the thread count.
+
+use maxmin_core::ops::fastmath::{exp_nonpos, gelu_new, gelu_new_grad};
+use rayon::prelude::*;
+
+/// Rows per parallel chunk in row-wise loops (fixed, so chunking never depends on threads).
+pub const ROW_CHUNK: usize = 64;
+
+/// `out[m×n] (+)= A[m×k] · B[k×n]`, with `A` stored transposed (`[k×m]`) when `at`, `B` stored
+/// transposed (`[n×k]`) when `bt`; adds to `out` when `acc`, else overwrites it. Runs on the
+/// threads of the current rayon pool.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    at: bool,
+    bt: bool,
+    acc: bool,
+) {
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if m <= SMALL_M && !at {
+        small_m_matmul(out, a, b, (m, k, n), bt, acc);
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = match threads {
+        1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
+    gemm_call(out, a, b, (m, k, n), (at, bt, acc), par);
+}
+
+/// One `gemm` call for [`matmul`]'s arguments (no small-`m` path) with the given parallelism.
+fn gemm_call(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    (at, bt, acc): (bool, bool, bool),
+    par: gemm::Parallelism,
+) {
+    assert!(out.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let (a_rs, a_cs) = if at { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if bt { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the asserts above bound every index the strides reach: A is m×k (or k×m), B is
+    // k×n (or n×k), out is m×n row-major, and `out` does not alias `a` or `b` (&mut vs &).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Up to this many rows of `A`, [`matmul`] streams `B` once through [`small_m_matmul`] instead
+/// of packing it for gemm's micro-kernels (decoding a few sequences a token at a time).
+pub const SMALL_M: usize = 16;
+
+/// Most output columns per parallel task in [`small_m_matmul`].
+const COL_BLOCK: usize = 1024;
+
+/// `out[m×n] (+)= A[m×k] · B` for few rows `m`, `B` `[k×n]` or, when `bt`, `[n×k]`: memory-bound
+/// (each weight is read once and used `m` times), so the work is split over column blocks of
+/// `B`, each read once from memory by one thread; every output is a sum over `k` in index
+/// order, whatever the thread count. AVX2 where the CPU has it (no FMA contraction, so the
+/// result is bit-identical to the baseline loop).
+fn small_m_matmul(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    bt: bool,
+    acc: bool,
+) {
+    if !bt {
+        // `B` row-major: split the rows of `B` (the sum over `k`) into fixed chunks, each
+        // streamed front to back by one thread into its own partial product, then add the
+        // partials in chunk order. Chunks are fixed, so the sums do not depend on threads.
+        const KC: usize = 32;
+        let parts: Vec<Vec<f32>> = (0..k.div_ceil(KC))
+            .into_par_iter()
+            .map(|ch| {
+                let rows = ch * KC..(ch * KC + KC).min(k);
+                let mut p = vec![0.0f32; m * n];
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    unsafe { axpy_rows_avx512(&mut p, a, b, (m, k, n), rows) };
+                    return p;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    unsafe { axpy_rows_avx2(&mut p, a, b, (m, k, n), rows) };
+                    return p;
+                }
+                axpy_rows(&mut p, a, b, (m, k, n), rows);
+                p
+            })
+            .collect();
+        out[..m * n]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(r, o)| {
+                let mut sum = parts[0][r * n..][..n].to_vec();
+                for p in &parts[1..] {
+                    sum.iter_mut()
+                        .zip(&p[r * n..][..n])
+                        .for_each(|(s, v)| *s += v);
+                }
+                if acc {
+                    o.iter_mut().zip(&sum).for_each(|(d, s)| *d += s);
+                } else {
+                    o.copy_from_slice(&sum);
+                }
+            });
+        return;
+    }
+    // About four blocks per thread, so the last one does not leave a core idle for long; the
+    // partition changes which thread computes an output, never how.
+    let per = n
+        .div_ceil(4 * rayon::current_num_threads())
+        .next_multiple_of(16)
+        .min(COL_BLOCK);
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|blk| {
+            let j0 = blk * per;
+            let nb = per.min(n - j0);
+            let mut y = vec![0.0f32; m * nb];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { small_m_block_avx2(&mut y, a, b, (m, k, n), bt, j0, nb) };
+                return y;
+            }
+            small_m_block(&mut y, a, b, (m, k, n), bt, j0, nb);
+            y
+        })
+        .collect();
+    for (blk, y) in blocks.iter().enumerate() {
+        let j0 = blk * per;
+        let nb = y.len() / m;
+        for r in 0..m {
+            let dst = &mut out[r * n + j0..][..nb];
+            let src = &y[r * nb..][..nb];
+            if acc {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn axpy_rows_avx512(
+    p: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    rows: std::ops::Range<usize>,
+) {
+    axpy_rows(p, a, b, dims, rows);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn axpy_rows_avx2(
+    p: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    rows: std::ops::Range<usize>,
+) {
+    axpy_rows(p, a, b, dims, rows);
+}
+
+/// `p[r] += Σ_{i ∈ rows} A[r, i] · B[i, :]` in `i` order, for every row `r` of `A`.
+#[inline(always)]
+fn axpy_rows(
+    p: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    rows: std::ops::Range<usize>,
+) {
+    for i in rows {
+        let bi = &b[i * n..][..n];
+        for r in 0..m {
+            let x = a[r * k + i];
+            for (o, &w) in p[r * n..][..n].iter_mut().zip(bi) {
+                *o += x * w;
+            }
+        }
+    }
+}
+
+/// [`dot`] with AVX2 intrinsics: the same eight lanes, the same reduction order, so the same
+/// result bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let full = n / 8 * 8;
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < full {
+        // SAFETY: i + 8 <= full <= len of both slices.
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+        i += 8;
+    }
+    let mut l = [0.0f32; 8];
+    // SAFETY: `l` holds 8 floats.
+    unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc) };
+    let mut s = (l[0] + l[4]) + (l[1] + l[5]) + ((l[2] + l[6]) + (l[3] + l[7]));
+    for j in full..n {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn small_m_block_avx2(
+    y: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    bt: bool,
+    j0: usize,
+    nb: usize,
+) {
+    let (m, k, _) = dims;
+    if bt {
+        for jj in 0..nb {
+            let bj = &b[(j0 + jj) * k..][..k];
+            for r in 0..m {
+                // SAFETY: this function runs only where AVX2 is available.
+                y[r * nb + jj] = unsafe { dot_avx2(&a[r * k..][..k], bj) };
+            }
+        }
+        return;
+    }
+    small_m_block(y, a, b, dims, bt, j0, nb);
+}
+
+/// Columns `j0..j0 + nb` of `A · B` into `y` `[m × nb]`.
+#[inline(always)]
+fn small_m_block(
+    y: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    bt: bool,
+    j0: usize,
+    nb: usize,
+) {
+    if bt {
+        // Column j of the product is a dot product with row j of the stored `[n × k]` matrix.
+        for jj in 0..nb {
+            let bj = &b[(j0 + jj) * k..][..k];
+            for r in 0..m {
+                y[r * nb + jj] = dot(&a[r * k..][..k], bj);
+            }
+        }
+    } else {
+        for i in 0..k {
+            let bi = &b[i * n + j0..][..nb];
+            for r in 0..m {
+                let x = a[r * k + i];
+                for (o, &w) in y[r * nb..][..nb].iter_mut().zip(bi) {
+                    *o += x * w;
+                }
+            }
+        }
+    }
+}
+
+/// `y = x·W + b` for `x` `[n×cin]`, `W` `[cin×cout]` (GPT-2's Conv1D layout).
+pub fn linear(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+) {
+    y[..n * cout]
+        .par_chunks_mut(cout * ROW_CHUNK)
+        .for_each(|rows| {
+            for r in rows.chunks_mut(cout) {
+                r.copy_from_slice(bias);
+            }
+        });
+    matmul(y, x, w, (n, cin, cout), false, false, true);
+}
+
+/// Layer norm over rows of width `c`; writes per-row (mean, 1/std) into `stats`.
+pub fn layer_norm(
+    y: &mut [f32],
+    stats: &mut [(f32, f32)],
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    c: usize,
+    eps: f32,
+) {
+    y.par_chunks_mut(c * ROW_CHUNK)
+        .zip(stats.par_chunks_mut(ROW_CHUNK))
+        .zip(x.par_chunks(c * ROW_CHUNK))
+        .for_each(|((yc, sc), xc)| {
+            for ((yr, s), xr) in yc.chunks_mut(c).zip(sc.iter_mut()).zip(xc.chunks(c)) {
+                let mean = xr.iter().sum::<f32>() / c as f32;
+                let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
+                let rstd = 1.0 / (var + eps).sqrt();
+                for i in 0..c {
+                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+                }
+                *s = (mean, rstd);
+            }
+        });
+}
+
+/// `gelu_new` (GPT-2's tanh approximation) element-wise.
+pub fn gelu(y: &mut [f32], x: &[f32]) {
+    y.par_chunks_mut(4096)
+        .zip(x.par_chunks(4096))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                *o = gelu_new(v);
+            }
+        });
+}
+
+/// Backward of [`layer_norm`] with respect to its input only: `dx += r (ĝ − mean ĝ − x̂ mean(ĝ x̂))`,
+/// `ĝ = dy w`, `r = 1/std` from `stats`.
+pub fn layer_norm_back_dx(
+    dx: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    stats: &[(f32, f32)],
+    w: &[f32],
+    c: usize,
+) {
+    dx.par_chunks_mut(c * ROW_CHUNK)
+        .zip(dy.par_chunks(c * ROW_CHUNK))
+        .zip(x.par_chunks(c * ROW_CHUNK))
+        .zip(stats.par_chunks(ROW_CHUNK))
+        .for_each(|(((dxc, dyc), xc), sc)| {
+            for (((dxr, dyr), xr), &(mean, rstd)) in dxc
+                .chunks_mut(c)
+                .zip(dyc.chunks(c))
+                .zip(xc.chunks(c))
+                .zip(sc)
+            {
+                let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                for i in 0..c {
+                    let xhat = (xr[i] - mean) * rstd;
+                    let dxhat = dyr[i] * w[i];
+                    m1 += dxhat;
+                    m2 += dxhat * xhat;
+                }
+                m1 /= c as f32;
+                m2 /= c as f32;
+                for i in 0..c {
+                    let xhat = (xr[i] - mean) * rstd;
+                    dxr[i] += rstd * (dyr[i] * w[i] - m1 - xhat * m2);
+                }
+            }
+        });
+}
+
+/// `dx = dy · gelu'(x)` (overwritten).
+pub fn gelu_back(dx: &mut [f32], dy: &[f32], x: &[f32]) {
+    dx.par_chunks_mut(4096)
+        .zip(dy.par_chunks(4096))
+        .zip(x.par_chunks(4096))
+        .for_each(|((dc, gc), xc)| {
+            for ((d, &g), &v) in dc.iter_mut().zip(gc).zip(xc) {
+                *d = g * gelu_new_grad(v);
+            }
+        });
+}
+
+/// Dot product with eight independent accumulators (so the loop vectorises).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = (acc[0] + acc[4]) + (acc[1] + acc[5]) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
+
+/// Shapes of a masked attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    /// Rows of the batch.
+    pub b: usize,
+    /// Heads.
+    pub nh: usize,
+    /// New (query) positions per row.
+    pub t: usize,
+    /// Cached positions before the new ones.
+    pub past: usize,
+    /// Head width.
+    pub hd: usize,
+}
+
+/// One (row, head) of [`masked_attention`]: its queries, keys, values and key mask.
+#[derive(Clone, Copy)]
+struct HeadRefs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    mask: &'a [u8],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_head_avx2(out: &mut [f32], h: HeadRefs<'_>, s: AttnShape) {
+    attend_head(out, h, s);
+}
+
+/// Attention of one (row, head): `out` `[t × hd]`. The same operations in the same order on
+/// every path (no FMA contraction), so AVX2 and the baseline loop agree bit for bit.
+// Indexed loops: `p`, `mask` and the key rows are read at the same position `j`.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn attend_head(out: &mut [f32], h: HeadRefs<'_>, s: AttnShape) {
+    let (t, hd) = (s.t, s.hd);
+    let total = s.past + t;
+    let scale = 1.0 / (hd as f32).sqrt();
+    if t >= GEMM_ATTN_MIN_T {
+        let mut sc = vec![0.0f32; t * total];
+        return attend_head_gemm(out, &mut sc, h, s);
+    }
+    let mut p = vec![0.0f32; total];
+    for i in 0..t {
+        let qi = &h.q[i * hd..][..hd];
+        let last = s.past + i;
+        let mut mx = f32::NEG_INFINITY;
+        let mut any = false;
+        for j in 0..=last {
+            if h.mask[j] != 0 {
+                let sc = dot(qi, &h.k[j * hd..][..hd]) * scale;
+                p[j] = sc;
+                mx = mx.max(sc);
+                any = true;
+            }
+        }
+        let o = &mut out[i * hd..][..hd];
+        o.fill(0.0);
+        if !any {
+            let w = 1.0 / total as f32;
+            for j in 0..total {
+                for (a, &vv) in o.iter_mut().zip(&h.v[j * hd..][..hd]) {
+                    *a += w * vv;
+                }
+            }
+            continue;
+        }
+        let mut sum = 0.0f32;
+        for j in 0..=last {
+            if h.mask[j] != 0 {
+                p[j] = exp_nonpos(p[j] - mx);
+                sum += p[j];
+            }
+        }
+        let inv = 1.0 / sum;
+        for j in 0..=last {
+            if h.mask[j] != 0 {
+                let w = p[j] * inv;
+                for (a, &vv) in o.iter_mut().zip(&h.v[j * hd..][..hd]) {
+                    *a += w * vv;
+                }
+            }
+        }
+    }
+}
+
+/// From this many queries per row on, [`attend_head`] multiplies whole matrices (`Q Kᵀ`, then
+/// `P V`, one thread's gemm each) instead of one dot product per (query, key): twice the
+/// multiply-adds above the diagonal, but at matrix-product speed.
+const GEMM_ATTN_MIN_T: usize = 8;
+
+/// [`attend_head`] for many queries: scores `S = Q Kᵀ · scale` `[t × total]` by gemm, a masked
+/// softmax per row (masked entries exactly 0, a row with no key uniform), then `out = P V`.
+/// The probabilities `P` `[t × total]` are left in `sc`.
+#[inline(always)]
+fn attend_head_gemm(out: &mut [f32], sc: &mut [f32], h: HeadRefs<'_>, s: AttnShape) {
+    let (t, hd) = (s.t, s.hd);
+    let total = s.past + t;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let serial = gemm::Parallelism::None;
+    gemm_call(
+        sc,
+        h.q,
+        h.k,
+        (t, hd, total),
+        (false, true, false),
+        serial,
+    );
+    for (i, row) in sc.chunks_mut(total).enumerate() {
+        let last = s.past + i;
+        let mut mx = f32::NEG_INFINITY;
+        for (j, r) in row.iter_mut().enumerate() {
+            if j <= last && h.mask[j] != 0 {
+                *r *= scale;
+                mx = mx.max(*r);
+            }
+        }
+        if mx == f32::NEG_INFINITY {
+            row.fill(1.0 / total as f32);
+            continue;
+        }
+        let mut sum = 0.0f32;
+        for (j, r) in row.iter_mut().enumerate() {
+            if j <= last && h.mask[j] != 0 {
+                *r = exp_nonpos(*r - mx);
+                sum += *r;
+            } else {
+                *r = 0.0;
+            }
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|r| *r *= inv);
+    }
+    gemm_call(out, sc, h.v, (t, total, hd), (false, false, false), serial);
+}
+
+/// Masked causal attention, no gradient. `q` is `[b × nh × t × hd]`, `k` and `v` are
+/// `[b × nh × (past + t) × hd]`, `mask` is `[b × (past + t)]` (1 = token); query `i` of a row
+/// attends to the unmasked keys at positions `≤ past + i`. A query with no such key (a padding
+/// position before the row's first token) averages every value uniformly, as an additive
+/// `-1e9` bias does in the tensor path, so its output stays finite. Writes `y` `[b·t × nh·hd]`
+/// (heads side by side, the layout the output projection reads).
+pub fn masked_attention(y: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: &[u8], s: AttnShape) {
+    let (t, hd, nh) = (s.t, s.hd, s.nh);
+    let total = s.past + t;
+    // One output block per (row, head), computed in parallel, then laid out side by side.
+    let mut heads = vec![0.0f32; s.b * nh * t * hd];
+    heads
+        .par_chunks_mut(t * hd)
+        .enumerate()
+        .for_each(|(bh, out)| {
+            let r = bh / nh;
+            let head = HeadRefs {
+                q: &q[bh * t * hd..][..t * hd],
+                k: &k[bh * total * hd..][..total * hd],
+                v: &v[bh * total * hd..][..total * hd],
+                mask: &mask[r * total..][..total],
+            };
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { attend_head_avx2(out, head, s) };
+                return;
+            }
+            attend_head(out, head, s);
+        });
+    from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd));
+}
+
+/// Write head-major `heads` `[b × nh × t × hd]` into columns `off..off + nh·hd` of the row-major
+/// `[b·t × width]` matrix `dst`.
+pub fn from_heads(
+    dst: &mut [f32],
+    width: usize,
+    off: usize,
+    heads: &[f32],
+    (b, t, nh, hd): (usize, usize, usize, usize),
+) {
+    dst[..b * t * width]
+        .par_chunks_mut(t * width)
+        .enumerate()
+        .for_each(|(r, dr)| {
+            for h in 0..nh {
+                let src = &heads[(r * nh + h) * t * hd..][..t * hd];
+                for i in 0..t {
+                    dr[i * width + off + h * hd..][..hd].copy_from_slice(&src[i * hd..][..hd]);
+                }
+            }
+        });
+}
+
+/// Columns `off..off + nh·hd` of the row-major `[b·t × width]` matrix `src`, head-major
+/// `[b × nh × t × hd]`.
+pub fn to_heads(
+    src: &[f32],
+    width: usize,
+    off: usize,
+    (b, t, nh, hd): (usize, usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; b * nh * t * hd];
+    out.par_chunks_mut(t * hd).enumerate().for_each(|(bh, o)| {
+        let (r, h) = (bh / nh, bh % nh);
+        for i in 0..t {
+            o[i * hd..][..hd].copy_from_slice(&src[(r * t + i) * width + off + h * hd..][..hd]);
+        }
+    });
+    out
+}
+
+/// [`masked_attention`] without a cache (`s.past == 0`), keeping the probabilities `probs`
+/// `[b × nh × t × t]` (0 where masked) for [`masked_attention_back`].
+#[allow(clippy::too_many_arguments)]
+pub fn masked_attention_keep(
+    y: &mut [f32],
+    probs: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[u8],
+    s: AttnShape,
+) {
+    let (t, hd, nh) = (s.t, s.hd, s.nh);
+    assert_eq!(s.past, 0, "masked_attention_keep: no cache");
+    let mut heads = vec![0.0f32; s.b * nh * t * hd];
+    heads
+        .par_chunks_mut(t * hd)
+        .zip(probs.par_chunks_mut(t * t))
+        .enumerate()
+        .for_each(|(bh, (out, p))| {
+            let r = bh / nh;
+            let head = HeadRefs {
+                q: &q[bh * t * hd..][..t * hd],
+                k: &k[bh * t * hd..][..t * hd],
+                v: &v[bh * t * hd..][..t * hd],
+                mask: &mask[r * t..][..t],
+            };
+            attend_head_gemm(out, p, head, s);
+        });
+    from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd));
+}
+
+/// Backward of [`masked_attention_keep`]: from `dy` head-major `[b × nh × t × hd]`, the
+/// gradients of `q`, `k`, `v` (head-major, overwritten). Per (row, head), with `S` the scaled
+/// scores: `dV = Pᵀ dY`, `dP = dY Vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dQ = dS K · scale`,
+/// `dK = dSᵀ Q · scale`. A query with no key to attend to (uniform `P`, scores masked away)
+/// passes no gradient to the scores.
+#[allow(clippy::too_many_arguments)]
+pub fn masked_attention_back(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dy: &[f32],
+    probs: &[f32],
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    mask: &[u8],
+    s: AttnShape,
+) {
+    let (t, hd, nh) = (s.t, s.hd, s.nh);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let serial = gemm::Parallelism::None;
+    let th = t * hd;
+    dq.par_chunks_mut(th)
+        .zip(dk.par_chunks_mut(th))
+        .zip(dv.par_chunks_mut(th))
+        .enumerate()
+        .for_each(|(bh, ((dqh, dkh), dvh))| {
+            let r = bh / nh;
+            let row_mask = &mask[r * t..][..t];
+            let p = &probs[bh * t * t..][..t * t];
+            let (qh, kh, vh) = (&q[bh * th..][..th], &k[bh * th..][..th], &v[bh * th..][..th]);
+            let dyh = &dy[bh * th..][..th];
+            gemm_call(dvh, p, dyh, (t, t, hd), (true, false, false), serial);
+            let mut ds = vec![0.0f32; t * t];
+            gemm_call(&mut ds, dyh, vh, (t, hd, t), (false, true, false), serial);
+            for (i, (dsr, pr)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
+                if !row_mask[..=i].iter().any(|&m| m != 0) {
+                    dsr.fill(0.0);
+                    continue;
+                }
+                let dot_pdp: f32 = dsr.iter().zip(pr).map(|(d, p)| d * p).sum();
+                for (d, &pp) in dsr.iter_mut().zip(pr) {
+                    *d = pp * (*d - dot_pdp) * scale;
+                }
+            }
+            gemm_call(dqh, &ds, kh, (t, t, hd), (false, false, false), serial);
+            gemm_call(dkh, &ds, qh, (t, t, hd), (true, false, false), serial);
+        });
+}
+
+/// Split a fused `q|k|v` projection `[b·t × 3c]` into head-major `q`, `k`, `v`, each
+/// `[b × nh × t × hd]`.
+pub fn split_heads(qkv: &[f32], b: usize, t: usize, nh: usize, hd: usize) -> [Vec<f32>; 3] {
+    let c = nh * hd;
+    std::array::from_fn(|part| to_heads(qkv, 3 * c, part * c, (b, t, nh, hd)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut y = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = (0..k).map(|l| a[i * k + l] * b[l * n + j]).sum();
+            }
+        }
+        y
+    }
+
+    fn rand_vec(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let x = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed * 97)
+                    >> 8;
+                (x % 2000) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matmul_transposes_and_accumulates() {
+        let (m, k, n) = (5, 7, 3);
+        let a = rand_vec(m * k, 1);
+        let b = rand_vec(k * n, 2);
+        let want = naive_matmul(&a, &b, m, k, n);
+        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut y = vec![1.0f32; m * n];
+        matmul(&mut y, &at, &bt, (m, k, n), true, true, true);
+        for (g, w) in y.iter().zip(&want) {
+            assert!((g - (w + 1.0)).abs() < 1e-5, "{g} vs {}", w + 1.0);
+        }
+        matmul(&mut y, &a, &b, (m, k, n), false, false, false);
+        for (g, w) in y.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn small_m_path_matches_naive_product() {
+        for (m, k, n) in [(1, 9, 700), (3, 33, 257), (SMALL_M, 5, 3)] {
+            let a = rand_vec(m * k, 11);
+            let b = rand_vec(k * n, 12);
+            let want = naive_matmul(&a, &b, m, k, n);
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            for (w, trans) in [(&b, false), (&bt, true)] {
+                let mut y = vec![0.5f32; m * n];
+                matmul(&mut y, &a, w, (m, k, n), false, trans, true);
+                for (g, w) in y.iter().zip(&want) {
+                    assert!((g - (w + 0.5)).abs() < 1e-4, "{m}x{k}x{n} bt {trans}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_matches_sequential_sum() {
+        for n in [0, 1, 7, 8, 9, 64, 67] {
+            let (a, b) = (rand_vec(n, 3), rand_vec(n, 4));
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum();
+            assert!((dot(&a, &b) as f64 - want).abs() < 1e-4, "n = {n}");
+        }
+    }
+
+    /// Straightforward attention with the additive-bias semantics of the tensor path.
+    #[test]
+    fn masked_attention_matches_reference_with_cache_and_padding() {
+        let (b, nh, t, past, hd) = (2, 3, 4, 2, 5);
+        let total = past + t;
+        let q = rand_vec(b * nh * t * hd, 5);
+        let k = rand_vec(b * nh * total * hd, 6);
+        let v = rand_vec(b * nh * total * hd, 7);
+        // Row 0: three padding positions (cached and new), row 1: none.
+        let mask: Vec<u8> = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1].to_vec();
+        let mut y = vec![0.0f32; b * t * nh * hd];
+        let s = AttnShape { b, nh, t, past, hd };
+        masked_attention(&mut y, &q, &k, &v, &mask, s);
+        let scale = 1.0 / (hd as f64).sqrt();
+        for r in 0..b {
+            for h in 0..nh {
+                for i in 0..t {
+                    let bh = r * nh + h;
+                    let scores: Vec<f64> = (0..total)
+                        .map(|j| {
+                            let ok = j <= past + i && mask[r * total + j] != 0;
+                            let sc: f64 = (0..hd)
+                                .map(|d| {
+                                    (q[(bh * t + i) * hd + d] * k[(bh * total + j) * hd + d]) as f64
+                                })
+                                .sum::<f64>()
+                                * scale;
+                            // -1e9 added in f32 absorbs the score entirely.
+                            if ok {
+                                sc
+                            } else {
+                                -1e9
+                            }
+                        })
+                        .collect();
+                    let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = scores
+                        .iter()
+                        .map(|&s| if mx < -1e8 { 1.0 } else { (s - mx).exp() })
+                        .collect();
+                    let z: f64 = e.iter().sum();
+                    for d in 0..hd {
+                        let want: f64 = (0..total)
+                            .map(|j| e[j] / z * v[(bh * total + j) * hd + d] as f64)
+                            .sum();
+                        let got = y[(r * t + i) * nh * hd + h * hd + d] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "r {r} h {h} i {i} d {d}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! GPT-2's forward with LoRA adapters as one candle op whose backward is written out: the
+//! training forward of LM PPO on f32 CPU weights (docs/lm-rlhf.md, "Speed").
+//!
+//! Why: through candle's autograd a LoRA step builds ~25 graph nodes per layer, and the backward
+//! pays per node a zero-filled gradient buffer and an add, plus the element-wise and attention
+//! ops at tensor-engine speed. Here the op's input is every adapter weight in one flat vector
+//! and its output is the final hidden state `(b, t, c)`; the forward keeps each layer's
+//! activations in plain buffers ([`crate::cpu`] kernels), and the backward walks the layers in
+//! reverse computing only what reaches an adapter: `dx = dy Wᵀ` through every frozen weight (no
+//! `dW`), the adapters' `dA`, `dB`, and the masked attention's backward by matrix products.
+//! candle then carries the flat gradient back to each adapter `Var` (the vector is a `cat` of
+//! them) and the gradient of the hidden state comes from candle's ops downstream (`lm_head`, the
+//! value head, the PPO losses), so the trainer is unchanged. Tests compare every adapter's
+//! gradient with the tensor path (`tests/gpt2_cpu_path.rs`).
+
+use super::{f32_view, Gpt2};
+use crate::cpu::{self, AttnShape};
+use crate::lm::LmInput;
+use crate::lora::Lora;
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use std::sync::Mutex;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The four linear modules of a block, in the order [`Gpt2`] applies them.
+const MODULES: [&str; 4] = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+
+/// Where one adapter's `A` `[r × in]` and `B` `[out × r]` sit in the flat parameter vector.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    a: usize,
+    b: usize,
+    r: usize,
+}
+
+/// One block's kept activations.
+#[derive(Default)]
+struct LayerActs {
+    x: Vec<f32>,
+    ln1: Vec<f32>,
+    st1: Vec<(f32, f32)>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    probs: Vec<f32>,
+    atty: Vec<f32>,
+    res2: Vec<f32>,
+    ln2: Vec<f32>,
+    st2: Vec<(f32, f32)>,
+    fch: Vec<f32>,
+    fcg: Vec<f32>,
+    /// `x Aᵀ` of each adapted module (unscaled).
+    h: [Vec<f32>; 4],
+}
+
+struct Acts {
+    layers: Vec<LayerActs>,
+    xf: Vec<f32>,
+    stf: Vec<(f32, f32)>,
+}
+
+/// The op: the model, the batch, and where each adapter lives in the flat input.
+pub(super) struct LoraBody {
+    model: Gpt2,
+    ids: Vec<u32>,
+    positions: Vec<u32>,
+    mask: Vec<u8>,
+    b: usize,
+    t: usize,
+    slots: Vec<[Option<Slot>; 4]>,
+    scale: f32,
+    total: usize,
+    acts: Mutex<Option<Acts>>,
+}
+
+fn err(e: maxmin_core::Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+impl LoraBody {
+    /// The op for `input` (positions and mask from the attention context) and the flat vector
+    /// of `lora`'s adapters it reads, in the same order.
+    pub(super) fn new(
+        model: &Gpt2,
+        input: &LmInput,
+        positions: Vec<u32>,
+        mask: Vec<u8>,
+        lora: &Lora,
+    ) -> maxmin_core::Result<(Self, Tensor)> {
+        let parts = lora.tracked_parts();
+        let mut slots = vec![[None; 4]; model.cfg.n_layer];
+        let mut flat = Vec::with_capacity(2 * parts.len());
+        let mut off = 0;
+        let mut scale = 0.0;
+        for (name, a, b, s) in &parts {
+            let found = (0..model.cfg.n_layer).find_map(|l| {
+                MODULES
+                    .iter()
+                    .position(|m| *name == format!("h.{l}.{m}"))
+                    .map(|i| (l, i))
+            });
+            let Some((l, i)) = found else {
+                return Err(maxmin_core::Error::Internal(format!(
+                    "adapter `{name}` is not a GPT-2 linear module"
+                )));
+            };
+            let r = a.dim(0)?;
+            slots[l][i] = Some(Slot {
+                a: off,
+                b: off + a.elem_count(),
+                r,
+            });
+            off += a.elem_count() + b.elem_count();
+            flat.push(a.flatten_all()?);
+            flat.push(b.flatten_all()?);
+            scale = *s as f32;
+        }
+        let flat = Tensor::cat(&flat, 0)?;
+        Ok((
+            LoraBody {
+                model: model.clone(),
+                ids: input.ids.clone(),
+                positions,
+                mask,
+                b: input.batch,
+                t: input.seq_len,
+                slots,
+                scale,
+                total: off,
+                acts: Mutex::new(None),
+            },
+            flat,
+        ))
+    }
+
+    fn dims(&self, i: usize) -> (usize, usize) {
+        let (c, f) = (self.model.cfg.n_embd, self.model.cfg.inner());
+        [(c, 3 * c), (c, c), (c, f), (f, c)][i]
+    }
+
+    fn weights(&self, l: usize, i: usize) -> &(Tensor, Tensor) {
+        let blk = &self.model.blocks[l];
+        [&blk.c_attn, &blk.attn_proj, &blk.c_fc, &blk.mlp_proj][i]
+    }
+
+    /// `y = x W + b + scale · (x Aᵀ) Bᵀ`; returns `x Aᵀ` (empty without an adapter).
+    fn linear(&self, y: &mut [f32], x: &[f32], l: usize, i: usize, p: &[f32]) -> CResult<Vec<f32>> {
+        let n = self.b * self.t;
+        let (cin, cout) = self.dims(i);
+        let wb = self.weights(l, i);
+        let (w, bias) = (f32_view(&wb.0).map_err(err)?, f32_view(&wb.1).map_err(err)?);
+        cpu::linear(y, x, &w, &bias, n, cin, cout);
+        let Some(s) = self.slots[l][i] else {
+            return Ok(Vec::new());
+        };
+        let (a, b) = (&p[s.a..][..s.r * cin], &p[s.b..][..cout * s.r]);
+        let mut h = vec![0.0f32; n * s.r];
+        cpu::matmul(&mut h, x, a, (n, cin, s.r), false, true, false);
+        let hs: Vec<f32> = h.iter().map(|v| v * self.scale).collect();
+        cpu::matmul(y, &hs, b, (n, s.r, cout), false, true, true);
+        Ok(h)
+    }
+
+    /// Backward of [`LoraBody::linear`]: returns `dx`, adds `dA`, `dB` into `grad`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_back(
+        &self,
+        dy: &[f32],
+        x: &[f32],
+        h: &[f32],
+        l: usize,
+        i: usize,
+        p: &[f32],
+        grad: &mut [f32],
+    ) -> CResult<Vec<f32>> {
+        let n = self.b * self.t;
+        let (cin, cout) = self.dims(i);
+        let w = f32_view(&self.weights(l, i).0).map_err(err)?;
+        let mut dx = vec![0.0f32; n * cin];
+        cpu::matmul(&mut dx, dy, &w, (n, cout, cin), false, true, false);
+        if let Some(s) = self.slots[l][i] {
+            let (a, b) = (&p[s.a..][..s.r * cin], &p[s.b..][..cout * s.r]);
+            // dB = scale · dyᵀ h ; dh = scale · dy B ; dA = dhᵀ x ; dx += dh A
+            let mut db = vec![0.0f32; cout * s.r];
+            cpu::matmul(&mut db, dy, h, (cout, n, s.r), true, false, false);
+            for (g, d) in grad[s.b..][..cout * s.r].iter_mut().zip(&db) {
+                *g += d * self.scale;
+            }
+            let mut dh = vec![0.0f32; n * s.r];
+            cpu::matmul(&mut dh, dy, b, (n, cout, s.r), false, false, false);
+            dh.iter_mut().for_each(|v| *v *= self.scale);
+            let mut da = vec![0.0f32; s.r * cin];
+            cpu::matmul(&mut da, &dh, x, (s.r, n, cin), true, false, false);
+            for (g, d) in grad[s.a..][..s.r * cin].iter_mut().zip(&da) {
+                *g += d;
+            }
+            cpu::matmul(&mut dx, &dh, a, (n, s.r, cin), false, false, true);
+        }
+        Ok(dx)
+    }
+
+    fn shape(&self) -> AttnShape {
+        let (c, nh) = (self.model.cfg.n_embd, self.model.cfg.n_head);
+        AttnShape {
+            b: self.b,
+            nh,
+            t: self.t,
+            past: 0,
+            hd: c / nh,
+        }
+    }
+
+    fn ln_params(t: &(Tensor, Tensor)) -> CResult<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            f32_view(&t.0).map_err(err)?.to_vec(),
+            f32_view(&t.1).map_err(err)?.to_vec(),
+        ))
+    }
+}
+
+impl CustomOp1 for LoraBody {
+    fn name(&self) -> &'static str {
+        "gpt2-lora-body"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else {
+            bail!("gpt2-lora-body: adapters must be f32")
+        };
+        let Some((lo, hi)) = l.contiguous_offsets() else {
+            bail!("gpt2-lora-body: the adapter vector must be contiguous")
+        };
+        let p = &v[lo..hi];
+        if p.len() != self.total {
+            bail!("gpt2-lora-body: {} adapter values, expected {}", p.len(), self.total);
+        }
+        let cfg = &self.model.cfg;
+        let (c, f) = (cfg.n_embd, cfg.inner());
+        let n = self.b * self.t;
+        let eps = cfg.layer_norm_epsilon as f32;
+        let sh = self.shape();
+        let mut x = vec![0.0f32; n * c];
+        {
+            let wte = f32_view(&self.model.wte).map_err(err)?;
+            let wpe = f32_view(&self.model.wpe).map_err(err)?;
+            for ((row, &id), &pos) in x.chunks_mut(c).zip(&self.ids).zip(&self.positions) {
+                let (e, q) = (&wte[id as usize * c..][..c], &wpe[pos as usize * c..][..c]);
+                for ((o, a), b) in row.iter_mut().zip(e).zip(q) {
+                    *o = a + b;
+                }
+            }
+        }
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let blk = &self.model.blocks[l];
+            let mut a = LayerActs {
+                ln1: vec![0.0; n * c],
+                st1: vec![(0.0, 0.0); n],
+                probs: vec![0.0; sh.b * sh.nh * sh.t * sh.t],
+                atty: vec![0.0; n * c],
+                res2: vec![0.0; n * c],
+                ln2: vec![0.0; n * c],
+                st2: vec![(0.0, 0.0); n],
+                fch: vec![0.0; n * f],
+                fcg: vec![0.0; n * f],
+                ..LayerActs::default()
+            };
+            let (w, b) = Self::ln_params(&blk.ln_1)?;
+            cpu::layer_norm(&mut a.ln1, &mut a.st1, &x, &w, &b, c, eps);
+            let mut qkv = vec![0.0f32; n * 3 * c];
+            a.h[0] = self.linear(&mut qkv, &a.ln1, l, 0, p)?;
+            let [q, k, vv] = cpu::split_heads(&qkv, sh.b, sh.t, sh.nh, sh.hd);
+            cpu::masked_attention_keep(&mut a.atty, &mut a.probs, &q, &k, &vv, &self.mask, sh);
+            (a.q, a.k, a.v) = (q, k, vv);
+            a.h[1] = self.linear(&mut a.res2, &a.atty, l, 1, p)?;
+            a.res2.iter_mut().zip(&x).for_each(|(r, x)| *r += x);
+            let (w, b) = Self::ln_params(&blk.ln_2)?;
+            cpu::layer_norm(&mut a.ln2, &mut a.st2, &a.res2, &w, &b, c, eps);
+            a.h[2] = self.linear(&mut a.fch, &a.ln2, l, 2, p)?;
+            cpu::gelu(&mut a.fcg, &a.fch);
+            let mut out = vec![0.0f32; n * c];
+            a.h[3] = self.linear(&mut out, &a.fcg, l, 3, p)?;
+            out.iter_mut().zip(&a.res2).for_each(|(o, r)| *o += r);
+            a.x = std::mem::replace(&mut x, out);
+            layers.push(a);
+        }
+        let (w, b) = Self::ln_params(&self.model.ln_f)?;
+        let mut hidden = vec![0.0f32; n * c];
+        let mut stf = vec![(0.0, 0.0); n];
+        cpu::layer_norm(&mut hidden, &mut stf, &x, &w, &b, c, eps);
+        *self.acts.lock().map_err(|_| candle_core::Error::Msg("lock".into()))? = Some(Acts {
+            layers,
+            xf: x,
+            stf,
+        });
+        Ok((CpuStorage::F32(hidden), Shape::from((self.b, self.t, c))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let acts = self
+            .acts
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lock".into()))?
+            .take();
+        let Some(acts) = acts else {
+            bail!("gpt2-lora-body: backward without a forward (or twice)")
+        };
+        let p: Vec<f32> = arg.flatten_all()?.to_vec1()?;
+        let dh: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let cfg = &self.model.cfg;
+        let c = cfg.n_embd;
+        let n = self.b * self.t;
+        let sh = self.shape();
+        let dims4 = (sh.b, sh.t, sh.nh, sh.hd);
+        let mut g = vec![0.0f32; self.total];
+        let (w, _) = Self::ln_params(&self.model.ln_f)?;
+        let mut dx = vec![0.0f32; n * c];
+        cpu::layer_norm_back_dx(&mut dx, &dh, &acts.xf, &acts.stf, &w, c);
+        for l in (0..cfg.n_layer).rev() {
+            let a = &acts.layers[l];
+            let blk = &self.model.blocks[l];
+            // MLP: out = res2 + proj(gelu(fc(ln2(res2))))
+            let dfcg = self.linear_back(&dx, &a.fcg, &a.h[3], l, 3, &p, &mut g)?;
+            let mut dfch = vec![0.0f32; dfcg.len()];
+            cpu::gelu_back(&mut dfch, &dfcg, &a.fch);
+            let dln2 = self.linear_back(&dfch, &a.ln2, &a.h[2], l, 2, &p, &mut g)?;
+            let mut dres2 = dx;
+            let (w, _) = Self::ln_params(&blk.ln_2)?;
+            cpu::layer_norm_back_dx(&mut dres2, &dln2, &a.res2, &a.st2, &w, c);
+            // Attention: res2 = x + proj(attn(qkv(ln1(x))))
+            let datty = self.linear_back(&dres2, &a.atty, &a.h[1], l, 1, &p, &mut g)?;
+            let dy = cpu::to_heads(&datty, c, 0, dims4);
+            let (mut dq, mut dk, mut dv) = (vec![0.0; dy.len()], vec![0.0; dy.len()], vec![0.0; dy.len()]);
+            cpu::masked_attention_back(
+                &mut dq,
+                &mut dk,
+                &mut dv,
+                &dy,
+                &a.probs,
+                (&a.q, &a.k, &a.v),
+                &self.mask,
+                sh,
+            );
+            let mut dqkv = vec![0.0f32; n * 3 * c];
+            for (part, d) in [&dq, &dk, &dv].into_iter().enumerate() {
+                cpu::from_heads(&mut dqkv, 3 * c, part * c, d, dims4);
+            }
+            let dln1 = self.linear_back(&dqkv, &a.ln1, &a.h[0], l, 0, &p, &mut g)?;
+            let (w, _) = Self::ln_params(&blk.ln_1)?;
+            let mut dxl = dres2;
+            cpu::layer_norm_back_dx(&mut dxl, &dln1, &a.x, &a.st1, &w, c);
+            dx = dxl;
+        }
+        Ok(Some(Tensor::from_vec(g, self.total, arg.device())?))
+    }
+}
