@@ -547,14 +547,7 @@ fn attend_head_gemm(out: &mut [f32], sc: &mut [f32], h: HeadRefs<'_>, s: AttnSha
     let total = s.past + t;
     let scale = 1.0 / (hd as f32).sqrt();
     let serial = gemm::Parallelism::None;
-    gemm_call(
-        sc,
-        h.q,
-        h.k,
-        (t, hd, total),
-        (false, true, false),
-        serial,
-    );
+    gemm_call(sc, h.q, h.k, (t, hd, total), (false, true, false), serial);
     for (i, row) in sc.chunks_mut(total).enumerate() {
         let last = s.past + i;
         let mut mx = f32::NEG_INFINITY;
@@ -716,7 +709,11 @@ pub fn masked_attention_back(
             let r = bh / nh;
             let row_mask = &mask[r * t..][..t];
             let p = &probs[bh * t * t..][..t * t];
-            let (qh, kh, vh) = (&q[bh * th..][..th], &k[bh * th..][..th], &v[bh * th..][..th]);
+            let (qh, kh, vh) = (
+                &q[bh * th..][..th],
+                &k[bh * th..][..th],
+                &v[bh * th..][..th],
+            );
             let dyh = &dy[bh * th..][..th];
             gemm_call(dvh, p, dyh, (t, t, hd), (true, false, false), serial);
             let mut ds = vec![0.0f32; t * t];

@@ -232,7 +232,11 @@ impl CustomOp1 for LoraBody {
         };
         let p = &v[lo..hi];
         if p.len() != self.total {
-            bail!("gpt2-lora-body: {} adapter values, expected {}", p.len(), self.total);
+            bail!(
+                "gpt2-lora-body: {} adapter values, expected {}",
+                p.len(),
+                self.total
+            );
         }
         let cfg = &self.model.cfg;
         let (c, f) = (cfg.n_embd, cfg.inner());
@@ -288,11 +292,11 @@ impl CustomOp1 for LoraBody {
         let mut hidden = vec![0.0f32; n * c];
         let mut stf = vec![(0.0, 0.0); n];
         cpu::layer_norm(&mut hidden, &mut stf, &x, &w, &b, c, eps);
-        *self.acts.lock().map_err(|_| candle_core::Error::Msg("lock".into()))? = Some(Acts {
-            layers,
-            xf: x,
-            stf,
-        });
+        *self
+            .acts
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("lock".into()))? =
+            Some(Acts { layers, xf: x, stf });
         Ok((CpuStorage::F32(hidden), Shape::from((self.b, self.t, c))))
     }
 
@@ -330,7 +334,11 @@ impl CustomOp1 for LoraBody {
             // Attention: res2 = x + proj(attn(qkv(ln1(x))))
             let datty = self.linear_back(&dres2, &a.atty, &a.h[1], l, 1, &p, &mut g)?;
             let dy = cpu::to_heads(&datty, c, 0, dims4);
-            let (mut dq, mut dk, mut dv) = (vec![0.0; dy.len()], vec![0.0; dy.len()], vec![0.0; dy.len()]);
+            let (mut dq, mut dk, mut dv) = (
+                vec![0.0; dy.len()],
+                vec![0.0; dy.len()],
+                vec![0.0; dy.len()],
+            );
             cpu::masked_attention_back(
                 &mut dq,
                 &mut dk,
