@@ -9,6 +9,9 @@
 //! tensors both use the fused ops of [`crate::ops`] where they apply (linear layers with frozen
 //! weights, softmax, GPT-2's layer norm), which have the backward pass LoRA training needs and no
 //! more. [`ForwardOpts`] lets generation and scoring skip the graph and the logits they ignore.
+//! GPT-2 on f32 CPU weights has two further paths of its own (plain-slice kernels of
+//! [`crate::cpu`] without a graph, and one op with a written-out LoRA backward for training;
+//! docs/lm.md, "Speed").
 
 use crate::lora::{Lora, LoraTarget};
 use crate::ops;

@@ -3,6 +3,13 @@
 //! Checkpoint keys are read verbatim, with or without the `transformer.` prefix; `Conv1D` weights
 //! are stored `[in, out]` and used as stored (`x @ W`). Written for training: logits at every
 //! position, hidden states for heads, an external KV cache, left-padded batches, LoRA.
+//!
+//! Three execution paths (docs/lm.md, "Speed"); tests hold them to the same function:
+//!
+//! - on f32 CPU weights without gradients, plain slices through [`crate::cpu`]'s kernels;
+//! - on f32 CPU weights training adapters, one op with a written-out backward
+//!   (`gpt2_lora_op.rs`);
+//! - everywhere else (CUDA, f16/bf16, from-scratch training, LoRA dropout), candle's tensor ops.
 
 use crate::checkpoint::{read_config, Checkpoint, LoadAccounting};
 use crate::cpu;
