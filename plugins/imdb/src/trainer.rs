@@ -21,7 +21,7 @@
 use maxmin_core::ops::fastmath::exp_nonpos;
 use maxmin_core::{Error, Result};
 use maxmin_lm::cpu::{
-    dot, gelu, gelu_back, layer_norm, layer_norm_back_dx, linear, matmul, ROW_CHUNK,
+    dot, embed, gelu, gelu_back, layer_norm, layer_norm_back_dx, linear, matmul, ROW_CHUNK,
 };
 use maxmin_lm::Gpt2ModelConfig;
 use rayon::prelude::*;
@@ -391,14 +391,7 @@ impl Gpt2Trainer {
     fn forward(&self, ids: &[u32], d: Dims) -> (Vec<BlockActs>, FinalNorm, Vec<f32>) {
         let (n, c) = (d.n(), d.c);
         let (wte, wpe) = (self.p("wte.weight"), self.p("wpe.weight"));
-        let mut x = vec![0.0f32; n * c];
-        for (r, (row, &id)) in x.chunks_mut(c).zip(ids).enumerate() {
-            let pos = r % d.t;
-            let (e, p) = (&wte[id as usize * c..][..c], &wpe[pos * c..][..c]);
-            for i in 0..c {
-                row[i] = e[i] + p[i];
-            }
-        }
+        let mut x = embed(wte, wpe, ids, (0..n).map(|r| r % d.t), c);
         let mut acts = Vec::with_capacity(self.mc.n_layer);
         for l in 0..self.mc.n_layer {
             let (a, out) = self.block_forward(l, &x, d);

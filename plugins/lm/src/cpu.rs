@@ -94,65 +94,91 @@ pub const SMALL_M: usize = 16;
 /// Most output columns per parallel task in [`small_m_matmul`].
 const COL_BLOCK: usize = 1024;
 
-/// `out[m×n] (+)= A[m×k] · B` for few rows `m`, `B` `[k×n]` or, when `bt`, `[n×k]`: memory-bound
-/// (each weight is read once and used `m` times), so the work is split over column blocks of
-/// `B`, each read once from memory by one thread; every output is a sum over `k` in index
-/// order, whatever the thread count. AVX2 where the CPU has it (no FMA contraction, so the
-/// result is bit-identical to the baseline loop).
+/// `out[m×n] (+)= A[m×k] · B` for few rows `m`, `B` `[k×n]` or, when `bt`, `[n×k]`:
+/// memory-bound (each weight is read once and used `m` times), so each weight is streamed once
+/// by one thread, and every output is a sum in a fixed order, whatever the thread count. AVX2
+/// (AVX-512 for the row-major case) where the CPU has it, with no FMA contraction, so the
+/// result is bit-identical to the baseline loops.
 fn small_m_matmul(
     out: &mut [f32],
     a: &[f32],
     b: &[f32],
-    (m, k, n): (usize, usize, usize),
+    dims: (usize, usize, usize),
     bt: bool,
     acc: bool,
 ) {
-    if !bt {
-        // `B` row-major: split the rows of `B` (the sum over `k`) into fixed chunks, each
-        // streamed front to back by one thread into its own partial product, then add the
-        // partials in chunk order. Chunks are fixed, so the sums do not depend on threads.
-        const KC: usize = 32;
-        let parts: Vec<Vec<f32>> = (0..k.div_ceil(KC))
-            .into_par_iter()
-            .map(|ch| {
-                let rows = ch * KC..(ch * KC + KC).min(k);
-                let mut p = vec![0.0f32; m * n];
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F (checked just above).
-                    unsafe { axpy_rows_avx512(&mut p, a, b, (m, k, n), rows) };
-                    return p;
-                }
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    unsafe { axpy_rows_avx2(&mut p, a, b, (m, k, n), rows) };
-                    return p;
-                }
-                axpy_rows(&mut p, a, b, (m, k, n), rows);
-                p
-            })
-            .collect();
-        out[..m * n]
-            .par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(r, o)| {
-                let mut sum = parts[0][r * n..][..n].to_vec();
-                for p in &parts[1..] {
-                    sum.iter_mut()
-                        .zip(&p[r * n..][..n])
-                        .for_each(|(s, v)| *s += v);
-                }
-                if acc {
-                    o.iter_mut().zip(&sum).for_each(|(d, s)| *d += s);
-                } else {
-                    o.copy_from_slice(&sum);
-                }
-            });
-        return;
+    if bt {
+        small_m_dots(out, a, b, dims, acc);
+    } else {
+        small_m_rows(out, a, b, dims, acc);
     }
-    // About four blocks per thread, so the last one does not leave a core idle for long; the
-    // partition changes which thread computes an output, never how.
+}
+
+/// `dst (+)= src`.
+fn store(dst: &mut [f32], src: &[f32], acc: bool) {
+    if acc {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// [`small_m_matmul`] with `B` row-major `[k×n]`: the rows of `B` (the sum over `k`) are split
+/// into fixed chunks, each streamed front to back by one thread into its own partial product;
+/// the partials are added in chunk order. Chunks are fixed, so the sums do not depend on threads.
+fn small_m_rows(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    acc: bool,
+) {
+    const KC: usize = 32;
+    let parts: Vec<Vec<f32>> = (0..k.div_ceil(KC))
+        .into_par_iter()
+        .map(|ch| {
+            let rows = ch * KC..(ch * KC + KC).min(k);
+            let mut p = vec![0.0f32; m * n];
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked just above).
+                unsafe { axpy_rows_avx512(&mut p, a, b, (m, k, n), rows) };
+                return p;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { axpy_rows_avx2(&mut p, a, b, (m, k, n), rows) };
+                return p;
+            }
+            axpy_rows(&mut p, a, b, (m, k, n), rows);
+            p
+        })
+        .collect();
+    out[..m * n]
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(r, o)| {
+            let mut sum = parts[0][r * n..][..n].to_vec();
+            for p in &parts[1..] {
+                sum.iter_mut()
+                    .zip(&p[r * n..][..n])
+                    .for_each(|(s, v)| *s += v);
+            }
+            store(o, &sum, acc);
+        });
+}
+
+/// [`small_m_matmul`] with `B` stored `[n×k]`: output column `j` is a dot product with row `j`
+/// of `B`, computed over column blocks of about four per thread (the partition changes which
+/// thread computes an output, never how).
+fn small_m_dots(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    acc: bool,
+) {
     let per = n
         .div_ceil(4 * rayon::current_num_threads())
         .next_multiple_of(16)
@@ -166,10 +192,10 @@ fn small_m_matmul(
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 (checked just above).
-                unsafe { small_m_block_avx2(&mut y, a, b, (m, k, n), bt, j0, nb) };
+                unsafe { dots_block_avx2(&mut y, a, b, (m, k), j0, nb) };
                 return y;
             }
-            small_m_block(&mut y, a, b, (m, k, n), bt, j0, nb);
+            dots_block(&mut y, a, b, (m, k), j0, nb, dot);
             y
         })
         .collect();
@@ -177,13 +203,7 @@ fn small_m_matmul(
         let j0 = blk * per;
         let nb = y.len() / m;
         for r in 0..m {
-            let dst = &mut out[r * n + j0..][..nb];
-            let src = &y[r * nb..][..nb];
-            if acc {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            } else {
-                dst.copy_from_slice(src);
-            }
+            store(&mut out[r * n + j0..][..nb], &y[r * nb..][..nb], acc);
         }
     }
 }
@@ -266,57 +286,33 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn small_m_block_avx2(
+unsafe fn dots_block_avx2(
     y: &mut [f32],
     a: &[f32],
     b: &[f32],
-    dims: (usize, usize, usize),
-    bt: bool,
+    mk: (usize, usize),
     j0: usize,
     nb: usize,
 ) {
-    let (m, k, _) = dims;
-    if bt {
-        for jj in 0..nb {
-            let bj = &b[(j0 + jj) * k..][..k];
-            for r in 0..m {
-                // SAFETY: this function runs only where AVX2 is available.
-                y[r * nb + jj] = unsafe { dot_avx2(&a[r * k..][..k], bj) };
-            }
-        }
-        return;
-    }
-    small_m_block(y, a, b, dims, bt, j0, nb);
+    // SAFETY: this function runs only where AVX2 is available.
+    dots_block(y, a, b, mk, j0, nb, |x, w| unsafe { dot_avx2(x, w) });
 }
 
-/// Columns `j0..j0 + nb` of `A · B` into `y` `[m × nb]`.
+/// Columns `j0..j0 + nb` of `A · Bᵀ` (`B` stored `[n × k]`) into `y` `[m × nb]`.
 #[inline(always)]
-fn small_m_block(
+fn dots_block(
     y: &mut [f32],
     a: &[f32],
     b: &[f32],
-    (m, k, n): (usize, usize, usize),
-    bt: bool,
+    (m, k): (usize, usize),
     j0: usize,
     nb: usize,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
 ) {
-    if bt {
-        // Column j of the product is a dot product with row j of the stored `[n × k]` matrix.
-        for jj in 0..nb {
-            let bj = &b[(j0 + jj) * k..][..k];
-            for r in 0..m {
-                y[r * nb + jj] = dot(&a[r * k..][..k], bj);
-            }
-        }
-    } else {
-        for i in 0..k {
-            let bi = &b[i * n + j0..][..nb];
-            for r in 0..m {
-                let x = a[r * k + i];
-                for (o, &w) in y[r * nb..][..nb].iter_mut().zip(bi) {
-                    *o += x * w;
-                }
-            }
+    for jj in 0..nb {
+        let bj = &b[(j0 + jj) * k..][..k];
+        for r in 0..m {
+            y[r * nb + jj] = dot(&a[r * k..][..k], bj);
         }
     }
 }
@@ -339,6 +335,60 @@ pub fn linear(
             }
         });
     matmul(y, x, w, (n, cin, cout), false, false, true);
+}
+
+/// Token plus position embeddings: row `i` is `wte[ids[i]] + wpe[positions[i]]`, width `c`.
+pub fn embed(
+    wte: &[f32],
+    wpe: &[f32],
+    ids: &[u32],
+    positions: impl Iterator<Item = usize>,
+    c: usize,
+) -> Vec<f32> {
+    let mut x = vec![0.0f32; ids.len() * c];
+    for ((row, &id), pos) in x.chunks_mut(c).zip(ids).zip(positions) {
+        let (e, p) = (&wte[id as usize * c..][..c], &wpe[pos * c..][..c]);
+        for ((o, a), b) in row.iter_mut().zip(e).zip(p) {
+            *o = a + b;
+        }
+    }
+    x
+}
+
+/// A LoRA adapter on plain slices: `A` `[r × in]`, `B` `[out × r]` (PEFT layout), and the scale.
+#[derive(Debug, Clone, Copy)]
+pub struct Adapter<'a> {
+    /// `A`, `[r × in]`.
+    pub a: &'a [f32],
+    /// `B`, `[out × r]`.
+    pub b: &'a [f32],
+    /// `alpha / r`.
+    pub scale: f32,
+}
+
+/// [`linear`] plus a LoRA update: `y = x W + b + scale · (x Aᵀ) Bᵀ`. Returns `x Aᵀ` `[n × r]`
+/// (unscaled; what the adapter's backward needs), empty without an adapter.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_lora(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    adapter: Option<Adapter<'_>>,
+    n: usize,
+    cin: usize,
+    cout: usize,
+) -> Vec<f32> {
+    linear(y, x, w, bias, n, cin, cout);
+    let Some(ad) = adapter else {
+        return Vec::new();
+    };
+    let r = ad.a.len() / cin;
+    let mut h = vec![0.0f32; n * r];
+    matmul(&mut h, x, ad.a, (n, cin, r), false, true, false);
+    let hs: Vec<f32> = h.iter().map(|v| v * ad.scale).collect();
+    matmul(y, &hs, ad.b, (n, r, cout), false, true, true);
+    h
 }
 
 /// Layer norm over rows of width `c`; writes per-row (mean, 1/std) into `stats`.
@@ -742,7 +792,8 @@ pub fn masked_attention_back(
         .enumerate()
         .for_each(|(bh, ((dqh, dkh), dvh))| {
             let r = bh / nh;
-            let row_mask = &mask[r * t..][..t];
+            // Queries before the row's first token have no key to attend to.
+            let first = mask[r * t..][..t].iter().position(|&m| m != 0).unwrap_or(t);
             let p = &probs[bh * t * t..][..t * t];
             let (qh, kh, vh) = (
                 &q[bh * th..][..th],
@@ -754,7 +805,7 @@ pub fn masked_attention_back(
             let mut ds = vec![0.0f32; t * t];
             gemm_call(&mut ds, dyh, vh, (t, hd, t), (false, true, false), serial);
             for (i, (dsr, pr)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
-                if !row_mask[..=i].iter().any(|&m| m != 0) {
+                if i < first {
                     dsr.fill(0.0);
                     continue;
                 }

@@ -195,28 +195,17 @@ impl Lora {
         self.training.store(on, Ordering::Relaxed);
     }
 
-    /// Module `name`'s `(A, B, scale)` as constants, for a no-gradient forward that applies the
-    /// update itself ([`crate::cpu`]); `None` when `name` is not adapted.
-    pub(crate) fn frozen_parts(&self, name: &str) -> Option<(Tensor, Tensor, f64)> {
+    /// Module `name`'s `(A, B)` (the variables' tensors, gradients tracked), for forwards that
+    /// apply the update themselves ([`crate::cpu`]); `None` when `name` is not adapted.
+    pub(crate) fn adapter(&self, name: &str) -> Option<(Tensor, Tensor)> {
         self.adapters
             .get(name)
-            .map(|(a, b)| (a.as_tensor().detach(), b.as_tensor().detach(), self.scale))
+            .map(|(a, b)| (a.as_tensor().clone(), b.as_tensor().clone()))
     }
 
-    /// Every adapter as `(module, A, B, scale)` with gradients tracked (module order), for a
-    /// forward that computes the update itself and hands gradients back through candle.
-    pub(crate) fn tracked_parts(&self) -> Vec<(String, Tensor, Tensor, f64)> {
-        self.adapters
-            .iter()
-            .map(|(n, (a, b))| {
-                (
-                    n.clone(),
-                    a.as_tensor().clone(),
-                    b.as_tensor().clone(),
-                    self.scale,
-                )
-            })
-            .collect()
+    /// The update's scale, `alpha / rank`.
+    pub(crate) fn scale(&self) -> f64 {
+        self.scale
     }
 
     /// Whether a forward now draws a dropout mask (training mode with dropout > 0).

@@ -54,6 +54,38 @@ fn seqs() -> Vec<Vec<u32>> {
     ]
 }
 
+/// Rank-4 adapters on `modules` of `model`, every value (A and B) set to `value(var, index)`.
+fn adapters(
+    model: &Gpt2,
+    modules: &[&str],
+    seed: u64,
+    value: impl Fn(usize, usize) -> f32,
+) -> Lora {
+    let cfg = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: modules.iter().map(|m| m.to_string()).collect(),
+    };
+    let targets = model.lora_targets();
+    let lora = Lora::new(
+        &cfg,
+        &targets,
+        model.default_lora_modules(),
+        seed,
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (i, v) in lora.vars().iter().enumerate() {
+        let vals: Vec<f32> = (0..v.as_tensor().elem_count())
+            .map(|j| value(i, j))
+            .collect();
+        v.set(&Tensor::from_vec(vals, v.as_tensor().shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    lora
+}
+
 #[test]
 fn padded_batch_matches_tensor_path() {
     let (fast, slow) = both();
@@ -114,29 +146,10 @@ fn cache_steps_match_tensor_path_and_mix_with_it() {
 #[test]
 fn lora_adapters_and_logit_span_match_tensor_path() {
     let (fast, _) = both();
-    let cfg = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        target_modules: vec!["c_attn".into(), "c_fc".into(), "mlp.c_proj".into()],
-    };
-    let lora = Lora::new(
-        &cfg,
-        &fast.lora_targets(),
-        fast.default_lora_modules(),
-        3,
-        &Device::Cpu,
-    )
-    .unwrap();
     // Non-zero B everywhere, so every adapter changes the output.
-    for (i, v) in lora.vars().iter().enumerate() {
-        let n = v.as_tensor().elem_count();
-        let vals: Vec<f32> = (0..n)
-            .map(|j| (((j * 31 + i * 7) % 17) as f32 - 8.0) * 0.02)
-            .collect();
-        v.set(&Tensor::from_vec(vals, v.as_tensor().shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
+    let lora = adapters(&fast, &["c_attn", "c_fc", "mlp.c_proj"], 3, |i, j| {
+        (((j * 31 + i * 7) % 17) as f32 - 8.0) * 0.02
+    });
     let input = LmInput::left_padded(&seqs(), 0).unwrap();
     let span = ForwardOpts {
         grad: false,
@@ -185,28 +198,9 @@ fn cpu_path_does_not_depend_on_thread_count() {
 #[test]
 fn lora_training_gradients_match_tensor_path() {
     let (fast, slow) = both();
-    let cfg = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        dropout: 0.0,
-        target_modules: vec!["c_attn".into(), "c_proj".into(), "c_fc".into()],
-    };
-    let lora = Lora::new(
-        &cfg,
-        &fast.lora_targets(),
-        fast.default_lora_modules(),
-        5,
-        &Device::Cpu,
-    )
-    .unwrap();
-    for (i, v) in lora.vars().iter().enumerate() {
-        let n = v.as_tensor().elem_count();
-        let vals: Vec<f32> = (0..n)
-            .map(|j| (((j * 13 + i * 5) % 19) as f32 - 9.0) * 0.03)
-            .collect();
-        v.set(&Tensor::from_vec(vals, v.as_tensor().shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
+    let lora = adapters(&fast, &["c_attn", "c_proj", "c_fc"], 5, |i, j| {
+        (((j * 13 + i * 5) % 19) as f32 - 9.0) * 0.03
+    });
     let input = LmInput::left_padded(&seqs(), 0).unwrap();
     let opts = ForwardOpts {
         grad: true,

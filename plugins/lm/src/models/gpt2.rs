@@ -360,7 +360,6 @@ fn f32_view(t: &Tensor) -> Result<F32View<impl std::ops::Deref<Target = Storage>
 
 impl Gpt2 {
     /// `y = x W + b` (+ the LoRA update of module `name`, without dropout) on plain slices.
-    #[allow(clippy::too_many_arguments)]
     fn linear_cpu(
         y: &mut [f32],
         x: &[f32],
@@ -369,17 +368,27 @@ impl Gpt2 {
         lora: Option<&Lora>,
         name: &str,
     ) -> Result<()> {
-        cpu::linear(y, x, &f32_view(&wb.0)?, &f32_view(&wb.1)?, n, cin, cout);
-        if let Some((a, b, scale)) = lora.and_then(|l| l.frozen_parts(name)) {
-            let (a, b) = (f32_view(&a)?, f32_view(&b)?);
-            let r = a.len() / cin;
-            let mut h = vec![0.0f32; n * r];
-            cpu::matmul(&mut h, x, &a, (n, cin, r), false, true, false);
-            let scale = scale as f32;
-            h.iter_mut().for_each(|v| *v *= scale);
-            cpu::matmul(y, &h, &b, (n, r, cout), false, true, true);
-        }
+        let (w, bias) = (f32_view(&wb.0)?, f32_view(&wb.1)?);
+        let Some((l, (a, b))) = lora.and_then(|l| Some((l, l.adapter(name)?))) else {
+            cpu::linear_lora(y, x, &w, &bias, None, n, cin, cout);
+            return Ok(());
+        };
+        let (a, b) = (f32_view(&a)?, f32_view(&b)?);
+        let scale = l.scale() as f32;
+        let ad = cpu::Adapter {
+            a: &a,
+            b: &b,
+            scale,
+        };
+        cpu::linear_lora(y, x, &w, &bias, Some(ad), n, cin, cout);
         Ok(())
+    }
+
+    /// Token plus position embeddings of `ids` at `positions`, on plain slices.
+    fn embed_cpu(&self, ids: &[u32], positions: &[u32]) -> Result<Vec<f32>> {
+        let (wte, wpe) = (f32_view(&self.wte)?, f32_view(&self.wpe)?);
+        let pos = positions.iter().map(|&p| p as usize);
+        Ok(cpu::embed(&wte, &wpe, ids, pos, self.cfg.n_embd))
     }
 
     /// The no-gradient forward on f32 CPU weights ([`crate::cpu`]): the same function as the
@@ -401,16 +410,7 @@ impl Gpt2 {
         );
         let (hd, n, past) = (c / nh, b * t, ctx.past);
         let eps = self.cfg.layer_norm_epsilon as f32;
-        let mut x = vec![0.0f32; n * c];
-        {
-            let (wte, wpe) = (f32_view(&self.wte)?, f32_view(&self.wpe)?);
-            for ((row, &id), &pos) in x.chunks_mut(c).zip(&input.ids).zip(&ctx.positions) {
-                let (e, p) = (&wte[id as usize * c..][..c], &wpe[pos as usize * c..][..c]);
-                for ((o, a), b) in row.iter_mut().zip(e).zip(p) {
-                    *o = a + b;
-                }
-            }
-        }
+        let mut x = self.embed_cpu(&input.ids, &ctx.positions)?;
         let mut a = vec![0.0f32; n * c];
         let mut stats = vec![(0.0f32, 0.0f32); n];
         let mut qkv = vec![0.0f32; n * 3 * c];
@@ -526,11 +526,7 @@ impl CausalLm for Gpt2 {
                 ops::frozen_linear(&hidden.narrow(1, from, tl)?, &self.lm_head.t()?, None)?;
             return Ok(LmOutput { logits, hidden });
         }
-        if !grad
-            && self.device.is_cpu()
-            && self.wte.dtype() == DType::F32
-            && lora.is_none_or(|l| !l.dropout_active())
-        {
+        if !grad && cpu_f32 && lora.is_none_or(|l| !l.dropout_active()) {
             return self.forward_cpu(input, cache, lora, ctx, (from, tl));
         }
         let (h, nh) = (self.cfg.n_embd, self.cfg.n_head);

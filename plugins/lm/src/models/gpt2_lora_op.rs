@@ -87,33 +87,29 @@ impl LoraBody {
         mask: Vec<u8>,
         lora: &Lora,
     ) -> maxmin_core::Result<(Self, Tensor)> {
-        let parts = lora.tracked_parts();
         let mut slots = vec![[None; 4]; model.cfg.n_layer];
-        let mut flat = Vec::with_capacity(2 * parts.len());
+        let mut flat = Vec::new();
         let mut off = 0;
-        let mut scale = 0.0;
-        for (name, a, b, s) in &parts {
-            let found = (0..model.cfg.n_layer).find_map(|l| {
-                MODULES
-                    .iter()
-                    .position(|m| *name == format!("h.{l}.{m}"))
-                    .map(|i| (l, i))
-            });
-            let Some((l, i)) = found else {
-                return Err(maxmin_core::Error::Internal(format!(
-                    "adapter `{name}` is not a GPT-2 linear module"
-                )));
-            };
-            let r = a.dim(0)?;
-            slots[l][i] = Some(Slot {
-                a: off,
-                b: off + a.elem_count(),
-                r,
-            });
-            off += a.elem_count() + b.elem_count();
-            flat.push(a.flatten_all()?);
-            flat.push(b.flatten_all()?);
-            scale = *s as f32;
+        for (l, layer) in slots.iter_mut().enumerate() {
+            for (slot, m) in layer.iter_mut().zip(MODULES) {
+                let Some((a, b)) = lora.adapter(&format!("h.{l}.{m}")) else {
+                    continue;
+                };
+                *slot = Some(Slot {
+                    a: off,
+                    b: off + a.elem_count(),
+                    r: a.dim(0)?,
+                });
+                off += a.elem_count() + b.elem_count();
+                flat.push(a.flatten_all()?);
+                flat.push(b.flatten_all()?);
+            }
+        }
+        if flat.len() != 2 * lora.modules().len() {
+            return Err(maxmin_core::Error::Internal(format!(
+                "adapters {:?} are not all GPT-2 linear modules",
+                lora.modules()
+            )));
         }
         let flat = Tensor::cat(&flat, 0)?;
         Ok((
@@ -125,7 +121,7 @@ impl LoraBody {
                 b: input.batch,
                 t: input.seq_len,
                 slots,
-                scale,
+                scale: lora.scale() as f32,
                 total: off,
                 acts: Mutex::new(None),
             },
@@ -145,20 +141,16 @@ impl LoraBody {
 
     /// `y = x W + b + scale · (x Aᵀ) Bᵀ`; returns `x Aᵀ` (empty without an adapter).
     fn linear(&self, y: &mut [f32], x: &[f32], l: usize, i: usize, p: &[f32]) -> CResult<Vec<f32>> {
-        let n = self.b * self.t;
         let (cin, cout) = self.dims(i);
         let wb = self.weights(l, i);
         let (w, bias) = (f32_view(&wb.0).map_err(err)?, f32_view(&wb.1).map_err(err)?);
-        cpu::linear(y, x, &w, &bias, n, cin, cout);
-        let Some(s) = self.slots[l][i] else {
-            return Ok(Vec::new());
-        };
-        let (a, b) = (&p[s.a..][..s.r * cin], &p[s.b..][..cout * s.r]);
-        let mut h = vec![0.0f32; n * s.r];
-        cpu::matmul(&mut h, x, a, (n, cin, s.r), false, true, false);
-        let hs: Vec<f32> = h.iter().map(|v| v * self.scale).collect();
-        cpu::matmul(y, &hs, b, (n, s.r, cout), false, true, true);
-        Ok(h)
+        let adapter = self.slots[l][i].map(|s| cpu::Adapter {
+            a: &p[s.a..][..s.r * cin],
+            b: &p[s.b..][..cout * s.r],
+            scale: self.scale,
+        });
+        let n = self.b * self.t;
+        Ok(cpu::linear_lora(y, x, &w, &bias, adapter, n, cin, cout))
     }
 
     /// Backward of [`LoraBody::linear`]: returns `dx`, adds `dA`, `dB` into `grad`.
@@ -210,11 +202,33 @@ impl LoraBody {
         }
     }
 
-    fn ln_params(t: &(Tensor, Tensor)) -> CResult<(Vec<f32>, Vec<f32>)> {
-        Ok((
-            f32_view(&t.0).map_err(err)?.to_vec(),
-            f32_view(&t.1).map_err(err)?.to_vec(),
-        ))
+    /// [`cpu::layer_norm`] with the frozen weights `ln` (read in place).
+    fn layer_norm(
+        &self,
+        y: &mut [f32],
+        st: &mut [(f32, f32)],
+        x: &[f32],
+        ln: &(Tensor, Tensor),
+    ) -> CResult<()> {
+        let (w, b) = (f32_view(&ln.0).map_err(err)?, f32_view(&ln.1).map_err(err)?);
+        let cfg = &self.model.cfg;
+        let eps = cfg.layer_norm_epsilon as f32;
+        cpu::layer_norm(y, st, x, &w, &b, cfg.n_embd, eps);
+        Ok(())
+    }
+
+    /// [`cpu::layer_norm_back_dx`] with the frozen weights `ln`.
+    fn layer_norm_back(
+        &self,
+        dx: &mut [f32],
+        dy: &[f32],
+        x: &[f32],
+        st: &[(f32, f32)],
+        ln: &(Tensor, Tensor),
+    ) -> CResult<()> {
+        let w = f32_view(&ln.0).map_err(err)?;
+        cpu::layer_norm_back_dx(dx, dy, x, st, &w, self.model.cfg.n_embd);
+        Ok(())
     }
 }
 
@@ -241,19 +255,11 @@ impl CustomOp1 for LoraBody {
         let cfg = &self.model.cfg;
         let (c, f) = (cfg.n_embd, cfg.inner());
         let n = self.b * self.t;
-        let eps = cfg.layer_norm_epsilon as f32;
         let sh = self.shape();
-        let mut x = vec![0.0f32; n * c];
-        {
-            let wte = f32_view(&self.model.wte).map_err(err)?;
-            let wpe = f32_view(&self.model.wpe).map_err(err)?;
-            for ((row, &id), &pos) in x.chunks_mut(c).zip(&self.ids).zip(&self.positions) {
-                let (e, q) = (&wte[id as usize * c..][..c], &wpe[pos as usize * c..][..c]);
-                for ((o, a), b) in row.iter_mut().zip(e).zip(q) {
-                    *o = a + b;
-                }
-            }
-        }
+        let mut x = self
+            .model
+            .embed_cpu(&self.ids, &self.positions)
+            .map_err(err)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let blk = &self.model.blocks[l];
@@ -269,8 +275,7 @@ impl CustomOp1 for LoraBody {
                 fcg: vec![0.0; n * f],
                 ..LayerActs::default()
             };
-            let (w, b) = Self::ln_params(&blk.ln_1)?;
-            cpu::layer_norm(&mut a.ln1, &mut a.st1, &x, &w, &b, c, eps);
+            self.layer_norm(&mut a.ln1, &mut a.st1, &x, &blk.ln_1)?;
             let mut qkv = vec![0.0f32; n * 3 * c];
             a.h[0] = self.linear(&mut qkv, &a.ln1, l, 0, p)?;
             let [q, k, vv] = cpu::split_heads(&qkv, sh.b, sh.t, sh.nh, sh.hd);
@@ -278,8 +283,7 @@ impl CustomOp1 for LoraBody {
             (a.q, a.k, a.v) = (q, k, vv);
             a.h[1] = self.linear(&mut a.res2, &a.atty, l, 1, p)?;
             a.res2.iter_mut().zip(&x).for_each(|(r, x)| *r += x);
-            let (w, b) = Self::ln_params(&blk.ln_2)?;
-            cpu::layer_norm(&mut a.ln2, &mut a.st2, &a.res2, &w, &b, c, eps);
+            self.layer_norm(&mut a.ln2, &mut a.st2, &a.res2, &blk.ln_2)?;
             a.h[2] = self.linear(&mut a.fch, &a.ln2, l, 2, p)?;
             cpu::gelu(&mut a.fcg, &a.fch);
             let mut out = vec![0.0f32; n * c];
@@ -288,10 +292,9 @@ impl CustomOp1 for LoraBody {
             a.x = std::mem::replace(&mut x, out);
             layers.push(a);
         }
-        let (w, b) = Self::ln_params(&self.model.ln_f)?;
         let mut hidden = vec![0.0f32; n * c];
         let mut stf = vec![(0.0, 0.0); n];
-        cpu::layer_norm(&mut hidden, &mut stf, &x, &w, &b, c, eps);
+        self.layer_norm(&mut hidden, &mut stf, &x, &self.model.ln_f)?;
         *self
             .acts
             .lock()
@@ -317,9 +320,8 @@ impl CustomOp1 for LoraBody {
         let sh = self.shape();
         let dims4 = (sh.b, sh.t, sh.nh, sh.hd);
         let mut g = vec![0.0f32; self.total];
-        let (w, _) = Self::ln_params(&self.model.ln_f)?;
         let mut dx = vec![0.0f32; n * c];
-        cpu::layer_norm_back_dx(&mut dx, &dh, &acts.xf, &acts.stf, &w, c);
+        self.layer_norm_back(&mut dx, &dh, &acts.xf, &acts.stf, &self.model.ln_f)?;
         for l in (0..cfg.n_layer).rev() {
             let a = &acts.layers[l];
             let blk = &self.model.blocks[l];
@@ -329,8 +331,7 @@ impl CustomOp1 for LoraBody {
             cpu::gelu_back(&mut dfch, &dfcg, &a.fch);
             let dln2 = self.linear_back(&dfch, &a.ln2, &a.h[2], l, 2, &p, &mut g)?;
             let mut dres2 = dx;
-            let (w, _) = Self::ln_params(&blk.ln_2)?;
-            cpu::layer_norm_back_dx(&mut dres2, &dln2, &a.res2, &a.st2, &w, c);
+            self.layer_norm_back(&mut dres2, &dln2, &a.res2, &a.st2, &blk.ln_2)?;
             // Attention: res2 = x + proj(attn(qkv(ln1(x))))
             let datty = self.linear_back(&dres2, &a.atty, &a.h[1], l, 1, &p, &mut g)?;
             let dy = cpu::to_heads(&datty, c, 0, dims4);
@@ -354,10 +355,8 @@ impl CustomOp1 for LoraBody {
                 cpu::from_heads(&mut dqkv, 3 * c, part * c, d, dims4);
             }
             let dln1 = self.linear_back(&dqkv, &a.ln1, &a.h[0], l, 0, &p, &mut g)?;
-            let (w, _) = Self::ln_params(&blk.ln_1)?;
-            let mut dxl = dres2;
-            cpu::layer_norm_back_dx(&mut dxl, &dln1, &a.x, &a.st1, &w, c);
-            dx = dxl;
+            dx = dres2;
+            self.layer_norm_back(&mut dx, &dln1, &a.x, &a.st1, &blk.ln_1)?;
         }
         Ok(Some(Tensor::from_vec(g, self.total, arg.device())?))
     }
