@@ -60,6 +60,19 @@ pub struct Combined {
 pub trait Objective: Send + Debug {
     /// Combine one batch.
     fn combine(&mut self, batch: &Batch<'_>) -> Result<Combined>;
+    /// The training reward that this batch's decisions (`combined`: its selected group or group
+    /// weights) give to other samples, `[K][N]` group rewards and `[N]` pooled ones, without
+    /// touching the objective's state. Reward shaping scores the prefixes of a batch's responses
+    /// with it (docs/lm-rlhf.md, "Token rewards"); on the batch's own rewards it returns
+    /// `combined.rewards`. Default: Σ_u weight_u · r_u, the rule of every linear objective.
+    fn rescore(
+        &self,
+        combined: &Combined,
+        group_rewards: &[Vec<f32>],
+        _single_rewards: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        Ok(weighted_rows(group_rewards, &combined.weights))
+    }
     /// State to checkpoint.
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -110,11 +123,15 @@ fn check_batch(batch: &Batch<'_>, k: usize) -> Result<usize> {
 }
 
 fn weighted(batch: &Batch<'_>, w: &[f64]) -> Vec<f32> {
-    let b = batch.group_rewards[0].len();
+    weighted_rows(batch.group_rewards, w)
+}
+
+/// Σ_u w_u · r_u(i) per sample of `[K][N]` rewards.
+fn weighted_rows(group_rewards: &[Vec<f32>], w: &[f64]) -> Vec<f32> {
+    let b = group_rewards.first().map_or(0, |r| r.len());
     (0..b)
         .map(|i| {
-            batch
-                .group_rewards
+            group_rewards
                 .iter()
                 .zip(w)
                 .map(|(r, w)| r[i] as f64 * w)
@@ -171,6 +188,11 @@ impl Objective for Single {
             weights: vec![f64::NAN; self.k],
             selected: None,
         })
+    }
+    fn rescore(&self, _: &Combined, _: &[Vec<f32>], single: Option<&[f32]>) -> Result<Vec<f32>> {
+        single
+            .map(<[f32]>::to_vec)
+            .ok_or_else(|| Error::Internal("single: rescore without pooled rewards".into()))
     }
 }
 
@@ -380,6 +402,23 @@ impl Objective for PointwiseMin {
             weights,
             selected: None,
         })
+    }
+    fn rescore(
+        &self,
+        _: &Combined,
+        group_rewards: &[Vec<f32>],
+        _: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        let b = group_rewards.first().map_or(0, |r| r.len());
+        Ok((0..b)
+            .map(|i| {
+                group_rewards
+                    .iter()
+                    .map(|r| r[i])
+                    .min_by(|a, b| a.total_cmp(b))
+                    .unwrap_or(0.0)
+            })
+            .collect())
     }
 }
 
@@ -655,6 +694,43 @@ mod tests {
         let cfg: Box<dyn ObjectiveConfig> = toml::from_str(&format!("type = \"{t}\"")).unwrap();
         cfg.validate().unwrap();
         cfg.build(&groups()).unwrap()
+    }
+
+    #[test]
+    fn rescore_repeats_the_batch_decision_on_other_samples() {
+        let r = vec![vec![2.0f32, 2.0, 0.3], vec![-1.0, 0.5, 0.1]];
+        let single = [1.0f32, 1.5, -0.2];
+        // Other samples (say, prefixes): group a low, group b high.
+        let other = vec![vec![-3.0f32, 0.25], vec![4.0, -0.5]];
+        let other_single = [7.0f32, -7.0];
+        let cases: [(&str, [f32; 2]); 6] = [
+            ("single", [7.0, -7.0]),
+            (
+                "utilitarian",
+                [0.8 * -3.0 + 0.2 * 4.0, 0.8 * 0.25 + 0.2 * -0.5],
+            ),
+            // Group b has the lower mean on the batch, so maxmin scores everything with b.
+            ("maxmin", [4.0, -0.5]),
+            ("pointwise-min", [-3.0, -0.5]),
+            ("softmin", [f32::NAN, f32::NAN]),
+            ("dro", [f32::NAN, f32::NAN]),
+        ];
+        for (t, want) in cases {
+            let mut o = build(t);
+            let c = o.combine(&batch(&r, Some(&single))).unwrap();
+            let own = o.rescore(&c, &r, Some(&single)).unwrap();
+            assert_eq!(own, c.rewards, "{t}: rescoring the batch itself");
+            let got = o.rescore(&c, &other, Some(&other_single)).unwrap();
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                let w = if w.is_nan() {
+                    // Weighted objectives: Σ_u λ_u r_u with this batch's λ.
+                    (c.weights[0] * other[0][i] as f64 + c.weights[1] * other[1][i] as f64) as f32
+                } else {
+                    w
+                };
+                assert!((g - w).abs() < 1e-6, "{t}: sample {i}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]

@@ -362,6 +362,12 @@ pub struct LmCompare {
     /// Z-score each learned reward on reference completions before combining.
     #[serde(default = "yes")]
     pub calibrate: bool,
+    /// How the objective's score reaches the response tokens: `none` (the paper, TRL: the whole
+    /// score at the last token) or `prefix` (token t gets Φ(y≤t) − Φ(y<t), Φ being the
+    /// objective's score of the prefix under this batch's group choice; the sum is the same
+    /// score). docs/lm-rlhf.md, "Token rewards".
+    #[serde(default)]
+    pub reward_shaping: Shaping,
     /// Checkpoint every this many PPO steps.
     #[serde(default = "d_ck")]
     pub checkpoint_every: usize,
@@ -373,6 +379,17 @@ pub struct LmCompare {
     /// the others. Results do not depend on it: every policy has its own seed-derived streams.
     #[serde(default)]
     pub jobs: Option<usize>,
+}
+
+/// `[compare] reward-shaping`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shaping {
+    /// The sequence score at the response's last token.
+    #[default]
+    None,
+    /// Potential-based shaping with the prefix scores as the potential.
+    Prefix,
 }
 
 impl LmCompare {

@@ -19,7 +19,7 @@
 //! Resume: the preference and reward stages are deterministic and rerun; finished policies are
 //! reused; an interrupted policy continues from its last checkpoint.
 
-use crate::config::{LmCompare, LmExperiment};
+use crate::config::{LmCompare, LmExperiment, Shaping};
 pub use crate::context::{build_ctx, table, Completion, Ctx, LmResult, Table};
 use crate::context::{complete, gen_options, score_truth};
 use crate::features::Featurizer;
@@ -331,8 +331,14 @@ fn run_steps(
             mean_kl,
             beta: trainer.beta(),
         })?;
-        let stats = trainer
-            .step(&rollout, &combined.rewards)
+        let stepped = match compare.reward_shaping {
+            Shaping::None => trainer.step(&rollout, &combined.rewards),
+            Shaping::Prefix => {
+                let phi = prefix_scores(job, &*objective, &combined, &prompts, &rollout.responses)?;
+                trainer.step_tokens(&rollout, &shaped(&phi, &combined.rewards))
+            }
+        };
+        let stats = stepped
             .map_err(|e| step_failed(job.label, job.seed, state.step + 1, job.pol_dir, e))?;
         state.step += 1;
         let truth: Vec<Completion> = idx
@@ -353,6 +359,59 @@ fn run_steps(
         }
     }
     Ok(())
+}
+
+/// Φ(y<n) for every proper prefix of every response (`[B][n − 1]`, prefixes of 1 … n − 1
+/// tokens): the objective's score of the prefix as if it were the whole response, under this
+/// batch's decision (`combined`), from the same calibrated learned rewards.
+fn prefix_scores(
+    job: &PolicyJob,
+    objective: &dyn maxmin_core::objective::Objective,
+    combined: &maxmin_core::objective::Combined,
+    prompts: &[Vec<u32>],
+    responses: &[Vec<u32>],
+) -> Result<Vec<Vec<f32>>> {
+    let (mut pp, mut py) = (Vec::new(), Vec::new());
+    for (p, y) in prompts.iter().zip(responses) {
+        for j in 1..y.len() {
+            pp.push(p.clone());
+            py.push(y[..j].to_vec());
+        }
+    }
+    let mut flat = if py.is_empty() {
+        vec![]
+    } else {
+        let br = batch_rewards(job.fz, job.learned, job.cals, &pp, &py)?;
+        objective.rescore(combined, &br.groups, Some(&br.single))?
+    }
+    .into_iter();
+    Ok(responses
+        .iter()
+        .map(|y| flat.by_ref().take(y.len().saturating_sub(1)).collect())
+        .collect())
+}
+
+/// Potential-based token rewards (Ng et al. 1999, γ = 1): token t of a response of n tokens gets
+/// Φ(y≤t) − Φ(y<t) with Φ(empty) = 0 and Φ(y≤n) = its sequence score, so the tokens sum to the
+/// score exactly and the return from any token on is the score minus a function of the prefix
+/// before it (a baseline: the policy gradient's expectation is unchanged).
+fn shaped(phi: &[Vec<f32>], scores: &[f32]) -> Vec<Vec<f32>> {
+    phi.iter()
+        .zip(scores)
+        .map(|(p, &s)| {
+            let mut prev = 0.0f32;
+            let mut t: Vec<f32> = p
+                .iter()
+                .map(|&v| {
+                    let d = v - prev;
+                    prev = v;
+                    d
+                })
+                .collect();
+            t.push(s - prev);
+            t
+        })
+        .collect()
 }
 
 /// A fresh trainer for `label` × `seed` and its state at step 0 (seeds derived from the root seed).
@@ -958,6 +1017,17 @@ mod tests {
     use super::*;
     use maxmin_core::objective::SingleConfig;
     use maxmin_core::run::NoProgress;
+
+    #[test]
+    fn shaped_token_rewards_telescope_to_the_score() {
+        // Φ of the prefixes of a 4-token and a 1-token response.
+        let phi = vec![vec![0.5f32, -0.25, 1.0], vec![]];
+        let t = shaped(&phi, &[2.0, -3.0]);
+        assert_eq!(t, vec![vec![0.5, -0.75, 1.25, 1.0], vec![-3.0]]);
+        for (row, s) in t.iter().zip([2.0f32, -3.0]) {
+            assert_eq!(row.iter().sum::<f32>(), s);
+        }
+    }
 
     fn fixture(dir: &Path, steps: usize) -> LmExperiment {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

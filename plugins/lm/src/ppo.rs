@@ -341,18 +341,62 @@ impl LmPpoTrainer {
     /// gradient it returns an error and leaves the weights, optimiser and KL controller as they
     /// were, so the caller can stop and keep its last good checkpoint.
     pub fn step(&mut self, rollout: &Rollout, scores: &[f32]) -> Result<StepStats> {
+        let tokens: Vec<Vec<f32>> = rollout
+            .responses
+            .iter()
+            .zip(scores)
+            .map(|(y, &s)| {
+                let mut t = vec![0.0f32; y.len()];
+                if let Some(last) = t.last_mut() {
+                    *last = s;
+                }
+                t
+            })
+            .collect();
+        self.check_step_input(rollout, scores)?;
+        self.step_inner(rollout, &tokens)
+    }
+
+    /// [`LmPpoTrainer::step`] with a score per response token (`token_scores[i][t]`, added to
+    /// token `t`'s reward beside the KL penalty) instead of one per response at its last token:
+    /// for shaped rewards (docs/lm-rlhf.md, "Token rewards"). `score-clip` clips each token's
+    /// score; the logged score of a response is the sum of its token scores.
+    pub fn step_tokens(
+        &mut self,
+        rollout: &Rollout,
+        token_scores: &[Vec<f32>],
+    ) -> Result<StepStats> {
+        let sums: Vec<f32> = token_scores.iter().map(|t| t.iter().sum()).collect();
+        self.check_step_input(rollout, &sums)?;
+        for (i, (t, y)) in token_scores.iter().zip(&rollout.responses).enumerate() {
+            if t.len() != y.len() {
+                return Err(Error::input(
+                    format!(
+                        "PPO step {}: response {i} has {} tokens but {} token scores",
+                        self.steps,
+                        y.len(),
+                        t.len()
+                    ),
+                    None,
+                ));
+            }
+        }
+        self.step_inner(rollout, token_scores)
+    }
+
+    fn step_inner(&mut self, rollout: &Rollout, token_scores: &[Vec<f32>]) -> Result<StepStats> {
         let t0 = Instant::now();
         let step = self.steps;
-        self.check_step_input(rollout, scores)?;
         let beta = self.kl_ctl.value;
-        let scores: Vec<f32> = match self.cfg.score_clip {
-            Some(c) => scores
+        let token_scores: Vec<Vec<f32>> = match self.cfg.score_clip {
+            Some(c) => token_scores
                 .iter()
-                .map(|s| s.clamp(-c as f32, c as f32))
+                .map(|t| t.iter().map(|s| s.clamp(-c as f32, c as f32)).collect())
                 .collect(),
-            None => scores.to_vec(),
+            None => token_scores.to_vec(),
         };
-        let data = self.advantages(rollout, &scores, beta)?;
+        let scores: Vec<f32> = token_scores.iter().map(|t| t.iter().sum()).collect();
+        let data = self.advantages(rollout, &token_scores, beta)?;
 
         // Snapshot so that a non-finite loss or gradient in any mini-batch undoes the whole step.
         let snapshot: Vec<Tensor> = self
@@ -426,9 +470,11 @@ impl LmPpoTrainer {
         Ok(())
     }
 
-    /// Token rewards, GAE ([`gae::gae_rows`]: one row per response, V = 0 after its last
-    /// token), returns and whitened advantages, flattened `[B, R]`.
-    fn advantages(&self, rollout: &Rollout, scores: &[f32], beta: f64) -> Result<BatchData> {
+    /// Token rewards (−β·KL plus the token's score), GAE ([`gae::gae_rows`]: one row per
+    /// response, V = 0 after its last token), returns and whitened advantages, flattened `[B, R]`.
+    // Indexed loops: the rollout's rows and the scores are read at the same (i, t).
+    #[allow(clippy::needless_range_loop)]
+    fn advantages(&self, rollout: &Rollout, scores: &[Vec<f32>], beta: f64) -> Result<BatchData> {
         let b = rollout.len();
         let r = rollout.responses.iter().map(|y| y.len()).max().unwrap_or(1);
         let mut mask = vec![0f32; b * r];
@@ -443,9 +489,8 @@ impl LmPpoTrainer {
                 old_logp[k] = rollout.logprobs[i][t];
                 old_values[k] = rollout.values[i][t];
                 let kl = rollout.logprobs[i][t] as f64 - rollout.ref_logprobs[i][t] as f64;
-                rewards[k] = (-beta * kl) as f32;
+                rewards[k] = (-beta * kl) as f32 + scores[i][t];
             }
-            rewards[i * r + n - 1] += scores[i];
         }
         if self.cfg.whiten_rewards {
             stats::whiten(&mut rewards, Some(&mask), WHITEN_EPS, false);

@@ -544,3 +544,56 @@ fn a_rewarded_response_becomes_more_likely() {
         assert!(total(&r1, i) < total(&r0, i), "response {i}");
     }
 }
+
+#[test]
+fn token_scores_at_the_last_token_match_sequence_scores() {
+    let base = base();
+    let run = |spread: Option<bool>| {
+        let mut t = LmPpoTrainer::new(policy(&base, 12), cfg(4), 12).unwrap();
+        let mut r = rng::stream(11, "rollout/tokens");
+        let ro = t
+            .rollout(&prompts(4, 12), &sampling(NEW_TOKENS, false), &mut r)
+            .unwrap();
+        let s = score(&ro.responses);
+        let stats = match spread {
+            None => t.step(&ro, &s).unwrap(),
+            Some(spread) => {
+                let toks: Vec<Vec<f32>> = ro
+                    .responses
+                    .iter()
+                    .zip(&s)
+                    .map(|(y, &v)| {
+                        let n = y.len();
+                        (0..n)
+                            .map(|i| match (spread, i + 1 == n) {
+                                (true, _) => v / n as f32,
+                                (false, true) => v,
+                                (false, false) => 0.0,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                t.step_tokens(&ro, &toks).unwrap()
+            }
+        };
+        (snapshot(&t), without_timings(&stats))
+    };
+    let seq = run(None);
+    assert_eq!(seq, run(Some(false)), "all of the score at the last token");
+    // The same total spread over the tokens changes the advantages, so the update.
+    assert_ne!(seq.0, run(Some(true)).0);
+
+    // A token-score row of the wrong length is refused by response.
+    let mut t = LmPpoTrainer::new(policy(&base, 12), cfg(4), 12).unwrap();
+    let mut r = rng::stream(11, "rollout/tokens");
+    let ro = t
+        .rollout(&prompts(4, 12), &sampling(NEW_TOKENS, false), &mut r)
+        .unwrap();
+    let mut toks: Vec<Vec<f32>> = ro.responses.iter().map(|y| vec![0.0; y.len()]).collect();
+    toks[2].push(1.0);
+    let e = t.step_tokens(&ro, &toks).unwrap_err().to_string();
+    assert!(
+        e.contains("response 2") && e.contains("token scores"),
+        "{e}"
+    );
+}
