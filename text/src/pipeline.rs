@@ -1030,6 +1030,11 @@ mod tests {
     }
 
     fn fixture(dir: &Path, steps: usize) -> LmExperiment {
+        fixture_with(dir, steps, "")
+    }
+
+    /// [`fixture`] with extra `[compare]` lines.
+    fn fixture_with(dir: &Path, steps: usize, compare: &str) -> LmExperiment {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let prompts = dir.join("p.txt");
         std::fs::write(
@@ -1043,7 +1048,7 @@ mod tests {
              [population]\nusers = 4\n[[population.groups]]\nname = \"a\"\nshare = 1\n\
              reward = {{ type = \"conciseness\" }}\n[[population.groups]]\nname = \"b\"\nshare = 1\n\
              reward = {{ type = \"conciseness\" }}\n[ppo]\nbatch-size = 4\nmini-batch-size = 2\n\
-             [compare]\nsteps = {steps}\ncheckpoint-every = 2\ncalibrate = false\n\
+             [compare]\nsteps = {steps}\ncheckpoint-every = 2\ncalibrate = false\n{compare}\n\
              [[compare.objectives]]\ntype = \"single\"\n",
             root.join("tests/data/lm/gpt2-noprefix").display(),
             prompts.display()
@@ -1128,6 +1133,35 @@ mod tests {
             .unwrap()
             .ends_with("checkpoint-000002"));
         assert!(!pol.join("result.json").exists());
+    }
+
+    /// Token rewards train through the whole pipeline, and change the update: the same seeds
+    /// with and without `reward-shaping = "prefix"` end with different adapters.
+    #[test]
+    fn prefix_shaping_trains_and_changes_the_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params = vec![];
+        for (name, extra) in [("none", ""), ("prefix", "reward-shaping = \"prefix\"")] {
+            let exp = fixture_with(dir.path(), 2, extra);
+            let ctx = build_ctx(&exp).unwrap();
+            let fz = Featurizer::new(ctx.base.clone(), ctx.pad_id, 4);
+            let (id, id1) = (Calibration::identity(2), Calibration::identity(1));
+            let learned = models(&fz, None);
+            let pol = dir.path().join(name);
+            std::fs::create_dir_all(&pol).unwrap();
+            let args = PolicyArgs {
+                ctx: &ctx,
+                learned: &learned,
+                cal: &id,
+                cal_single: &id1,
+                fz: &fz,
+            };
+            let r = train_policy(&args, &SingleConfig {}, 1, &pol, &mut NoProgress).unwrap();
+            assert!(r.groups.values().all(|v| v.is_finite()), "{name}");
+            params.push(std::fs::read(pol.join("checkpoint-000002/lm_ppo.safetensors")).ok());
+        }
+        assert!(params[0].is_some(), "checkpoint file name changed");
+        assert_ne!(params[0], params[1]);
     }
 
     /// A completion that is only EOS scores as empty text with zero tokens and still encodes.
