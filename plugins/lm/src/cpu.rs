@@ -623,6 +623,12 @@ fn attend_head(out: &mut [f32], h: HeadRefs<'_>, s: AttnShape) {
 /// multiply-adds above the diagonal, but at matrix-product speed.
 const GEMM_ATTN_MIN_T: usize = 8;
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_head_gemm_avx2(out: &mut [f32], sc: &mut [f32], h: HeadRefs<'_>, s: AttnShape) {
+    attend_head_gemm(out, sc, h, s);
+}
+
 /// [`attend_head`] for many queries: scores `S = Q Kᵀ · scale` `[t × total]` by gemm, a masked
 /// softmax per row (masked entries exactly 0, a row with no key uniform), then `out = P V`.
 /// The probabilities `P` `[t × total]` are left in `sc`.
@@ -633,32 +639,65 @@ fn attend_head_gemm(out: &mut [f32], sc: &mut [f32], h: HeadRefs<'_>, s: AttnSha
     let scale = 1.0 / (hd as f32).sqrt();
     let serial = gemm::Parallelism::None;
     gemm_call(sc, h.q, h.k, (t, hd, total), (false, true, false), serial);
+    // Keys before the first unmasked one are left padding; a query whose keys first..=last are
+    // all unmasked (every query before the first hole, e.g. right padding) runs its loops
+    // without a per-key branch, so they vectorise.
+    let first = h.mask.iter().position(|&m| m != 0).unwrap_or(total);
+    let hole = h.mask[first..]
+        .iter()
+        .position(|&m| m == 0)
+        .map_or(total, |p| first + p);
     for (i, row) in sc.chunks_mut(total).enumerate() {
         let last = s.past + i;
-        let mut mx = f32::NEG_INFINITY;
-        for (j, r) in row.iter_mut().enumerate() {
-            if j <= last && h.mask[j] != 0 {
-                *r *= scale;
-                mx = mx.max(*r);
-            }
-        }
-        if mx == f32::NEG_INFINITY {
-            row.fill(1.0 / total as f32);
+        if first > last || last >= hole {
+            softmax_row_masked(row, h.mask, last, scale, total);
             continue;
         }
+        // The same operations in the same order as the masked loop, minus the branch: the max
+        // does not depend on order, the sum stays sequential over keys first..=last.
+        let (pre, rest) = row.split_at_mut(first);
+        let (live, post) = rest.split_at_mut(last + 1 - first);
+        pre.fill(0.0);
+        post.fill(0.0);
+        live.iter_mut().for_each(|r| *r *= scale);
+        let mx = live.iter().fold(f32::NEG_INFINITY, |m, &r| m.max(r));
+        live.iter_mut().for_each(|r| *r = exp_nonpos(*r - mx));
         let mut sum = 0.0f32;
-        for (j, r) in row.iter_mut().enumerate() {
-            if j <= last && h.mask[j] != 0 {
-                *r = exp_nonpos(*r - mx);
-                sum += *r;
-            } else {
-                *r = 0.0;
-            }
+        for &r in live.iter() {
+            sum += r;
         }
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|r| *r *= inv);
     }
     gemm_call(out, sc, h.v, (t, total, hd), (false, false, false), serial);
+}
+
+/// One score row of [`attend_head_gemm`] with a per-key mask test: scale, masked softmax over the
+/// unmasked keys at positions `≤ last` (masked entries exactly 0; no such key: uniform).
+#[inline(always)]
+fn softmax_row_masked(row: &mut [f32], mask: &[u8], last: usize, scale: f32, total: usize) {
+    let mut mx = f32::NEG_INFINITY;
+    for (j, r) in row.iter_mut().enumerate() {
+        if j <= last && mask[j] != 0 {
+            *r *= scale;
+            mx = mx.max(*r);
+        }
+    }
+    if mx == f32::NEG_INFINITY {
+        row.fill(1.0 / total as f32);
+        return;
+    }
+    let mut sum = 0.0f32;
+    for (j, r) in row.iter_mut().enumerate() {
+        if j <= last && mask[j] != 0 {
+            *r = exp_nonpos(*r - mx);
+            sum += *r;
+        } else {
+            *r = 0.0;
+        }
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|r| *r *= inv);
 }
 
 /// Masked causal attention, no gradient. `q` is `[b × nh × t × hd]`, `k` and `v` are
@@ -761,6 +800,12 @@ pub fn masked_attention_keep(
                 v: &v[bh * t * hd..][..t * hd],
                 mask: &mask[r * t..][..t],
             };
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                unsafe { attend_head_gemm_avx2(out, p, head, s) };
+                return;
+            }
             attend_head_gemm(out, p, head, s);
         });
     from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd));
@@ -920,16 +965,28 @@ mod tests {
     /// Straightforward attention with the additive-bias semantics of the tensor path.
     #[test]
     fn masked_attention_matches_reference_with_cache_and_padding() {
-        let (b, nh, t, past, hd) = (2, 3, 4, 2, 5);
+        // Row 0: three padding positions (cached and new), row 1: none (per-query loop, t < 8).
+        let small: Vec<u8> = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1].to_vec();
+        // Matrix-product path (t ≥ 8): row 0 left padding, row 1 right padding (a hole), row 2
+        // a hole in the middle.
+        let mut large = vec![1u8; 3 * 12];
+        large[..3].fill(0);
+        large[12 + 9..24].fill(0);
+        large[24 + 5] = 0;
+        for (b, t, past, mask) in [(2, 4, 2, small), (3, 10, 2, large)] {
+            check_masked_attention(b, t, past, &mask);
+        }
+    }
+
+    fn check_masked_attention(b: usize, t: usize, past: usize, mask: &[u8]) {
+        let (nh, hd) = (3, 5);
         let total = past + t;
         let q = rand_vec(b * nh * t * hd, 5);
         let k = rand_vec(b * nh * total * hd, 6);
         let v = rand_vec(b * nh * total * hd, 7);
-        // Row 0: three padding positions (cached and new), row 1: none.
-        let mask: Vec<u8> = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1].to_vec();
         let mut y = vec![0.0f32; b * t * nh * hd];
         let s = AttnShape { b, nh, t, past, hd };
-        masked_attention(&mut y, &q, &k, &v, &mask, s);
+        masked_attention(&mut y, &q, &k, &v, mask, s);
         let scale = 1.0 / (hd as f64).sqrt();
         for r in 0..b {
             for h in 0..nh {
