@@ -548,6 +548,7 @@ fn a_rewarded_response_becomes_more_likely() {
 #[test]
 fn token_scores_at_the_last_token_match_sequence_scores() {
     let base = base();
+    // None: sequence scores; Some(false): all at the last token; Some(true): spread evenly.
     let run = |spread: Option<bool>| {
         let mut t = LmPpoTrainer::new(policy(&base, 12), cfg(4), 12).unwrap();
         let mut r = rng::stream(11, "rollout/tokens");
@@ -581,7 +582,34 @@ fn token_scores_at_the_last_token_match_sequence_scores() {
     let seq = run(None);
     assert_eq!(seq, run(Some(false)), "all of the score at the last token");
     // The same total spread over the tokens changes the advantages, so the update.
-    assert_ne!(seq.0, run(Some(true)).0);
+    let spread = run(Some(true));
+    assert_ne!(seq.0, spread.0);
+    // Scores on tokens other than the last are used: with responses of one token the spread
+    // equals the last-token placement, so every response here must be longer.
+    let mut t = LmPpoTrainer::new(policy(&base, 12), cfg(4), 12).unwrap();
+    let mut r = rng::stream(11, "rollout/tokens");
+    let ro = t
+        .rollout(&prompts(4, 12), &sampling(NEW_TOKENS, false), &mut r)
+        .unwrap();
+    assert!(ro.responses.iter().all(|y| y.len() > 1));
+    let first_only: Vec<Vec<f32>> = ro
+        .responses
+        .iter()
+        .map(|y| {
+            (0..y.len())
+                .map(|i| if i == 0 { 1.0 } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    let zeros: Vec<Vec<f32>> = ro.responses.iter().map(|y| vec![0.0; y.len()]).collect();
+    let mut u = LmPpoTrainer::new(policy(&base, 12), cfg(4), 12).unwrap();
+    t.step_tokens(&ro, &first_only).unwrap();
+    u.step_tokens(&ro, &zeros).unwrap();
+    assert_ne!(
+        snapshot(&t),
+        snapshot(&u),
+        "a score on the first token changed nothing"
+    );
 
     // A token-score row of the wrong length is refused by response.
     let mut t = LmPpoTrainer::new(policy(&base, 12), cfg(4), 12).unwrap();
