@@ -378,19 +378,29 @@ impl ObjectiveConfig for PointwiseMinConfig {
     }
 }
 
+/// Per sample of `[K][N]` rewards: the group with the lowest reward and that reward (the first
+/// such group on ties); none without groups.
+fn sample_minima(group_rewards: &[Vec<f32>]) -> Vec<Option<(usize, f32)>> {
+    let b = group_rewards.first().map_or(0, |r| r.len());
+    (0..b)
+        .map(|i| {
+            group_rewards
+                .iter()
+                .enumerate()
+                .map(|(u, r)| (u, r[i]))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        })
+        .collect()
+}
+
 impl Objective for PointwiseMin {
     fn combine(&mut self, batch: &Batch<'_>) -> Result<Combined> {
         let b = check_batch(batch, self.k)?;
         let mut counts = vec![0.0; self.k];
-        let rewards = (0..b)
-            .map(|i| {
-                let (u, r) = batch
-                    .group_rewards
-                    .iter()
-                    .enumerate()
-                    .map(|(u, r)| (u, r[i]))
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .expect("k ≥ 1");
+        let rewards = sample_minima(batch.group_rewards)
+            .into_iter()
+            .map(|m| {
+                let (u, r) = m.expect("k ≥ 1");
                 counts[u] += 1.0;
                 r
             })
@@ -409,15 +419,9 @@ impl Objective for PointwiseMin {
         group_rewards: &[Vec<f32>],
         _: Option<&[f32]>,
     ) -> Result<Vec<f32>> {
-        let b = group_rewards.first().map_or(0, |r| r.len());
-        Ok((0..b)
-            .map(|i| {
-                group_rewards
-                    .iter()
-                    .map(|r| r[i])
-                    .min_by(|a, b| a.total_cmp(b))
-                    .unwrap_or(0.0)
-            })
+        Ok(sample_minima(group_rewards)
+            .into_iter()
+            .map(|m| m.map_or(0.0, |(_, r)| r))
             .collect())
     }
 }

@@ -650,7 +650,7 @@ fn attend_head_gemm(out: &mut [f32], sc: &mut [f32], h: HeadRefs<'_>, s: AttnSha
     for (i, row) in sc.chunks_mut(total).enumerate() {
         let last = s.past + i;
         if first > last || last >= hole {
-            softmax_row_masked(row, h.mask, last, scale, total);
+            softmax_row_masked(row, h.mask, last, scale);
             continue;
         }
         // The same operations in the same order as the masked loop, minus the branch: the max
@@ -675,7 +675,7 @@ fn attend_head_gemm(out: &mut [f32], sc: &mut [f32], h: HeadRefs<'_>, s: AttnSha
 /// One score row of [`attend_head_gemm`] with a per-key mask test: scale, masked softmax over the
 /// unmasked keys at positions `≤ last` (masked entries exactly 0; no such key: uniform).
 #[inline(always)]
-fn softmax_row_masked(row: &mut [f32], mask: &[u8], last: usize, scale: f32, total: usize) {
+fn softmax_row_masked(row: &mut [f32], mask: &[u8], last: usize, scale: f32) {
     let mut mx = f32::NEG_INFINITY;
     for (j, r) in row.iter_mut().enumerate() {
         if j <= last && mask[j] != 0 {
@@ -684,7 +684,7 @@ fn softmax_row_masked(row: &mut [f32], mask: &[u8], last: usize, scale: f32, tot
         }
     }
     if mx == f32::NEG_INFINITY {
-        row.fill(1.0 / total as f32);
+        row.fill(1.0 / row.len() as f32);
         return;
     }
     let mut sum = 0.0f32;

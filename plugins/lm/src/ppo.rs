@@ -341,6 +341,7 @@ impl LmPpoTrainer {
     /// gradient it returns an error and leaves the weights, optimiser and KL controller as they
     /// were, so the caller can stop and keep its last good checkpoint.
     pub fn step(&mut self, rollout: &Rollout, scores: &[f32]) -> Result<StepStats> {
+        self.check_step_input(rollout, scores)?;
         let tokens: Vec<Vec<f32>> = rollout
             .responses
             .iter()
@@ -353,7 +354,6 @@ impl LmPpoTrainer {
                 t
             })
             .collect();
-        self.check_step_input(rollout, scores)?;
         self.step_inner(rollout, &tokens)
     }
 
