@@ -704,9 +704,18 @@ fn softmax_row_masked(row: &mut [f32], mask: &[u8], last: usize, scale: f32) {
 /// `[b × nh × (past + t) × hd]`, `mask` is `[b × (past + t)]` (1 = token); query `i` of a row
 /// attends to the unmasked keys at positions `≤ past + i`. A query with no such key (a padding
 /// position before the row's first token) averages every value uniformly, as an additive
-/// `-1e9` bias does in the tensor path, so its output stays finite. Writes `y` `[b·t × nh·hd]`
-/// (heads side by side, the layout the output projection reads).
-pub fn masked_attention(y: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: &[u8], s: AttnShape) {
+/// `-1e9` bias does in the tensor path, so its output stays finite. Writes `y`, one row per kept
+/// position of `rows` (heads side by side, the layout the output projection reads).
+#[allow(clippy::too_many_arguments)]
+pub fn masked_attention(
+    y: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    mask: &[u8],
+    s: AttnShape,
+    rows: &Rows,
+) {
     let (t, hd, nh) = (s.t, s.hd, s.nh);
     let total = s.past + t;
     // One output block per (row, head), computed in parallel, then laid out side by side.
@@ -730,44 +739,148 @@ pub fn masked_attention(y: &mut [f32], q: &[f32], k: &[f32], v: &[f32], mask: &[
             }
             attend_head(out, head, s);
         });
-    from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd));
+    from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd), rows);
+}
+
+/// The unmasked positions of a padded `[b × t]` batch, in order: the rows the position-wise
+/// layers (embeddings, layer norms, linear layers, GELU, residual adds) compute on. Padding is
+/// masked out of attention and of every loss, so its activations are never read; dropping its
+/// rows leaves every kept row's value as it was and saves their share of the work (LM PPO's
+/// mini-batches are about 40 % padding; docs/lm-rlhf.md, "Speed"). Only attention sees the
+/// padded layout: [`to_heads`] fills padded positions with zeros and [`from_heads`] skips them.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    /// For each padded position, its index among the kept rows; `u32::MAX` for padding.
+    slot: Vec<u32>,
+    kept: usize,
+}
+
+impl Rows {
+    /// The positions whose `mask` entry is non-zero.
+    pub fn of_mask(mask: &[u8]) -> Self {
+        let mut kept = 0usize;
+        let slot = mask
+            .iter()
+            .map(|&m| {
+                if m == 0 {
+                    u32::MAX
+                } else {
+                    kept += 1;
+                    (kept - 1) as u32
+                }
+            })
+            .collect();
+        Rows { slot, kept }
+    }
+
+    /// Every one of `n` positions (no padding).
+    pub fn all(n: usize) -> Self {
+        Rows {
+            slot: (0..n as u32).collect(),
+            kept: n,
+        }
+    }
+
+    /// Kept rows.
+    pub fn len(&self) -> usize {
+        self.kept
+    }
+
+    /// No row kept.
+    pub fn is_empty(&self) -> bool {
+        self.kept == 0
+    }
+
+    /// Positions of the padded layout.
+    pub fn positions(&self) -> usize {
+        self.slot.len()
+    }
+
+    /// Where padded position `p` sits among the kept rows, `None` for padding.
+    #[inline]
+    pub fn slot(&self, p: usize) -> Option<usize> {
+        let s = self.slot[p];
+        (s != u32::MAX).then_some(s as usize)
+    }
+
+    /// The kept rows of `full` (`[positions × width]`), in order.
+    pub fn gather<T: Copy>(&self, full: &[T], width: usize) -> Vec<T> {
+        if self.kept == self.slot.len() {
+            return full[..self.kept * width].to_vec();
+        }
+        let mut out = Vec::with_capacity(self.kept * width);
+        for (p, &s) in self.slot.iter().enumerate() {
+            if s != u32::MAX {
+                out.extend_from_slice(&full[p * width..][..width]);
+            }
+        }
+        out
+    }
+
+    /// `compact` (`[len × width]`) laid out at its positions, zeros at padding.
+    pub fn scatter(&self, compact: &[f32], width: usize) -> Vec<f32> {
+        if self.kept == self.slot.len() {
+            return compact[..self.kept * width].to_vec();
+        }
+        let mut out = vec![0.0f32; self.slot.len() * width];
+        for (p, &s) in self.slot.iter().enumerate() {
+            if s != u32::MAX {
+                out[p * width..][..width].copy_from_slice(&compact[s as usize * width..][..width]);
+            }
+        }
+        out
+    }
 }
 
 /// Write head-major `heads` `[b × nh × t × hd]` into columns `off..off + nh·hd` of the row-major
-/// `[b·t × width]` matrix `dst`.
+/// matrix `dst` whose rows are the kept positions `rows` of the `[b·t]` layout (padded
+/// positions are skipped).
 pub fn from_heads(
     dst: &mut [f32],
     width: usize,
     off: usize,
     heads: &[f32],
     (b, t, nh, hd): (usize, usize, usize, usize),
+    rows: &Rows,
 ) {
-    dst[..b * t * width]
-        .par_chunks_mut(t * width)
-        .enumerate()
-        .for_each(|(r, dr)| {
-            for h in 0..nh {
-                let src = &heads[(r * nh + h) * t * hd..][..t * hd];
-                for i in 0..t {
-                    dr[i * width + off + h * hd..][..hd].copy_from_slice(&src[i * hd..][..hd]);
-                }
+    assert!(rows.positions() == b * t && dst.len() >= rows.len() * width);
+    // Rows of the batch own disjoint runs of kept rows: split `dst` at each row's first kept row.
+    let mut parts = Vec::with_capacity(b);
+    let mut rest = &mut dst[..rows.len() * width];
+    for r in 0..b {
+        let n = (0..t).filter(|&i| rows.slot(r * t + i).is_some()).count();
+        let (head, tail) = rest.split_at_mut(n * width);
+        parts.push(head);
+        rest = tail;
+    }
+    parts.into_par_iter().enumerate().for_each(|(r, dr)| {
+        let kept: Vec<usize> = (0..t).filter(|&i| rows.slot(r * t + i).is_some()).collect();
+        for h in 0..nh {
+            let src = &heads[(r * nh + h) * t * hd..][..t * hd];
+            for (j, &i) in kept.iter().enumerate() {
+                dr[j * width + off + h * hd..][..hd].copy_from_slice(&src[i * hd..][..hd]);
             }
-        });
+        }
+    });
 }
 
-/// Columns `off..off + nh·hd` of the row-major `[b·t × width]` matrix `src`, head-major
-/// `[b × nh × t × hd]`.
+/// Columns `off..off + nh·hd` of the row-major matrix `src` whose rows are the kept positions
+/// `rows` of the `[b·t]` layout, head-major `[b × nh × t × hd]` with zeros at padded positions.
 pub fn to_heads(
     src: &[f32],
     width: usize,
     off: usize,
     (b, t, nh, hd): (usize, usize, usize, usize),
+    rows: &Rows,
 ) -> Vec<f32> {
+    assert!(rows.positions() == b * t && src.len() >= rows.len() * width);
     let mut out = vec![0.0f32; b * nh * t * hd];
     out.par_chunks_mut(t * hd).enumerate().for_each(|(bh, o)| {
         let (r, h) = (bh / nh, bh % nh);
         for i in 0..t {
-            o[i * hd..][..hd].copy_from_slice(&src[(r * t + i) * width + off + h * hd..][..hd]);
+            if let Some(s) = rows.slot(r * t + i) {
+                o[i * hd..][..hd].copy_from_slice(&src[s * width + off + h * hd..][..hd]);
+            }
         }
     });
     out
@@ -784,6 +897,7 @@ pub fn masked_attention_keep(
     v: &[f32],
     mask: &[u8],
     s: AttnShape,
+    rows: &Rows,
 ) {
     let (t, hd, nh) = (s.t, s.hd, s.nh);
     assert_eq!(s.past, 0, "masked_attention_keep: no cache");
@@ -808,7 +922,7 @@ pub fn masked_attention_keep(
             }
             attend_head_gemm(out, p, head, s);
         });
-    from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd));
+    from_heads(y, nh * hd, 0, &heads, (s.b, t, nh, hd), rows);
 }
 
 /// Backward of [`masked_attention_keep`]: from `dy` head-major `[b × nh × t × hd]`, the
@@ -864,11 +978,15 @@ pub fn masked_attention_back(
         });
 }
 
-/// Split a fused `q|k|v` projection `[b·t × 3c]` into head-major `q`, `k`, `v`, each
-/// `[b × nh × t × hd]`.
-pub fn split_heads(qkv: &[f32], b: usize, t: usize, nh: usize, hd: usize) -> [Vec<f32>; 3] {
+/// Split a fused `q|k|v` projection (rows: the kept positions `rows` of the `[b·t]` layout)
+/// into head-major `q`, `k`, `v`, each `[b × nh × t × hd]`, zeros at padded positions.
+pub fn split_heads(
+    qkv: &[f32],
+    (b, t, nh, hd): (usize, usize, usize, usize),
+    rows: &Rows,
+) -> [Vec<f32>; 3] {
     let c = nh * hd;
-    std::array::from_fn(|part| to_heads(qkv, 3 * c, part * c, (b, t, nh, hd)))
+    std::array::from_fn(|part| to_heads(qkv, 3 * c, part * c, (b, t, nh, hd), rows))
 }
 
 #[cfg(test)]
@@ -962,6 +1080,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rows_gather_scatter_and_heads_round_trip() {
+        let (b, t, nh, hd) = (2, 4, 2, 3);
+        let mask = [0u8, 1, 1, 1, 1, 1, 0, 0];
+        let rows = Rows::of_mask(&mask);
+        assert_eq!((rows.len(), rows.positions()), (5, 8));
+        assert_eq!(
+            (rows.slot(0), rows.slot(1), rows.slot(4)),
+            (None, Some(0), Some(3))
+        );
+        let w = nh * hd;
+        let full = rand_vec(8 * w, 3);
+        let compact = rows.gather(&full, w);
+        assert_eq!(compact.len(), 5 * w);
+        assert_eq!(&compact[..w], &full[w..2 * w]);
+        let back = rows.scatter(&compact, w);
+        for p in 0..8 {
+            let want: Vec<f32> = if mask[p] == 0 {
+                vec![0.0; w]
+            } else {
+                full[p * w..][..w].to_vec()
+            };
+            assert_eq!(&back[p * w..][..w], want.as_slice(), "position {p}");
+        }
+        // Head-major and back: padded positions read as zeros and are skipped on the way back.
+        let heads = to_heads(&compact, w, 0, (b, t, nh, hd), &rows);
+        let dense = to_heads(&back, w, 0, (b, t, nh, hd), &Rows::all(8));
+        assert_eq!(heads, dense);
+        let mut again = vec![f32::NAN; 5 * w];
+        from_heads(&mut again, w, 0, &heads, (b, t, nh, hd), &rows);
+        assert_eq!(again, compact);
+    }
+
     /// Straightforward attention with the additive-bias semantics of the tensor path.
     #[test]
     fn masked_attention_matches_reference_with_cache_and_padding() {
@@ -986,7 +1137,16 @@ mod tests {
         let v = rand_vec(b * nh * total * hd, 7);
         let mut y = vec![0.0f32; b * t * nh * hd];
         let s = AttnShape { b, nh, t, past, hd };
-        masked_attention(&mut y, &q, &k, &v, mask, s);
+        masked_attention(&mut y, &q, &k, &v, mask, s, &Rows::all(b * t));
+        // On the kept rows only (the new positions' mask), the same rows bit for bit.
+        let new_mask: Vec<u8> = (0..b * t)
+            .map(|p| mask[(p / t) * total + past + p % t])
+            .collect();
+        let rows = Rows::of_mask(&new_mask);
+        assert!(rows.len() < b * t, "the case must drop a row");
+        let mut yc = vec![f32::NAN; rows.len() * nh * hd];
+        masked_attention(&mut yc, &q, &k, &v, mask, s, &rows);
+        assert_eq!(rows.gather(&y, nh * hd), yc);
         let scale = 1.0 / (hd as f64).sqrt();
         for r in 0..b {
             for h in 0..nh {

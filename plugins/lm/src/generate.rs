@@ -8,6 +8,7 @@ use crate::lora::Lora;
 use candle_core::{IndexOp, Tensor};
 use maxmin_core::{rng::Rng, Error, Result};
 use rand::Rng as _;
+use rayon::prelude::*;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +97,21 @@ pub struct Generation {
 
 /// Pick the next token from one row of logits.
 pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Result<u32> {
+    check_row(logits)?;
+    let u = sampling.draws().then(|| rng.random::<f64>());
+    pick_token(logits, sampling, u)
+}
+
+impl Sampling {
+    /// Whether choosing a token takes one uniform draw from the generator (sampling) or none
+    /// (greedy).
+    fn draws(&self) -> bool {
+        matches!(self, Sampling::Sample { .. })
+    }
+}
+
+/// An error unless `logits` is a non-empty row without NaN or +inf.
+fn check_row(logits: &[f32]) -> Result<()> {
     if logits.is_empty() {
         return Err(Error::Internal("empty logits row".into()));
     }
@@ -114,6 +130,14 @@ pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Resul
             None,
         ));
     }
+    Ok(())
+}
+
+/// [`sample_token`] given its uniform draw `u` in `[0, 1)` (`None` for greedy decoding): a pure
+/// function of the row, so a batch's rows can be picked in parallel once their draws are taken
+/// in row order.
+fn pick_token(logits: &[f32], sampling: &Sampling, u: Option<f64>) -> Result<u32> {
+    check_row(logits)?;
     let argmax = |v: &[f32]| {
         let mut best = 0;
         for (i, &x) in v.iter().enumerate() {
@@ -140,12 +164,13 @@ pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Resul
         order.truncate((*k).max(1));
     }
     let max = scaled[order.get(0)];
-    let sum: f64 = order
-        .members()
-        .iter()
-        .map(|&i| (scaled[i] - max).exp())
-        .sum();
-    let prob = |i: usize| (scaled[i] - max).exp() / sum;
+    // Each candidate's exp(score − max), computed once (the walk and the total reuse it).
+    let mut e = vec![0.0f64; scaled.len()];
+    for &i in order.members() {
+        e[i] = (scaled[i] - max).exp();
+    }
+    let sum: f64 = order.members().iter().map(|&i| e[i]).sum();
+    let prob = |i: usize| e[i] / sum;
     let kept = match top_p {
         Some(p) => {
             let (mut acc, mut keep) = (0.0, order.len());
@@ -165,7 +190,10 @@ pub fn sample_token(logits: &[f32], sampling: &Sampling, rng: &mut Rng) -> Resul
     } else {
         (0..kept).map(|n| prob(order.get(n))).sum()
     };
-    let mut u = rng.random::<f64>() * total;
+    let Some(u) = u else {
+        return Err(Error::Internal("sampling without a draw".into()));
+    };
+    let mut u = u * total;
     for n in 0..kept {
         let i = order.get(n);
         let q = prob(i);
@@ -299,10 +327,21 @@ pub fn generate(
         };
         let t = logits.dim(1)?;
         let last: Vec<Vec<f32>> = logits.i((.., t - 1, ..))?.to_vec2()?;
+        // Draws in row order (as one row after another would take them), then the rows' picks
+        // in parallel: the same tokens, whatever the thread count.
+        let draws: Vec<Option<f64>> = active
+            .iter()
+            .map(|_| opts.sampling.draws().then(|| rng.random::<f64>()))
+            .collect();
+        let picked: Vec<u32> = last
+            .par_iter()
+            .zip(&draws)
+            .map(|(row, &u)| pick_token(row, &opts.sampling, u))
+            .collect::<Result<_>>()?;
         let mut keep = Vec::with_capacity(active.len());
         let mut step = Vec::with_capacity(active.len());
         for (k, &r) in active.iter().enumerate() {
-            let tok = sample_token(&last[k], &opts.sampling, rng)?;
+            let tok = picked[k];
             out[r].push(tok);
             seqs[r].push(tok);
             if opts.stop_at_eos && Some(tok) == model.eos_token_id() {

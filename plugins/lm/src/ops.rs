@@ -104,6 +104,8 @@ pub fn gelu_new(x: &Tensor) -> CResult<Tensor> {
 struct FrozenLinear {
     w: Tensor,
     b: Option<Tensor>,
+    /// Only these rows of the input are computed (zeros elsewhere, forward and backward).
+    rows: Option<crate::cpu::Rows>,
 }
 
 impl CustomOp1 for FrozenLinear {
@@ -121,14 +123,36 @@ impl CustomOp1 for FrozenLinear {
         let Some((start, _)) = l.contiguous_offsets() else {
             bail!("frozen-linear: the input must be contiguous")
         };
-        let l2 = Layout::contiguous_with_offset((n, k), start);
+        let compact = match &self.rows {
+            Some(rows) if rows.positions() != n => {
+                bail!(
+                    "frozen-linear: {n} input rows, a row set over {}",
+                    rows.positions()
+                )
+            }
+            Some(rows) if rows.len() < n => {
+                let x = f32_slice(s, l, self.name())?;
+                Some((rows, CpuStorage::F32(rows.gather(x, k))))
+            }
+            _ => None,
+        };
+        let (src, l2, rows_n) = match &compact {
+            Some((rows, c)) => (c, Layout::contiguous((rows.len(), k)), rows.len()),
+            None => (s, Layout::contiguous_with_offset((n, k), start), n),
+        };
         let mut y = {
             let (ws, wl) = self.w.storage_and_layout();
             let Storage::Cpu(ws) = &*ws else {
                 bail!("frozen-linear: the weight is not on the CPU")
             };
-            s.matmul(ws, (1, n, m, k), &l2, wl)?
+            src.matmul(ws, (1, rows_n, m, k), &l2, wl)?
         };
+        if let Some((rows, _)) = &compact {
+            let CpuStorage::F32(v) = &y else {
+                bail!("frozen-linear: expected an f32 product")
+            };
+            y = CpuStorage::F32(rows.scatter(v, m));
+        }
         if let Some(b) = &self.b {
             let (bs, bl) = b.storage_and_layout();
             let Storage::Cpu(bs) = &*bs else {
@@ -151,7 +175,16 @@ impl CustomOp1 for FrozenLinear {
     fn bwd(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> CResult<Option<Tensor>> {
         let m = g.dims().last().copied().unwrap_or(0);
         let g2 = g.reshape((g.elem_count() / m.max(1), m))?;
-        Ok(Some(g2.matmul(&self.w.t()?)?.reshape(x.shape())?))
+        match &self.rows {
+            Some(rows) if rows.len() < rows.positions() => {
+                let k = x.dims().last().copied().unwrap_or(0);
+                let kept = rows.gather(&g2.flatten_all()?.to_vec1::<f32>()?, m);
+                let kept = Tensor::from_vec(kept, (rows.len(), m), g.device())?;
+                let dx = kept.matmul(&self.w.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(rows.scatter(&dx, k), x.shape(), x.device()).map(Some)
+            }
+            _ => Ok(Some(g2.matmul(&self.w.t()?)?.reshape(x.shape())?)),
+        }
     }
 }
 
@@ -160,10 +193,24 @@ impl CustomOp1 for FrozenLinear {
 /// gives only `dx`, with no reshape nodes around it (each graph node costs the backward a
 /// zero-filled buffer and an add of its gradient's size).
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> CResult<Tensor> {
+    frozen_linear_rows(x, w, b, None)
+}
+
+/// [`frozen_linear`] computing only the input rows (positions of the flattened `(…, in)`) that
+/// `rows` keeps: the others come out as zeros and pass no gradient, on the fast path; the
+/// composed path computes every row. For outputs read only at unmasked positions (the logits
+/// of padded responses in LM PPO's mini-batches).
+pub fn frozen_linear_rows(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    rows: Option<&crate::cpu::Rows>,
+) -> CResult<Tensor> {
     if cpu_f32(x) && frozen(w) && b.is_none_or(frozen) {
         return x.contiguous()?.apply_op1(FrozenLinear {
             w: w.clone(),
             b: b.cloned(),
+            rows: rows.cloned(),
         });
     }
     let y = x.broadcast_matmul(w)?;
@@ -460,6 +507,47 @@ mod tests {
                 "x {xv}: {dv} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn frozen_linear_rows_computes_kept_rows_only() {
+        // (2, 3, 16) input, rows 0, 4 and 5 of the six dropped; lm_head's transposed layout.
+        let x = rand_t(&[2, 3, 16], 1.0, 21);
+        let wt = rand_t(&[24, 16], 0.5, 22);
+        let c = rand_t(&[2, 3, 24], 1.0, 23);
+        let rows = crate::cpu::Rows::of_mask(&[0, 1, 1, 1, 0, 0]);
+        let (y0, d0) = value_and_grad(&x, &c, &|t| frozen_linear(t, &wt.t()?, None));
+        let (y1, d1) = value_and_grad(&x, &c, &|t| {
+            frozen_linear_rows(t, &wt.t()?, None, Some(&rows))
+        });
+        assert_eq!(y1.dims(), &[2, 3, 24]);
+        let flat = |t: &Tensor, w: usize| -> Vec<Vec<f32>> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.chunks(w).map(|r| r.to_vec()).collect()
+        };
+        let (a, b) = (flat(&y0, 24), flat(&y1, 24));
+        let (ga, gb) = (flat(&d0, 16), flat(&d1, 16));
+        for p in 0..6 {
+            if rows.slot(p).is_some() {
+                assert_eq!(a[p], b[p], "row {p}: same product as every row computed");
+                let d = ga[p]
+                    .iter()
+                    .zip(&gb[p])
+                    .map(|(u, v)| (u - v).abs())
+                    .fold(0.0, f32::max);
+                assert!(d < 1e-5, "row {p}: gradient differs by {d}");
+            } else {
+                assert!(b[p].iter().all(|&v| v == 0.0), "row {p} must be zeros");
+                assert!(
+                    gb[p].iter().all(|&v| v == 0.0),
+                    "row {p} must pass no gradient"
+                );
+                assert!(a[p].iter().any(|&v| v != 0.0));
+            }
+        }
+        // A row set over the wrong number of rows is refused.
+        let bad = crate::cpu::Rows::of_mask(&[1, 1]);
+        assert!(frozen_linear_rows(&x, &wt.t().unwrap(), None, Some(&bad)).is_err());
     }
 
     #[test]

@@ -408,9 +408,12 @@ impl Gpt2 {
             self.cfg.inner(),
             self.cfg.vocab_size,
         );
-        let (hd, n, past) = (c / nh, b * t, ctx.past);
+        let (hd, past) = (c / nh, ctx.past);
+        // Position-wise layers run on the unmasked positions only (`cpu::Rows`).
+        let rows = cpu::Rows::of_mask(&input.mask);
+        let n = rows.len();
         let eps = self.cfg.layer_norm_epsilon as f32;
-        let mut x = self.embed_cpu(&input.ids, &ctx.positions)?;
+        let mut x = self.embed_cpu(&rows.gather(&input.ids, 1), &rows.gather(&ctx.positions, 1))?;
         let mut a = vec![0.0f32; n * c];
         let mut stats = vec![(0.0f32, 0.0f32); n];
         let mut qkv = vec![0.0f32; n * 3 * c];
@@ -425,7 +428,8 @@ impl Gpt2 {
             cpu::layer_norm(&mut a, &mut stats, &x, &ln.0, &ln.1, c, eps);
             let name = format!("h.{l}.attn.c_attn");
             Self::linear_cpu(&mut qkv, &a, &blk.c_attn, (n, c, 3 * c), lora, &name)?;
-            let [q, k, vv] = cpu::split_heads(&qkv, b, t, nh, hd);
+            let [q, k, vv] = cpu::split_heads(&qkv, (b, t, nh, hd), &rows);
+            let mask = &ctx.full_mask;
             match cache.as_deref_mut() {
                 Some(cache) => {
                     let k = Tensor::from_vec(k, (b, nh, t, hd), &self.device)?;
@@ -433,9 +437,9 @@ impl Gpt2 {
                     let (k, vv) = cache.append(l, k, vv)?;
                     let (k, vv) = (k.contiguous()?, vv.contiguous()?);
                     let (k, vv) = (f32_view(&k)?, f32_view(&vv)?);
-                    cpu::masked_attention(&mut atty, &q, &k, &vv, &ctx.full_mask, shape);
+                    cpu::masked_attention(&mut atty, &q, &k, &vv, mask, shape, &rows);
                 }
-                None => cpu::masked_attention(&mut atty, &q, &k, &vv, &ctx.full_mask, shape),
+                None => cpu::masked_attention(&mut atty, &q, &k, &vv, mask, shape, &rows),
             }
             let name = format!("h.{l}.attn.c_proj");
             Self::linear_cpu(&mut tmp, &atty, &blk.attn_proj, (n, c, c), lora, &name)?;
@@ -452,25 +456,27 @@ impl Gpt2 {
         ctx.commit(cache, b);
         let ln = (f32_view(&self.ln_f.0)?, f32_view(&self.ln_f.1)?);
         cpu::layer_norm(&mut a, &mut stats, &x, &ln.0, &ln.1, c, eps);
-        let hidden = a;
-        let mut picked = Vec::with_capacity(b * tl * c);
-        for r in 0..b {
-            picked.extend_from_slice(&hidden[(r * t + from) * c..(r * t + from + tl) * c]);
+        // Padded positions' hidden states are zeros (their logits are never read unmasked).
+        let hidden = rows.scatter(&a, c);
+        // Logits at the span's unmasked positions only (padded ones are zeros).
+        let span: Vec<usize> = (0..b)
+            .flat_map(|r| (r * t + from..r * t + from + tl).filter(|&p| input.mask[p] != 0))
+            .collect();
+        let mut picked = Vec::with_capacity(span.len() * c);
+        for &p in &span {
+            picked.extend_from_slice(&hidden[p * c..][..c]);
         }
-        let mut logits = vec![0.0f32; b * tl * v];
+        let mut kept = vec![0.0f32; span.len() * v];
         {
             let head = self.lm_head.contiguous()?;
             let head = f32_view(&head)?;
-            cpu::matmul(
-                &mut logits,
-                &picked,
-                &head,
-                (b * tl, c, v),
-                false,
-                true,
-                false,
-            );
+            let dims = (span.len(), c, v);
+            cpu::matmul(&mut kept, &picked, &head, dims, false, true, false);
         }
+        let span_mask: Vec<u8> = (0..b)
+            .flat_map(|r| input.mask[r * t + from..][..tl].iter().copied())
+            .collect();
+        let logits = cpu::Rows::of_mask(&span_mask).scatter(&kept, v);
         Ok(LmOutput {
             logits: Tensor::from_vec(logits, (b, tl, v), &self.device)?,
             hidden: Tensor::from_vec(hidden, (b, t, c), &self.device)?,
@@ -522,8 +528,14 @@ impl CausalLm for Gpt2 {
             let (op, flat) =
                 lora_op::LoraBody::new(self, input, ctx.positions.clone(), ctx.full_mask, l)?;
             let hidden = flat.apply_op1(op)?;
+            // Logits at the span's unmasked positions only (padded ones are zeros).
+            let span: Vec<u8> = (0..b)
+                .flat_map(|r| input.mask[r * t + from..][..tl].iter().copied())
+                .collect();
+            let rows = cpu::Rows::of_mask(&span);
+            let head = self.lm_head.t()?;
             let logits =
-                ops::frozen_linear(&hidden.narrow(1, from, tl)?, &self.lm_head.t()?, None)?;
+                ops::frozen_linear_rows(&hidden.narrow(1, from, tl)?, &head, None, Some(&rows))?;
             return Ok(LmOutput { logits, hidden });
         }
         if !grad && cpu_f32 && lora.is_none_or(|l| !l.dropout_active()) {

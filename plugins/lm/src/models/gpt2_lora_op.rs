@@ -65,6 +65,8 @@ pub(super) struct LoraBody {
     ids: Vec<u32>,
     positions: Vec<u32>,
     mask: Vec<u8>,
+    /// The unmasked positions: every position-wise layer runs on these rows only.
+    rows: cpu::Rows,
     b: usize,
     t: usize,
     slots: Vec<[Option<Slot>; 4]>,
@@ -115,6 +117,7 @@ impl LoraBody {
         Ok((
             LoraBody {
                 model: model.clone(),
+                rows: cpu::Rows::of_mask(&input.mask),
                 ids: input.ids.clone(),
                 positions,
                 mask,
@@ -149,7 +152,7 @@ impl LoraBody {
             b: &p[s.b..][..cout * s.r],
             scale: self.scale,
         });
-        let n = self.b * self.t;
+        let n = x.len() / cin;
         Ok(cpu::linear_lora(y, x, &w, &bias, adapter, n, cin, cout))
     }
 
@@ -165,8 +168,8 @@ impl LoraBody {
         p: &[f32],
         grad: &mut [f32],
     ) -> CResult<Vec<f32>> {
-        let n = self.b * self.t;
         let (cin, cout) = self.dims(i);
+        let n = dy.len() / cout;
         let w = f32_view(&self.weights(l, i).0).map_err(err)?;
         let mut dx = vec![0.0f32; n * cin];
         cpu::matmul(&mut dx, dy, &w, (n, cout, cin), false, true, false);
@@ -254,12 +257,11 @@ impl CustomOp1 for LoraBody {
         }
         let cfg = &self.model.cfg;
         let (c, f) = (cfg.n_embd, cfg.inner());
-        let n = self.b * self.t;
+        let rows = &self.rows;
+        let n = rows.len();
         let sh = self.shape();
-        let mut x = self
-            .model
-            .embed_cpu(&self.ids, &self.positions)
-            .map_err(err)?;
+        let (ids, pos) = (rows.gather(&self.ids, 1), rows.gather(&self.positions, 1));
+        let mut x = self.model.embed_cpu(&ids, &pos).map_err(err)?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let blk = &self.model.blocks[l];
@@ -278,8 +280,9 @@ impl CustomOp1 for LoraBody {
             self.layer_norm(&mut a.ln1, &mut a.st1, &x, &blk.ln_1)?;
             let mut qkv = vec![0.0f32; n * 3 * c];
             a.h[0] = self.linear(&mut qkv, &a.ln1, l, 0, p)?;
-            let [q, k, vv] = cpu::split_heads(&qkv, sh.b, sh.t, sh.nh, sh.hd);
-            cpu::masked_attention_keep(&mut a.atty, &mut a.probs, &q, &k, &vv, &self.mask, sh);
+            let [q, k, vv] = cpu::split_heads(&qkv, (sh.b, sh.t, sh.nh, sh.hd), rows);
+            let probs = &mut a.probs;
+            cpu::masked_attention_keep(&mut a.atty, probs, &q, &k, &vv, &self.mask, sh, rows);
             (a.q, a.k, a.v) = (q, k, vv);
             a.h[1] = self.linear(&mut a.res2, &a.atty, l, 1, p)?;
             a.res2.iter_mut().zip(&x).for_each(|(r, x)| *r += x);
@@ -295,6 +298,8 @@ impl CustomOp1 for LoraBody {
         let mut hidden = vec![0.0f32; n * c];
         let mut stf = vec![(0.0, 0.0); n];
         self.layer_norm(&mut hidden, &mut stf, &x, &self.model.ln_f)?;
+        // Padded positions' hidden states are zeros; their gradients are ignored in `bwd`.
+        let hidden = rows.scatter(&hidden, c);
         *self
             .acts
             .lock()
@@ -313,10 +318,11 @@ impl CustomOp1 for LoraBody {
             bail!("gpt2-lora-body: backward without a forward (or twice)")
         };
         let p: Vec<f32> = arg.flatten_all()?.to_vec1()?;
-        let dh: Vec<f32> = grad.flatten_all()?.to_vec1()?;
         let cfg = &self.model.cfg;
         let c = cfg.n_embd;
-        let n = self.b * self.t;
+        let rows = &self.rows;
+        let n = rows.len();
+        let dh = rows.gather(&grad.flatten_all()?.to_vec1::<f32>()?, c);
         let sh = self.shape();
         let dims4 = (sh.b, sh.t, sh.nh, sh.hd);
         let mut g = vec![0.0f32; self.total];
@@ -334,7 +340,7 @@ impl CustomOp1 for LoraBody {
             self.layer_norm_back(&mut dres2, &dln2, &a.res2, &a.st2, &blk.ln_2)?;
             // Attention: res2 = x + proj(attn(qkv(ln1(x))))
             let datty = self.linear_back(&dres2, &a.atty, &a.h[1], l, 1, &p, &mut g)?;
-            let dy = cpu::to_heads(&datty, c, 0, dims4);
+            let dy = cpu::to_heads(&datty, c, 0, dims4, rows);
             let (mut dq, mut dk, mut dv) = (
                 vec![0.0; dy.len()],
                 vec![0.0; dy.len()],
@@ -352,7 +358,7 @@ impl CustomOp1 for LoraBody {
             );
             let mut dqkv = vec![0.0f32; n * 3 * c];
             for (part, d) in [&dq, &dk, &dv].into_iter().enumerate() {
-                cpu::from_heads(&mut dqkv, 3 * c, part * c, d, dims4);
+                cpu::from_heads(&mut dqkv, 3 * c, part * c, d, dims4, rows);
             }
             let dln1 = self.linear_back(&dqkv, &a.ln1, &a.h[0], l, 0, &p, &mut g)?;
             dx = dres2;
