@@ -278,6 +278,65 @@ fn lm_reward_only_ratio_sweep() {
     assert!(m.contains("preferences/truth_correlation/sentiment~concise"));
 }
 
+/// `[population] held-out-shares = "equal"`: every ratio is measured on the same held-out users
+/// and labels (so each group's oracle accuracy is the same at every ratio) with the same number
+/// of comparisons per group; too few held-out users for the groups is refused by key.
+#[test]
+fn lm_ratio_sweep_with_equal_held_out_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path(), 1, None);
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    let t = t[..t.find("[ppo]").unwrap()]
+        .replace("[model.lora]\nrank = 4\n", "")
+        .replace(
+            "comparisons-per-user = 8\n",
+            "comparisons-per-user = 8\nheld-out-shares = \"equal\"\n",
+        )
+        .replace(
+            "[em]\n",
+            "[features]\ntoken-counts = true\n[reward-model]\ntype = \"linear-reward\"\n\
+             learning-rate = 0.01\nepochs = 3\nbatch-size = 16\n[em]\nratio-sweep = [1, 4]\n",
+        );
+    std::fs::write(&cfg, &t).unwrap();
+    let a = dir.path().join("a");
+    let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("summary.json")).unwrap()).unwrap();
+    let sweep = s["ratio_sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 2);
+    for g in ["sentiment", "concise"] {
+        // 4 held-out users, 2 per group, 8 comparisons each, at both ratios.
+        for row in sweep {
+            assert_eq!(row["held_out_per_group"][g], 16, "{g}: {row}");
+        }
+        assert_eq!(
+            sweep[0]["oracle"][g], sweep[1]["oracle"][g],
+            "{g}: {sweep:?}"
+        );
+    }
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(
+        report.contains("Held-out comparisons per group: 1:1 sentiment 16, concise 16; 4:1"),
+        "{report}"
+    );
+    // One held-out user cannot cover two groups.
+    std::fs::write(&cfg, t.replace("held-out-users = 4", "held-out-users = 1")).unwrap();
+    let o = run(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("b").to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("held-out-users") && err.contains("at least one held-out user per group"),
+        "{out}{err}"
+    );
+}
+
 #[test]
 fn lm_pipeline_resumes_after_sigint() {
     let dir = tempfile::tempdir().unwrap();

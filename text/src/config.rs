@@ -276,6 +276,24 @@ pub struct TextPopulation {
     /// Comparisons each user labels.
     #[serde(default = "d_per_user")]
     pub comparisons_per_user: usize,
+    /// How the held-out users are split over the groups: `"population"` (default) at the
+    /// groups' shares, or `"equal"`: the same number in every group, drawn and labelled from
+    /// random streams of their own. With `"equal"`, every ratio of `[em] ratio-sweep` is
+    /// measured on the same held-out users and comparisons. The minority's accuracy then rests
+    /// on as many comparisons as the majority's, instead of on a handful of users at 10:1.
+    #[serde(default)]
+    pub held_out_shares: HeldOutShares,
+}
+
+/// `[population] held-out-shares`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeldOutShares {
+    /// The groups' shares, like the training users.
+    #[default]
+    Population,
+    /// The same number of users per group, independent of the groups' shares.
+    Equal,
 }
 
 fn d_users() -> usize {
@@ -303,6 +321,17 @@ impl TextPopulation {
         }
         check::positive_usize("users", self.users)?;
         check::positive_usize("comparisons-per-user", self.comparisons_per_user)?;
+        if self.held_out_shares == HeldOutShares::Equal && self.held_out_users < self.groups.len() {
+            return Err(Error::config(
+                "held-out-users",
+                format!(
+                    "held-out-shares = \"equal\" needs at least one held-out user per group \
+                     ({} groups), found {}",
+                    self.groups.len(),
+                    self.held_out_users
+                ),
+            ));
+        }
         Ok(())
     }
 }

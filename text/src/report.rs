@@ -512,14 +512,34 @@ fn sweep_section(s: &mut String, dir: &Path, names: &[String], sweep: &Value) ->
             oracle,
         })
         .collect();
+    // How many held-out comparisons each group's accuracy rests on, per ratio.
+    let counts: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let per: Vec<String> = names
+                .iter()
+                .map(|n| format!("{n} {}", r["held_out_per_group"][n].as_u64().unwrap_or(0)))
+                .collect();
+            format!(
+                "{}:1 {}",
+                r["ratio"].as_f64().unwrap_or(f64::NAN),
+                per.join(", ")
+            )
+        })
+        .collect();
+    let about = format!(
+        "The same reference pool relabelled by users drawn at each majority:minority ratio (same \
+         seed and numbers of users; only the shares change); single and mixture relearned. \
+         Held-out comparisons per group: {}.",
+        counts.join("; ")
+    );
     maxmin_core::prefs::report::sweep_section(
         s,
         dir,
         names,
         &points,
         "the group's ground truth on the same held-out labels",
-        "The same reference pool relabelled by users drawn at each majority:minority ratio (same \
-         seed and numbers of users; only the shares change); single and mixture relearned.",
+        &about,
     )
 }
 

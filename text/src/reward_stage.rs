@@ -22,7 +22,7 @@
 //! same pool and features (only the users' shares change), as for control; the report's table
 //! and plot are core's (`maxmin_core::prefs::report::sweep_section`).
 
-use crate::config::TextPopulation;
+use crate::config::{HeldOutShares, TextPopulation};
 use crate::context::{complete, content_len, score_truth, Completion, Ctx};
 use crate::features::Featurizer;
 use maxmin_core::prefs::data::{Comparison, Segment};
@@ -33,7 +33,7 @@ use maxmin_core::prefs::reward_model::accuracy;
 use maxmin_core::prefs::reward_model::{Encoded, Features};
 use maxmin_core::prefs::simulate::bt_prefers_first;
 use maxmin_core::prefs::stage::{Outcome, StageData, SweepRow};
-use maxmin_core::rng::stream;
+use maxmin_core::rng::{stream, Rng};
 use maxmin_core::run::Progress;
 use maxmin_core::{Error, Result};
 use rand::seq::SliceRandom;
@@ -137,12 +137,20 @@ pub fn label(
     shares: &[f64],
 ) -> (Vec<Comparison>, Vec<Comparison>) {
     let p = &ctx.exp.preferences;
+    let equal = pop.held_out_shares == HeldOutShares::Equal;
     let mut urng = stream(ctx.exp.seed, "users");
     let users = sample_users(pop.users, shares, "u", &mut urng);
-    let held_users = sample_users(pop.held_out_users, shares, "h", &mut urng);
+    let held_users = if equal {
+        // Their own stream: the same held-out users whatever the training shares.
+        let even = vec![1.0 / shares.len() as f64; shares.len()];
+        let mut hrng = stream(ctx.exp.seed, "users/held-out");
+        sample_users(pop.held_out_users, &even, "h", &mut hrng)
+    } else {
+        sample_users(pop.held_out_users, shares, "h", &mut urng)
+    };
     let mut rng = stream(ctx.exp.seed, "preferences/labels");
     let pairs = pool.scored.len() / 2;
-    let mut label = |users: &[User]| -> Vec<Comparison> {
+    let label = |users: &[User], rng: &mut Rng| -> Vec<Comparison> {
         let mut out = Vec::new();
         for u in users {
             for _ in 0..pop.comparisons_per_user {
@@ -152,7 +160,7 @@ pub fn label(
                     a.scores[u.group] - b.scores[u.group],
                     p.temperature,
                     p.label_noise,
-                    &mut rng,
+                    rng,
                 );
                 let (w, l) = if a_wins { (a, b) } else { (b, a) };
                 out.push(Comparison {
@@ -166,8 +174,15 @@ pub fn label(
         }
         out
     };
-    let train = label(&users);
-    let held = label(&held_users);
+    let train = label(&users, &mut rng);
+    let held = if equal {
+        label(
+            &held_users,
+            &mut stream(ctx.exp.seed, "preferences/held-out labels"),
+        )
+    } else {
+        label(&held_users, &mut rng)
+    };
     (train, held)
 }
 
