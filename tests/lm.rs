@@ -217,22 +217,37 @@ fn lm_pipeline_writes_report_and_reproduces() {
     );
 }
 
+/// [`tiny`] without `[compare]` and PPO: the reward stage with token counts, a linear head,
+/// `[em] ratio-sweep = ratios` and `population` appended to `[population]`.
+fn reward_only_sweep(dir: &Path, population: &str, ratios: &[u32]) -> PathBuf {
+    let cfg = tiny(dir, 1, None);
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    let ratios: Vec<String> = ratios.iter().map(|r| r.to_string()).collect();
+    let t = t[..t.find("[ppo]").unwrap()]
+        .replace("[model.lora]\nrank = 4\n", "")
+        .replace(
+            "comparisons-per-user = 8\n",
+            &format!("comparisons-per-user = 8\n{population}"),
+        )
+        .replace(
+            "[em]\n",
+            &format!(
+                "[features]\ntoken-counts = true\n[reward-model]\ntype = \"linear-reward\"\n\
+                 learning-rate = 0.01\nepochs = 3\nbatch-size = 16\n[em]\nratio-sweep = [{}]\n",
+                ratios.join(", ")
+            ),
+        );
+    std::fs::write(&cfg, t).unwrap();
+    cfg
+}
+
 /// Without `[compare]` the run stops after the reward models; `[em] ratio-sweep` adds core's
 /// sweep table and plot, token counts train linear heads on feature sums, and every accuracy
 /// (single, mixture, ground-truth oracle) is reported per group and ratio.
 #[test]
 fn lm_reward_only_ratio_sweep() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny(dir.path(), 1, None);
-    let t = std::fs::read_to_string(&cfg).unwrap();
-    let t = t[..t.find("[ppo]").unwrap()]
-        .replace("[model.lora]\nrank = 4\n", "")
-        .replace(
-            "[em]\n",
-            "[features]\ntoken-counts = true\n[reward-model]\ntype = \"linear-reward\"\n\
-             learning-rate = 0.01\nepochs = 3\nbatch-size = 16\n[em]\nratio-sweep = [1, 3]\n",
-        );
-    std::fs::write(&cfg, t).unwrap();
+    let cfg = reward_only_sweep(dir.path(), "", &[1, 3]);
     let a = dir.path().join("a");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
     let (out, err) = text(&o);
@@ -284,20 +299,8 @@ fn lm_reward_only_ratio_sweep() {
 #[test]
 fn lm_ratio_sweep_with_equal_held_out_shares() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = tiny(dir.path(), 1, None);
+    let cfg = reward_only_sweep(dir.path(), "held-out-shares = \"equal\"\n", &[1, 4]);
     let t = std::fs::read_to_string(&cfg).unwrap();
-    let t = t[..t.find("[ppo]").unwrap()]
-        .replace("[model.lora]\nrank = 4\n", "")
-        .replace(
-            "comparisons-per-user = 8\n",
-            "comparisons-per-user = 8\nheld-out-shares = \"equal\"\n",
-        )
-        .replace(
-            "[em]\n",
-            "[features]\ntoken-counts = true\n[reward-model]\ntype = \"linear-reward\"\n\
-             learning-rate = 0.01\nepochs = 3\nbatch-size = 16\n[em]\nratio-sweep = [1, 4]\n",
-        );
-    std::fs::write(&cfg, &t).unwrap();
     let a = dir.path().join("a");
     let o = run(&["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()]);
     let (out, err) = text(&o);
