@@ -122,10 +122,6 @@ fn check_batch(batch: &Batch<'_>, k: usize) -> Result<usize> {
     Ok(b)
 }
 
-fn weighted(batch: &Batch<'_>, w: &[f64]) -> Vec<f32> {
-    weighted_rows(batch.group_rewards, w)
-}
-
 /// Σ_u w_u · r_u(i) per sample of `[K][N]` rewards.
 fn weighted_rows(group_rewards: &[Vec<f32>], w: &[f64]) -> Vec<f32> {
     let b = group_rewards.first().map_or(0, |r| r.len());
@@ -227,7 +223,7 @@ impl Objective for Utilitarian {
     fn combine(&mut self, batch: &Batch<'_>) -> Result<Combined> {
         check_batch(batch, self.shares.len())?;
         Ok(Combined {
-            rewards: weighted(batch, &self.shares),
+            rewards: weighted_rows(batch.group_rewards, &self.shares),
             utilities: utilities(batch),
             weights: self.shares.clone(),
             selected: None,
@@ -479,7 +475,7 @@ impl Objective for Softmin {
         let u = utilities(batch);
         let w = softmax(&u.iter().map(|f| -f / self.tau).collect::<Vec<_>>());
         Ok(Combined {
-            rewards: weighted(batch, &w),
+            rewards: weighted_rows(batch.group_rewards, &w),
             utilities: u,
             weights: w,
             selected: None,
@@ -538,7 +534,7 @@ impl Objective for Dro {
         // Keep the log-weights bounded: only their differences matter.
         self.log_w = w.iter().map(|x| x.max(1e-300).ln()).collect();
         Ok(Combined {
-            rewards: weighted(batch, &w),
+            rewards: weighted_rows(batch.group_rewards, &w),
             utilities: u,
             weights: w,
             selected: None,

@@ -845,23 +845,28 @@ pub fn from_heads(
 ) {
     assert!(rows.positions() == b * t && dst.len() >= rows.len() * width);
     // Rows of the batch own disjoint runs of kept rows: split `dst` at each row's first kept row.
+    let kept: Vec<Vec<usize>> = (0..b)
+        .map(|r| (0..t).filter(|&i| rows.slot(r * t + i).is_some()).collect())
+        .collect();
     let mut parts = Vec::with_capacity(b);
     let mut rest = &mut dst[..rows.len() * width];
-    for r in 0..b {
-        let n = (0..t).filter(|&i| rows.slot(r * t + i).is_some()).count();
-        let (head, tail) = rest.split_at_mut(n * width);
+    for k in &kept {
+        let (head, tail) = rest.split_at_mut(k.len() * width);
         parts.push(head);
         rest = tail;
     }
-    parts.into_par_iter().enumerate().for_each(|(r, dr)| {
-        let kept: Vec<usize> = (0..t).filter(|&i| rows.slot(r * t + i).is_some()).collect();
-        for h in 0..nh {
-            let src = &heads[(r * nh + h) * t * hd..][..t * hd];
-            for (j, &i) in kept.iter().enumerate() {
-                dr[j * width + off + h * hd..][..hd].copy_from_slice(&src[i * hd..][..hd]);
+    parts
+        .into_par_iter()
+        .zip(&kept)
+        .enumerate()
+        .for_each(|(r, (dr, kept))| {
+            for h in 0..nh {
+                let src = &heads[(r * nh + h) * t * hd..][..t * hd];
+                for (j, &i) in kept.iter().enumerate() {
+                    dr[j * width + off + h * hd..][..hd].copy_from_slice(&src[i * hd..][..hd]);
+                }
             }
-        }
-    });
+        });
 }
 
 /// Columns `off..off + nh·hd` of the row-major matrix `src` whose rows are the kept positions

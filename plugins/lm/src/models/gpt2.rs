@@ -358,6 +358,15 @@ fn f32_view(t: &Tensor) -> Result<F32View<impl std::ops::Deref<Target = Storage>
     Ok(F32View { guard, range })
 }
 
+/// The unmasked positions of the logit span `from..from + tl` of every row of `input`.
+fn span_rows(input: &LmInput, from: usize, tl: usize) -> cpu::Rows {
+    let t = input.seq_len;
+    let mask: Vec<u8> = (0..input.batch)
+        .flat_map(|r| input.mask[r * t + from..][..tl].iter().copied())
+        .collect();
+    cpu::Rows::of_mask(&mask)
+}
+
 impl Gpt2 {
     /// `y = x W + b` (+ the LoRA update of module `name`, without dropout) on plain slices.
     fn linear_cpu(
@@ -458,13 +467,14 @@ impl Gpt2 {
         cpu::layer_norm(&mut a, &mut stats, &x, &ln.0, &ln.1, c, eps);
         // Padded positions' hidden states are zeros (their logits are never read unmasked).
         let hidden = rows.scatter(&a, c);
-        // Logits at the span's unmasked positions only (padded ones are zeros).
-        let span: Vec<usize> = (0..b)
-            .flat_map(|r| (r * t + from..r * t + from + tl).filter(|&p| input.mask[p] != 0))
-            .collect();
+        // Logits at the span's unmasked positions only (padded ones are zeros): the span's kept
+        // rows, in order, are rows of the compact final layer norm `a`.
+        let span = span_rows(input, from, tl);
         let mut picked = Vec::with_capacity(span.len() * c);
-        for &p in &span {
-            picked.extend_from_slice(&hidden[p * c..][..c]);
+        for p in (0..b).flat_map(|r| r * t + from..r * t + from + tl) {
+            if let Some(k) = rows.slot(p) {
+                picked.extend_from_slice(&a[k * c..][..c]);
+            }
         }
         let mut kept = vec![0.0f32; span.len() * v];
         {
@@ -473,10 +483,7 @@ impl Gpt2 {
             let dims = (span.len(), c, v);
             cpu::matmul(&mut kept, &picked, &head, dims, false, true, false);
         }
-        let span_mask: Vec<u8> = (0..b)
-            .flat_map(|r| input.mask[r * t + from..][..tl].iter().copied())
-            .collect();
-        let logits = cpu::Rows::of_mask(&span_mask).scatter(&kept, v);
+        let logits = span.scatter(&kept, v);
         Ok(LmOutput {
             logits: Tensor::from_vec(logits, (b, tl, v), &self.device)?,
             hidden: Tensor::from_vec(hidden, (b, t, c), &self.device)?,
@@ -529,13 +536,10 @@ impl CausalLm for Gpt2 {
                 lora_op::LoraBody::new(self, input, ctx.positions.clone(), ctx.full_mask, l)?;
             let hidden = flat.apply_op1(op)?;
             // Logits at the span's unmasked positions only (padded ones are zeros).
-            let span: Vec<u8> = (0..b)
-                .flat_map(|r| input.mask[r * t + from..][..tl].iter().copied())
-                .collect();
-            let rows = cpu::Rows::of_mask(&span);
+            let span = span_rows(input, from, tl);
             let head = self.lm_head.t()?;
             let logits =
-                ops::frozen_linear_rows(&hidden.narrow(1, from, tl)?, &head, None, Some(&rows))?;
+                ops::frozen_linear_rows(&hidden.narrow(1, from, tl)?, &head, None, Some(&span))?;
             return Ok(LmOutput { logits, hidden });
         }
         if !grad && cpu_f32 && lora.is_none_or(|l| !l.dropout_active()) {
