@@ -217,6 +217,57 @@ fn lm_pipeline_writes_report_and_reproduces() {
     );
 }
 
+/// `[compare] calibrate = "center"` keeps the z-score's means and drops its scales (each learned
+/// reward minus its reference mean only); an unknown mode is a clear error naming the key.
+#[test]
+fn lm_calibrate_center_keeps_the_means_and_drops_the_scales() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny(dir.path(), 1, None);
+    let calibration = |mode: &str, out: &str| {
+        let d = dir.path().join(out);
+        let o = run(&[
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            d.to_str().unwrap(),
+            "--set",
+            "compare.seeds=[1]",
+            "--set",
+            &format!("compare.calibrate={mode}"),
+        ]);
+        assert!(o.status.success(), "{}", text(&o).1);
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap())
+                .unwrap();
+        s["calibration"]["mixture"].clone()
+    };
+    let z = calibration("true", "z");
+    let c = calibration("\"center\"", "c");
+    assert_eq!(z["mean"], c["mean"]);
+    let stds = |v: &serde_json::Value| -> Vec<f64> {
+        v["std"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(stds(&c), vec![1.0, 1.0]);
+    assert!(stds(&z).iter().all(|s| *s != 1.0), "{z}");
+    let o = run(&[
+        "check",
+        cfg.to_str().unwrap(),
+        "--set",
+        "compare.calibrate=\"scale\"",
+    ]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("calibrate") && err.contains("center"),
+        "{out}{err}"
+    );
+}
+
 /// [`tiny`] without `[compare]` and PPO: the reward stage with token counts, a linear head,
 /// `[em] ratio-sweep = ratios` and `population` appended to `[population]`.
 fn reward_only_sweep(dir: &Path, population: &str, ratios: &[u32]) -> PathBuf {

@@ -21,7 +21,7 @@ use crate::env::{Action, EnvConfig, EnvSpec, Space};
 use crate::error::{check, Error, Result};
 use crate::mlp::{ActorCritic, MlpPolicyConfig};
 use crate::objective::{
-    Batch, Calibration, Groups, KlConfig, KlController, Objective, ObjectiveConfig,
+    Batch, Calibrate, Calibration, Groups, KlConfig, KlController, Objective, ObjectiveConfig,
 };
 use crate::ppo::{self, Hooks, PpoConfig, RewardHook, RolloutView, TrainCtx};
 use crate::prefs::em::RewardEnsemble;
@@ -44,9 +44,10 @@ pub struct CompareConfig {
     /// KL penalty to π_ref.
     #[serde(default)]
     pub kl: KlConfig,
-    /// Z-score each learned reward on π_ref rollouts before combining.
-    #[serde(default = "yes")]
-    pub calibrate: bool,
+    /// Calibrate each learned reward on π_ref rollouts before combining: `true` / `"z-score"`
+    /// (default), `"center"` (subtract the mean only) or `false` / `"none"`.
+    #[serde(default)]
+    pub calibrate: Calibrate,
     /// Environment steps of π_ref used for calibration.
     #[serde(default = "d_cal_steps")]
     pub calibration_steps: usize,
@@ -60,9 +61,6 @@ pub struct CompareConfig {
 
 fn d_seeds() -> Vec<u64> {
     vec![1, 2, 3]
-}
-fn yes() -> bool {
-    true
 }
 fn d_cal_steps() -> usize {
     4096
@@ -245,7 +243,7 @@ pub struct Cals {
 pub fn calibration(cfg: &CompareConfig, inp: &Inputs<'_>) -> Result<Cals> {
     let spec = &inp.env.build()?.spec().clone();
     let k = inp.ensemble.mixture.len();
-    if !cfg.calibrate {
+    if !cfg.calibrate.is_on() {
         return Ok(Cals {
             single: Calibration::identity(1),
             mixture: Calibration::identity(k),
@@ -257,8 +255,12 @@ pub fn calibration(cfg: &CompareConfig, inp: &Inputs<'_>) -> Result<Cals> {
         cfg.calibration_steps,
         rng::derive_seed(inp.seed, "calibration"),
     )?;
-    let single = Calibration::fit(&[inp.ensemble.single.reward_batch(&obs, &act)?]);
-    let mixture = Calibration::fit(&inp.ensemble.mixture_rewards(&obs, &act)?);
+    let single = cfg
+        .calibrate
+        .fit(&[inp.ensemble.single.reward_batch(&obs, &act)?]);
+    let mixture = cfg
+        .calibrate
+        .fit(&inp.ensemble.mixture_rewards(&obs, &act)?);
     Ok(Cals { single, mixture })
 }
 

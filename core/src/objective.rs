@@ -556,6 +556,82 @@ impl Objective for Dro {
     }
 }
 
+/// How learned rewards are put on a common footing before they are combined (`calibrate = …`):
+/// `true` / `"z-score"` (default) subtracts each model's mean on reference-policy samples and
+/// divides by its standard deviation there; `"center"` only subtracts the mean, keeping each
+/// model in the Bradley–Terry units it was trained in (the users' own utility scale when the
+/// groups share a preference temperature); `false` / `"none"` uses the raw rewards.
+/// docs/algorithms.md, "Calibration".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Calibrate {
+    /// Raw rewards.
+    None,
+    /// `(r − mean)/std` on reference samples.
+    #[default]
+    ZScore,
+    /// `r − mean` on reference samples.
+    Center,
+}
+
+impl Calibrate {
+    /// Whether any calibration is fitted.
+    pub fn is_on(self) -> bool {
+        self != Calibrate::None
+    }
+    /// Fit this mode's calibration on `[K][N]` rewards of reference-policy samples.
+    pub fn fit(self, rewards: &[Vec<f32>]) -> Calibration {
+        match self {
+            Calibrate::None => Calibration::identity(rewards.len()),
+            Calibrate::ZScore => Calibration::fit(rewards),
+            Calibrate::Center => {
+                let z = Calibration::fit(rewards);
+                Calibration {
+                    std: vec![1.0; z.mean.len()],
+                    ..z
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Calibrate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Calibrate::None => "none",
+            Calibrate::ZScore => "z-score",
+            Calibrate::Center => "center",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Calibrate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Calibrate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false, \"z-score\", \"center\" or \"none\"")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Calibrate, E> {
+                Ok(if v {
+                    Calibrate::ZScore
+                } else {
+                    Calibrate::None
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Calibrate, E> {
+                match v {
+                    "z-score" => Ok(Calibrate::ZScore),
+                    "center" => Ok(Calibrate::Center),
+                    "none" => Ok(Calibrate::None),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// Per-group affine calibration `(r − mean)/std`, fitted on reference-policy samples, so that
 /// rewards of separately trained models are comparable before a min is taken.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -850,5 +926,44 @@ mod tests {
         let mut fixed = KlController::new(&KlConfig::default());
         fixed.update(100.0, 1000);
         assert_eq!(fixed.value, 0.05);
+    }
+
+    /// `calibrate` reads `true`/`false` (the old form) and the three names; `center` keeps the
+    /// models' scales, `z-score` equalises them, `none` changes nothing; anything else is an
+    /// error naming the accepted values.
+    #[test]
+    fn calibrate_modes_parse_and_fit() {
+        #[derive(Deserialize)]
+        struct T {
+            calibrate: Calibrate,
+        }
+        let parse = |v: &str| toml::from_str::<T>(&format!("calibrate = {v}")).map(|t| t.calibrate);
+        assert_eq!(parse("true").unwrap(), Calibrate::ZScore);
+        assert_eq!(parse("false").unwrap(), Calibrate::None);
+        assert_eq!(parse("\"z-score\"").unwrap(), Calibrate::ZScore);
+        assert_eq!(parse("\"center\"").unwrap(), Calibrate::Center);
+        assert_eq!(parse("\"none\"").unwrap(), Calibrate::None);
+        let e = parse("\"zscore\"").unwrap_err().to_string();
+        assert!(e.contains("center") && e.contains("zscore"), "{e}");
+        let raw = vec![vec![1.0f32, 3.0], vec![10.0, 30.0]];
+        let apply = |m: Calibrate| {
+            let mut r = raw.clone();
+            m.fit(&raw).apply(&mut r);
+            r
+        };
+        assert_eq!(
+            apply(Calibrate::ZScore),
+            vec![vec![-1.0, 1.0], vec![-1.0, 1.0]]
+        );
+        assert_eq!(
+            apply(Calibrate::Center),
+            vec![vec![-1.0, 1.0], vec![-10.0, 10.0]]
+        );
+        assert_eq!(apply(Calibrate::None), raw);
+        assert!(!Calibrate::None.is_on() && Calibrate::Center.is_on());
+        assert_eq!(
+            serde_json::to_string(&Calibrate::Center).unwrap(),
+            "\"center\""
+        );
     }
 }

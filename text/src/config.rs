@@ -388,9 +388,11 @@ pub struct LmCompare {
     /// PPO steps (one batch of `ppo.batch-size` prompts each) per policy.
     #[serde(default = "d_steps")]
     pub steps: usize,
-    /// Z-score each learned reward on reference completions before combining.
-    #[serde(default = "yes")]
-    pub calibrate: bool,
+    /// Calibrate each learned reward on reference completions before combining: `true` /
+    /// `"z-score"` (default), `"center"` (subtract the mean only, keeping the Bradley–Terry
+    /// units) or `false` / `"none"` (docs/lm-rlhf.md, "Calibration").
+    #[serde(default)]
+    pub calibrate: maxmin_core::objective::Calibrate,
     /// How the objective's score reaches the response tokens: `none` (the paper, TRL: the whole
     /// score at the last token) or `prefix` (token t gets Φ(y≤t) − Φ(y<t), Φ being the
     /// objective's score of the prefix under this batch's group choice; the sum is the same

@@ -260,7 +260,10 @@ fn train_policy(
         ctx,
         compare,
         learned,
-        cals: compare.calibrate.then_some((args.cal, args.cal_single)),
+        cals: compare
+            .calibrate
+            .is_on()
+            .then_some((args.cal, args.cal_single)),
         fz: args.fz,
         label: &label,
         seed,
@@ -815,10 +818,15 @@ impl Domain for Lm<'_, '_> {
             .collect();
         let cal_resp = complete(ctx, None, &cal_prompts, &mut crng)?;
         let (g, s) = learned_rewards(&learned, &self.fz.token_rows(&cal_prompts, &cal_resp)?)?;
+        let mode = exp
+            .compare
+            .as_ref()
+            .map(|c| c.calibrate)
+            .unwrap_or_default();
         Ok(Shared {
             learned,
-            cal: Calibration::fit(&g),
-            cal_single: Calibration::fit(&[s]),
+            cal: mode.fit(&g),
+            cal_single: mode.fit(&[s]),
         })
     }
 

@@ -119,6 +119,13 @@ pub struct SentimentConfig {
     /// truths", for the argument and the measured correlation.
     #[serde(default)]
     pub prior_weight: f64,
+    /// With `evidence = "mean"` (instead of `prior-ngrams`): a completion with fewer distinct
+    /// known n-grams than this is padded up to this many with pseudo n-grams of weight
+    /// `prior-weight`; a longer one keeps exactly the mean of its own n-grams. The majority's
+    /// length term then asks for a minimum of substance and stops there, instead of pulling
+    /// every completion towards "longer" (docs/lm-rlhf.md, "Ground truths"). 0 (default): off.
+    #[serde(default)]
+    pub min_ngrams: f64,
 }
 
 fn d_reference_ngrams() -> f64 {
@@ -143,11 +150,18 @@ struct Sentiment {
     reference_ngrams: f64,
     prior_ngrams: f64,
     prior_weight: f64,
+    min_ngrams: f64,
 }
 
 impl Sentiment {
     fn text_score(&self, text: &str) -> f64 {
         match self.evidence {
+            Evidence::Mean if self.min_ngrams > 0.0 => self.model.prob_positive_padded(
+                text,
+                self.reference_ngrams,
+                self.min_ngrams,
+                self.prior_weight,
+            ),
             Evidence::Mean => self.model.prob_positive_shrunk(
                 text,
                 self.reference_ngrams,
@@ -196,11 +210,25 @@ impl TextRewardConfig for SentimentConfig {
                 ),
             ));
         }
-        if self.prior_weight != 0.0 && (self.evidence != Evidence::Mean || self.prior_ngrams == 0.0)
+        if !(self.min_ngrams.is_finite() && self.min_ngrams >= 0.0) {
+            return Err(Error::config(
+                "min-ngrams",
+                format!("expected a number ≥ 0, found {}", self.min_ngrams),
+            ));
+        }
+        if self.min_ngrams > 0.0 && (self.evidence != Evidence::Mean || self.prior_ngrams > 0.0) {
+            return Err(Error::config(
+                "min-ngrams",
+                "expected evidence = \"mean\" and no prior-ngrams (both add pseudo n-grams; pick one)",
+            ));
+        }
+        if self.prior_weight != 0.0
+            && (self.evidence != Evidence::Mean
+                || (self.prior_ngrams == 0.0 && self.min_ngrams == 0.0))
         {
             return Err(Error::config(
                 "prior-weight",
-                "only means something with evidence = \"mean\" and prior-ngrams > 0",
+                "only means something with evidence = \"mean\" and prior-ngrams > 0 or min-ngrams > 0",
             ));
         }
         Ok(())
@@ -225,6 +253,7 @@ impl TextRewardConfig for SentimentConfig {
             reference_ngrams: self.reference_ngrams,
             prior_ngrams: self.prior_ngrams,
             prior_weight: self.prior_weight,
+            min_ngrams: self.min_ngrams,
         }))
     }
 }
@@ -243,6 +272,7 @@ mod tests {
             reference_ngrams: 16.0,
             prior_ngrams,
             prior_weight,
+            min_ngrams: 0.0,
         }
     }
 
@@ -280,6 +310,7 @@ mod tests {
             reference_ngrams: 16.0,
             prior_ngrams: 0.0,
             prior_weight: 0.0,
+            min_ngrams: 0.0,
         };
         let msg = c.build().unwrap_err().to_string();
         assert!(
@@ -378,5 +409,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("prior-weight"));
+    }
+
+    /// `min-ngrams`: below m known n-grams the pad weight pulls the score down, at or above m
+    /// the score is the plain mean of the text's own n-grams (length-independent), and the
+    /// option refuses to be combined with `prior-ngrams`.
+    #[test]
+    fn padded_evidence_asks_for_substance_and_then_only_words() {
+        let plain = shipped(Evidence::Mean, 0.0, 0.0).build().unwrap();
+        let padded_cfg = SentimentConfig {
+            min_ngrams: 12.0,
+            ..shipped(Evidence::Mean, 0.0, -0.1)
+        };
+        padded_cfg.validate().unwrap();
+        let padded = padded_cfg.build().unwrap();
+        let s = |t| text(t);
+        // Long enough: identical to the plain mean, at any length above the floor.
+        let long = "this movie was a wonderful surprise with great acting and a lovely story that i enjoyed";
+        let twice = format!("{long} and {long}");
+        assert_eq!(padded.score(&s(long)), plain.score(&s(long)));
+        assert_eq!(padded.score(&s(&twice)), plain.score(&s(&twice)));
+        // Short: below the plain mean, and below neutral for a lone positive word.
+        assert!(padded.score(&s("great")) < plain.score(&s("great")));
+        assert!(padded.score(&s("!")) < 0.5, "{}", padded.score(&s("!")));
+        assert!(padded.score(&s("")) < 0.5);
+        // Monotone in the pad weight for short texts only.
+        let harsher = SentimentConfig {
+            min_ngrams: 12.0,
+            ..shipped(Evidence::Mean, 0.0, -0.3)
+        }
+        .build()
+        .unwrap();
+        assert!(harsher.score(&s("great")) < padded.score(&s("great")));
+        assert_eq!(harsher.score(&s(long)), padded.score(&s(long)));
+        for (bad, want) in [
+            (
+                SentimentConfig {
+                    min_ngrams: 12.0,
+                    ..shipped(Evidence::Mean, 16.0, -0.1)
+                },
+                "pick one",
+            ),
+            (
+                SentimentConfig {
+                    min_ngrams: -1.0,
+                    ..shipped(Evidence::Mean, 0.0, 0.0)
+                },
+                "≥ 0",
+            ),
+            (
+                SentimentConfig {
+                    min_ngrams: 12.0,
+                    ..shipped(Evidence::Sum, 0.0, 0.0)
+                },
+                "evidence",
+            ),
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("min-ngrams") && e.contains(want), "{e}");
+        }
     }
 }

@@ -279,12 +279,7 @@ impl SentimentModel {
     /// a weak review — while a long text keeps (nearly) its mean. `prior_weight = 0` gives
     /// exactly [`Self::shrunk_evidence`].
     pub fn shrunk_evidence_towards(&self, text: &str, prior_ngrams: f64, prior_weight: f64) -> f64 {
-        let mut grams: Vec<String> = ngrams(text, self.bigrams).into_iter().collect();
-        grams.sort_unstable();
-        let (sum, n) = grams
-            .iter()
-            .filter_map(|g| self.weights.get(g))
-            .fold((0.0f64, 0usize), |(s, n), w| (s + w, n + 1));
+        let (sum, n) = self.known_evidence(text);
         let prior = prior_ngrams.max(0.0);
         let denom = n as f64 + prior;
         if denom == 0.0 {
@@ -294,6 +289,46 @@ impl SentimentModel {
         } else {
             (sum + prior * prior_weight) / denom
         }
+    }
+
+    /// The sum of the weights of `text`'s distinct known n-grams and how many there are, summed
+    /// in a fixed (sorted) order so that the result does not depend on hashing.
+    pub fn known_evidence(&self, text: &str) -> (f64, usize) {
+        let mut grams: Vec<String> = ngrams(text, self.bigrams).into_iter().collect();
+        grams.sort_unstable();
+        grams
+            .iter()
+            .filter_map(|g| self.weights.get(g))
+            .fold((0.0f64, 0usize), |(s, n), w| (s + w, n + 1))
+    }
+
+    /// The mean weight of `text`'s distinct known n-grams, a text with fewer than `min_ngrams`
+    /// of them padded up to that many with pseudo n-grams of weight `pad_weight`:
+    /// (Σw + max(0, m − n) · pad_weight) / max(n, m). Unlike [`Self::shrunk_evidence_towards`],
+    /// whose pseudo n-grams weigh on every text (less on longer ones), a text with at least
+    /// `min_ngrams` n-grams keeps exactly its own mean: below that length a reply reads as a
+    /// weak review, above it only its words count. 0 when there is nothing to average.
+    pub fn padded_evidence(&self, text: &str, min_ngrams: f64, pad_weight: f64) -> f64 {
+        let (sum, n) = self.known_evidence(text);
+        let m = min_ngrams.max(0.0);
+        let n = n as f64;
+        let denom = n.max(m);
+        if denom == 0.0 {
+            0.0
+        } else {
+            (sum + (m - n).max(0.0) * pad_weight) / denom
+        }
+    }
+
+    /// σ(bias + `reference_ngrams` × [`Self::padded_evidence`]).
+    pub fn prob_positive_padded(
+        &self,
+        text: &str,
+        reference_ngrams: f64,
+        min_ngrams: f64,
+        pad_weight: f64,
+    ) -> f64 {
+        sigmoid(self.bias + reference_ngrams * self.padded_evidence(text, min_ngrams, pad_weight))
     }
 
     /// Length-independent positivity: σ(bias + `reference_ngrams` × [`Self::mean_evidence`]),
