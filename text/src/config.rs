@@ -390,7 +390,7 @@ pub struct LmCompare {
     pub steps: usize,
     /// Calibrate each learned reward on reference completions before combining: `true` /
     /// `"z-score"` (default), `"center"` (subtract the mean only, keeping the Bradley–Terry
-    /// units) or `false` / `"none"` (docs/lm-rlhf.md, "Calibration").
+    /// units) or `false` / `"none"` (docs/algorithms.md, "Calibration").
     #[serde(default)]
     pub calibrate: maxmin_core::objective::Calibrate,
     /// How the objective's score reaches the response tokens: `none` (the paper, TRL: the whole

@@ -260,10 +260,7 @@ fn train_policy(
         ctx,
         compare,
         learned,
-        cals: compare
-            .calibrate
-            .is_on()
-            .then_some((args.cal, args.cal_single)),
+        cals: (args.cal, args.cal_single),
         fz: args.fz,
         label: &label,
         seed,
@@ -292,7 +289,8 @@ struct PolicyJob<'a, 'c> {
     ctx: &'a Ctx<'c>,
     compare: &'a LmCompare,
     learned: &'a Learned,
-    cals: Option<(&'a Calibration, &'a Calibration)>,
+    /// Group and single calibrations (identities with `calibrate = false`).
+    cals: (&'a Calibration, &'a Calibration),
     fz: &'a Featurizer,
     label: &'a str,
     seed: u64,
@@ -446,12 +444,12 @@ fn checkpoint(
     Ok(ck)
 }
 
-/// Learned rewards of a batch: per group `[K][B]` and single `[B]`, calibrated when `cals` is
-/// given, and each group's raw (uncalibrated) batch mean.
+/// Learned rewards of a batch: per group `[K][B]` and single `[B]`, calibrated by `cals`, and
+/// each group's raw (uncalibrated) batch mean.
 fn batch_rewards(
     fz: &Featurizer,
     learned: &Learned,
-    cals: Option<(&Calibration, &Calibration)>,
+    (cal, cal_single): (&Calibration, &Calibration),
     prompts: &[Vec<u32>],
     responses: &[Vec<u32>],
 ) -> Result<BatchRewards> {
@@ -461,10 +459,8 @@ fn batch_rewards(
         .map(|r| r.iter().map(|v| *v as f64).sum::<f64>() / r.len() as f64)
         .collect();
     let mut single = vec![single];
-    if let Some((cal, cal_single)) = cals {
-        cal.apply(&mut g);
-        cal_single.apply(&mut single);
-    }
+    cal.apply(&mut g);
+    cal_single.apply(&mut single);
     Ok(BatchRewards {
         groups: g,
         single: single.pop().unwrap_or_default(),
